@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Installs the Debian packages qlora.cpp builds against (idempotent; needs root or sudo).
+set -euo pipefail
+packages=(build-essential cmake pkg-config git ca-certificates python3
+  nlohmann-json3-dev libcli11-dev libfmt-dev libopenblas-dev libyaml-cpp-dev libpcre2-dev
+  libgtest-dev libgmock-dev libomp-dev unzip)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  $sudo apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q "${missing[@]}"
+fi

@@ -1,0 +1,74 @@
+// GGUF reader (versions 1-3). Metadata values keep their GGUF type; tensors are memory-mapped and
+// dequantized on request (F32, F16, BF16, Q8_0, Q4_0, Q4_1). Spec: ggml/docs/gguf.md.
+// GGUF lists dimensions innermost first; GgufTensorInfo::shape is already PyTorch order
+// (outermost first). Tested in tests/unit/test_gguf.cpp.
+#pragma once
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "core/tensor.h"
+
+namespace qlora {
+
+// GGML tensor type ids as the spec numbers them.
+enum class GgmlType : uint32_t { F32 = 0, F16 = 1, Q4_0 = 2, Q4_1 = 3, Q8_0 = 8, BF16 = 30 };
+std::string ggml_type_name(uint32_t type);
+
+struct GgufValue;
+using GgufArray = std::vector<GgufValue>;
+// One metadata value: integers widen to int64/uint64, floats to double, arrays nest.
+struct GgufValue {
+  std::variant<uint64_t, int64_t, double, bool, std::string, std::shared_ptr<GgufArray>> value;
+
+  bool is_string() const { return std::holds_alternative<std::string>(value); }
+  bool is_array() const { return std::holds_alternative<std::shared_ptr<GgufArray>>(value); }
+  // Conversions throw Error("[gguf] key ...: expected ..., got ...") on a type mismatch; `key`
+  // is only for the message.
+  int64_t as_int(const std::string& key) const;
+  double as_float(const std::string& key) const;
+  bool as_bool(const std::string& key) const;
+  const std::string& as_string(const std::string& key) const;
+  const GgufArray& as_array(const std::string& key) const;
+};
+
+struct GgufTensorInfo {
+  std::string name;
+  Shape shape;           // outermost first
+  uint32_t type = 0;     // GgmlType id
+  uint64_t offset = 0;   // relative to the start of the data section
+  uint64_t nbytes = 0;
+};
+
+class GgufFile {
+ public:
+  // Maps and validates the file: magic, version, counts, every tensor's type, size and offset
+  // inside the file, no overlaps. Throws Error naming the file (and tensor) on any problem.
+  static GgufFile open(const std::string& path);
+
+  const std::string& path() const { return path_; }
+  uint32_t version() const { return version_; }
+  const std::map<std::string, GgufValue>& metadata() const { return metadata_; }
+  bool has(const std::string& key) const { return metadata_.count(key) != 0; }
+  const GgufValue& get(const std::string& key) const;  // throws Error naming the missing key
+  const std::vector<GgufTensorInfo>& tensors() const { return tensors_; }
+  const GgufTensorInfo* find_tensor(const std::string& name) const;  // nullptr when absent
+
+  // The tensor as f32 (dequantized/converted), or as stored for F32/F16/BF16 when
+  // `keep_float_dtype` (then zero-copy, viewing the mapping).
+  Tensor load(const std::string& name, bool keep_float_dtype = false) const;
+
+ private:
+  std::string path_;
+  uint32_t version_ = 0;
+  std::map<std::string, GgufValue> metadata_;
+  std::vector<GgufTensorInfo> tensors_;
+  std::shared_ptr<void> mapping_;
+  const uint8_t* data_ = nullptr;  // start of the tensor data section
+  size_t data_bytes_ = 0;
+};
+
+}  // namespace qlora

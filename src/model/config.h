@@ -1,0 +1,60 @@
+// LlamaConfig: the hyperparameters of a Llama-family model, spelled as Hugging Face's
+// config.json spells them (Llama 2/3, Mistral, Qwen2, SmolLM2, TinyLlama). Built from config.json,
+// GGUF metadata or a llama2.c header; written back as config.json. Tested in
+// tests/unit/test_config.cpp.
+#pragma once
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+namespace qlora {
+
+// HF `rope_scaling`. type "" = none; "llama3" = Llama 3.1 frequency-dependent scaling;
+// "linear" = positions divided by factor.
+struct RopeScaling {
+  std::string type;
+  double factor = 1.0;
+  double low_freq_factor = 1.0;
+  double high_freq_factor = 4.0;
+  int64_t original_max_position_embeddings = 8192;
+};
+
+struct LlamaConfig {
+  std::string model_type = "llama";                  // llama | mistral | qwen2
+  std::string architecture = "LlamaForCausalLM";     // HF `architectures[0]`
+  int64_t vocab_size = 0;
+  int64_t hidden_size = 0;                           // C
+  int64_t intermediate_size = 0;                     // F
+  int64_t num_hidden_layers = 0;                     // L
+  int64_t num_attention_heads = 0;                   // H
+  int64_t num_key_value_heads = 0;                   // Hkv
+  int64_t head_dim = 0;                              // D (hidden_size / H unless given)
+  int64_t max_position_embeddings = 2048;
+  double rms_norm_eps = 1e-6;
+  double rope_theta = 10000.0;
+  RopeScaling rope_scaling;
+  bool tie_word_embeddings = false;
+  bool attention_bias = false;                       // q/k/v biases (Qwen2 has them)
+  bool mlp_bias = false;                             // unsupported when true
+  int64_t sliding_window = 0;                        // Mistral; 0 = none
+  int64_t bos_token_id = -1;
+  std::vector<int64_t> eos_token_ids;
+  int64_t pad_token_id = -1;
+  std::string torch_dtype = "float32";
+
+  // From a parsed config.json; `source` (a file name) is named in every error. Throws Error
+  // "unsupported architecture X" for anything but the Llama family.
+  static LlamaConfig from_hf_json(const nlohmann::json& json, const std::string& source);
+  static LlamaConfig from_hf_file(const std::string& path);
+  nlohmann::json to_hf_json() const;
+  // Checks internal consistency (heads divide, GQA groups integral ...); throws Error naming source.
+  void validate(const std::string& source) const;
+
+  int64_t q_dim() const { return num_attention_heads * head_dim; }
+  int64_t kv_dim() const { return num_key_value_heads * head_dim; }
+  // Total parameters, counting a tied LM head once.
+  int64_t parameter_count() const;
+};
+
+}  // namespace qlora

@@ -1,0 +1,38 @@
+// LlamaWeights: the tensors of a Llama-family model, in Hugging Face orientation
+// (linear weights (out, in); q/k rows in HF's rotate_half order), whatever file they came from.
+#pragma once
+#include <string>
+#include <vector>
+
+#include "core/tensor.h"
+#include "model/config.h"
+
+namespace qlora {
+
+struct LlamaLayerWeights {
+  Tensor input_layernorm;           // (C)
+  Tensor q_proj, k_proj, v_proj;    // (H*D, C), (Hkv*D, C), (Hkv*D, C)
+  Tensor q_bias, k_bias, v_bias;    // (H*D), (Hkv*D), (Hkv*D); only when attention_bias
+  Tensor o_proj;                    // (C, H*D)
+  Tensor post_attention_layernorm;  // (C)
+  Tensor gate_proj, up_proj;        // (F, C)
+  Tensor down_proj;                 // (C, F)
+};
+
+struct LlamaWeights {
+  Tensor embed_tokens;  // (V, C)
+  std::vector<LlamaLayerWeights> layers;
+  Tensor norm;          // (C)
+  Tensor lm_head;       // (V, C); shares storage with embed_tokens when tied
+};
+
+// A loaded model: its config, its weights and where it came from.
+struct LlamaModelFile {
+  LlamaConfig config;
+  LlamaWeights weights;
+  std::string path;        // the file or folder it was loaded from
+  std::string format;      // "hf" | "gguf" | "llama2c"
+  std::string file_dtype;  // dtype(s) as stored, e.g. "bf16", "Q4_1+Q8_0+F32"
+};
+
+}  // namespace qlora

@@ -1,0 +1,54 @@
+// Inference forward pass of a Llama-family model on the CPU backend: embedding, per block
+// x + attn(rmsnorm(x)) and x + mlp(rmsnorm(x)), final norm, LM head. Causal GQA attention with a
+// KV cache; f32 or bf16 compute (bf16 rounds activations between ops, accumulates in f32).
+// Proven against transformers' logits in tests/golden/test_golden_logits.cpp.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "core/tensor.h"
+#include "model/weights.h"
+
+namespace qlora {
+
+struct ForwardOptions {
+  DType compute = DType::F32;  // f32 or bf16 activations
+};
+
+// Keys and values of every layer for positions [0, size()).
+class KvCache {
+ public:
+  KvCache(const LlamaConfig& config, int64_t max_seq);
+  int64_t size() const { return size_; }
+  int64_t capacity() const { return max_seq_; }
+  void clear() { size_ = 0; }
+  float* keys(int64_t layer) { return k_[size_t(layer)].data<float>(); }    // (max_seq, Hkv*D)
+  float* values(int64_t layer) { return v_[size_t(layer)].data<float>(); }  // (max_seq, Hkv*D)
+  void advance(int64_t n) { size_ += n; }
+
+ private:
+  int64_t max_seq_ = 0;
+  int64_t size_ = 0;
+  std::vector<Tensor> k_, v_;
+};
+
+class LlamaModel {
+ public:
+  explicit LlamaModel(LlamaModelFile file, ForwardOptions options = {});
+  const LlamaConfig& config() const { return file_.config; }
+  const LlamaModelFile& file() const { return file_; }
+
+  // Runs `n` tokens at positions [cache.size(), cache.size() + n), appends them to the cache,
+  // and returns logits (n, V) f32 — or (1, V) for the last token when !all_logits.
+  Tensor forward(KvCache& cache, const int32_t* ids, int64_t n, bool all_logits) const;
+
+  // Convenience: a fresh cache, one sequence; logits (T, V).
+  Tensor forward_sequence(const std::vector<int32_t>& ids) const;
+
+ private:
+  LlamaModelFile file_;
+  ForwardOptions options_;
+  std::vector<float> rope_inv_freq_;  // (D/2) after rope_scaling
+};
+
+}  // namespace qlora

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The test command: installs dependencies, fetches the default real model, builds (CPU), runs
+# every test with ctest, and compiles the CUDA backend (no GPU needed to compile it).
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+bash scripts/install_deps.sh
+bash scripts/fetch_models.sh
+bash scripts/build.sh
+if command -v nvcc >/dev/null 2>&1 || [ -x /usr/local/cuda/bin/nvcc ]; then
+  export PATH="$PATH:/usr/local/cuda/bin"
+  cmake -S . -B build-cuda -DQLORA_CUDA=ON -DQLORA_BUILD_TESTS=OFF -DQLORA_BUILD_BENCH=OFF >/dev/null
+  cmake --build build-cuda -j"$(nproc)" --target qlora_backend_cuda
+  echo "CUDA backend compiled"
+fi
+ctest --test-dir build --output-on-failure -j"$(nproc)"

@@ -1,0 +1,97 @@
+// `qlora generate MODEL [--tokenizer FILE] --prompt TEXT [--max-tokens N] [--temperature T]
+//  [--top-p P] [--seed S]`: streams a continuation of the prompt, reusing a KV cache. An empty prompt
+// starts from BOS. The tokenizer is found beside or inside the model when not given.
+#include <fmt/core.h>
+
+#include <chrono>
+#include <random>
+
+#include "commands.h"
+#include "common.h"
+#include "core/error.h"
+#include "data/tokenizer.h"
+#include "model/sampler.h"
+
+namespace qlora::cli {
+
+namespace {
+
+struct GenerateOptions {
+  ModelOptions model;
+  std::string tokenizer_path;
+  std::string prompt;
+  int64_t max_tokens = 256;
+  float temperature = 0.8f;
+  float top_p = 0.95f;
+  int64_t seed = -1;
+  bool no_bos = false;
+  bool ignore_eos = false;
+  bool stats = false;
+};
+
+void run_generate(const GenerateOptions& o) {
+  const LlamaModel model = load_for_inference(o.model);
+  const auto tokenizer =
+      o.tokenizer_path.empty() ? find_tokenizer_for_model(o.model.model_path) : load_tokenizer(o.tokenizer_path);
+  if (tokenizer->vocab_size() > model.config().vocab_size)
+    fail("generate", "tokenizer has {} tokens but the model's vocabulary is {}", tokenizer->vocab_size(),
+         model.config().vocab_size);
+  std::vector<int32_t> ids = tokenizer->encode(o.prompt, !o.no_bos);
+  if (ids.empty()) {
+    if (tokenizer->bos_id() < 0) fail("generate", "empty prompt and the tokenizer has no BOS token to start from");
+    ids.push_back(tokenizer->bos_id());
+  }
+  const int64_t context = model.config().max_position_embeddings;
+  if (int64_t(ids.size()) >= context)
+    fail("generate", "prompt of {} tokens fills the model's context of {}", ids.size(), context);
+  const uint64_t seed = o.seed >= 0 ? uint64_t(o.seed) : std::random_device{}();
+  Sampler sampler({o.temperature, o.top_p, seed});
+
+  KvCache cache(model.config(), context);
+  const auto start = std::chrono::steady_clock::now();
+  Tensor logits = model.forward(cache, ids.data(), int64_t(ids.size()), false);
+  const auto prefill_done = std::chrono::steady_clock::now();
+  fmt::print("{}", tokenizer->decode(ids));
+  std::fflush(stdout);
+  int32_t prev = ids.back();
+  int64_t generated = 0;
+  while (generated < o.max_tokens && cache.size() < context) {
+    const int32_t next = sampler.sample(logits.data<float>(), model.config().vocab_size);
+    if (!o.ignore_eos && tokenizer->is_eog(next)) break;
+    fmt::print("{}", tokenizer->decode_token(next, prev));
+    std::fflush(stdout);
+    ++generated;
+    prev = next;
+    if (cache.size() >= context) break;
+    logits = model.forward(cache, &next, 1, false);
+  }
+  fmt::print("\n");
+  if (o.stats) {
+    const auto end = std::chrono::steady_clock::now();
+    const double prefill = std::chrono::duration<double>(prefill_done - start).count();
+    const double decode = std::chrono::duration<double>(end - prefill_done).count();
+    fmt::print(stderr, "prompt {} tokens in {:.3f}s ({:.1f} tok/s); generated {} tokens in {:.3f}s ({:.1f} tok/s); seed {}\n",
+               ids.size(), prefill, double(ids.size()) / prefill, generated, decode,
+               generated ? double(generated) / decode : 0.0, seed);
+  }
+}
+
+}  // namespace
+
+void register_generate(CLI::App& app) {
+  auto o = std::make_shared<GenerateOptions>();
+  CLI::App* cmd = app.add_subcommand("generate", "Generate text from a prompt");
+  add_model_options(*cmd, o->model);
+  cmd->add_option("--tokenizer", o->tokenizer_path, "tokenizer file (default: beside or inside the model)");
+  cmd->add_option("--prompt,-p", o->prompt, "prompt text (empty: start from BOS)");
+  cmd->add_option("--max-tokens,-n", o->max_tokens, "tokens to generate")->check(CLI::NonNegativeNumber);
+  cmd->add_option("--temperature,-t", o->temperature, "sampling temperature; 0 = greedy")->check(CLI::NonNegativeNumber);
+  cmd->add_option("--top-p", o->top_p, "nucleus sampling mass")->check(CLI::Range(0.0, 1.0));
+  cmd->add_option("--seed", o->seed, "random seed (default: random, printed with --stats)");
+  cmd->add_flag("--no-bos", o->no_bos, "do not prepend BOS");
+  cmd->add_flag("--ignore-eos", o->ignore_eos, "keep generating past end-of-sequence");
+  cmd->add_flag("--stats", o->stats, "print timing and seed to stderr");
+  cmd->callback([o] { run_generate(*o); });
+}
+
+}  // namespace qlora::cli

@@ -1,0 +1,11 @@
+// Subcommand registration: each cmd_<name>.cpp adds its subcommand to the app.
+#pragma once
+#include <CLI/CLI.hpp>
+
+namespace qlora::cli {
+
+void register_info(CLI::App& app);
+void register_generate(CLI::App& app);
+void register_perplexity(CLI::App& app);
+
+}  // namespace qlora::cli

@@ -1,0 +1,25 @@
+// Options shared by the subcommands that load a model (threads, compute dtype) and helpers to
+// load a model with them.
+#pragma once
+#include <CLI/CLI.hpp>
+#include <string>
+
+#include "model/llama.h"
+#include "model/loader.h"
+
+namespace qlora::cli {
+
+struct ModelOptions {
+  std::string model_path;
+  std::string dtype = "f32";  // compute and weight dtype: f32 | bf16
+  int threads = 0;            // 0 = all cores
+};
+
+// Adds MODEL, --dtype and --threads to a subcommand.
+void add_model_options(CLI::App& cmd, ModelOptions& options);
+// Sets the thread count and loads the model for inference.
+LlamaModel load_for_inference(const ModelOptions& options);
+// Bytes of weight memory the loaded model holds (a tied head counted once).
+size_t weight_memory_bytes(const LlamaWeights& weights);
+
+}  // namespace qlora::cli

@@ -1,0 +1,30 @@
+// The `qlora` command line: parses the subcommand and turns library errors into a message on
+// stderr and a non-zero exit.
+#include <fmt/core.h>
+
+#include <CLI/CLI.hpp>
+#include <exception>
+
+#include "commands.h"
+#include "core/error.h"
+
+int main(int argc, char** argv) {
+  CLI::App app{"qlora.cpp: fine-tune Llama-family models with QLoRA on the hardware you have"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "qlora 0.1.0");
+  qlora::cli::register_info(app);
+  qlora::cli::register_generate(app);
+  qlora::cli::register_perplexity(app);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  } catch (const qlora::Error& e) {
+    fmt::print(stderr, "error: {}\n", e.what());
+    return 1;
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "error: {}\n", e.what());
+    return 1;
+  }
+  return 0;
+}

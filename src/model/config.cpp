@@ -1,0 +1,330 @@
+// LlamaConfig <-> Hugging Face config.json. Field names and defaults follow transformers'
+// LlamaConfig, MistralConfig and Qwen2Config (Qwen2 always has q/k/v biases; Mistral and Qwen2
+// may carry a sliding window). Every error names the key and the source file.
+#include "model/config.h"
+
+#include <fstream>
+#include <sstream>
+
+#include "core/error.h"
+
+namespace qlora {
+namespace {
+
+using json = nlohmann::json;
+
+struct Family {
+  const char* model_type;
+  const char* architecture;
+};
+constexpr Family kFamilies[] = {
+    {"llama", "LlamaForCausalLM"},
+    {"mistral", "MistralForCausalLM"},
+    {"qwen2", "Qwen2ForCausalLM"},
+};
+constexpr const char* kSupported = "LlamaForCausalLM (llama), MistralForCausalLM (mistral), Qwen2ForCausalLM (qwen2)";
+
+const Family* family_by_type(const std::string& t) {
+  for (const auto& f : kFamilies)
+    if (t == f.model_type) return &f;
+  return nullptr;
+}
+const Family* family_by_arch(const std::string& a) {
+  for (const auto& f : kFamilies)
+    if (a == f.architecture) return &f;
+  return nullptr;
+}
+
+// Typed accessors: absent or null keys give the default; a wrong type is an error naming both.
+class Fields {
+ public:
+  Fields(const json& j, const std::string& source) : j_(j), source_(source) {}
+
+  bool present(const char* key) const { return j_.contains(key) && !j_[key].is_null(); }
+
+  [[noreturn]] void wrong(const char* key, const char* expected, const json& v) const {
+    fail("config", "key '{}' in {}: expected {}, got {} {}", key, source_, expected, v.type_name(),
+         v.dump());
+  }
+  int64_t integer(const char* key, const json& v) const {
+    if (v.is_number_integer()) return v.get<int64_t>();
+    // Some exporters write 2048.0; accept integral floats.
+    if (v.is_number_float() && double(int64_t(v.get<double>())) == v.get<double>())
+      return int64_t(v.get<double>());
+    wrong(key, "an integer", v);
+  }
+  int64_t get_int(const char* key, int64_t fallback) const {
+    return present(key) ? integer(key, j_[key]) : fallback;
+  }
+  int64_t require_int(const char* key) const {
+    if (!present(key)) fail("config", "key '{}' is missing from {}", key, source_);
+    return integer(key, j_[key]);
+  }
+  double get_double(const char* key, double fallback) const {
+    if (!present(key)) return fallback;
+    const json& v = j_[key];
+    if (!v.is_number()) wrong(key, "a number", v);
+    return v.get<double>();
+  }
+  bool get_bool(const char* key, bool fallback) const {
+    if (!present(key)) return fallback;
+    const json& v = j_[key];
+    if (!v.is_boolean()) wrong(key, "a bool", v);
+    return v.get<bool>();
+  }
+  std::string get_string(const char* key, const std::string& fallback) const {
+    if (!present(key)) return fallback;
+    const json& v = j_[key];
+    if (!v.is_string()) wrong(key, "a string", v);
+    return v.get<std::string>();
+  }
+  const json& at(const char* key) const { return j_[key]; }
+
+ private:
+  const json& j_;
+  const std::string& source_;
+};
+
+RopeScaling parse_rope_scaling(const json& v, const std::string& source) {
+  RopeScaling rs;
+  if (v.is_null()) return rs;
+  if (!v.is_object())
+    fail("config", "key 'rope_scaling' in {}: expected an object or null, got {} {}", source,
+         v.type_name(), v.dump());
+  const Fields f(v, source);
+  std::string type = f.get_string("rope_type", "");
+  if (type.empty()) type = f.get_string("type", "");
+  if (type == "default" || type.empty()) return rs;  // transformers treats these as "no scaling"
+  if (type != "llama3" && type != "linear")
+    fail("config", "key 'rope_scaling' in {}: unsupported rope type '{}'; supported: llama3, linear "
+                   "(or null)",
+         source, type);
+  rs.type = type;
+  rs.factor = f.get_double("factor", 1.0);
+  if (type == "llama3") {
+    rs.low_freq_factor = f.get_double("low_freq_factor", rs.low_freq_factor);
+    rs.high_freq_factor = f.get_double("high_freq_factor", rs.high_freq_factor);
+    rs.original_max_position_embeddings =
+        f.get_int("original_max_position_embeddings", rs.original_max_position_embeddings);
+  }
+  return rs;
+}
+
+}  // namespace
+
+LlamaConfig LlamaConfig::from_hf_json(const json& j, const std::string& source) {
+  if (!j.is_object())
+    fail("config", "{}: expected a JSON object, got {}", source, j.type_name());
+  const Fields f(j, source);
+  LlamaConfig c;
+
+  // Family: from `architectures[0]` and `model_type`; each, when given, must be supported.
+  std::string arch;
+  if (f.present("architectures")) {
+    const json& a = f.at("architectures");
+    if (!a.is_array() || a.empty() || !a[0].is_string())
+      f.wrong("architectures", "a non-empty list of strings", a);
+    arch = a[0].get<std::string>();
+  }
+  const std::string model_type = f.get_string("model_type", "");
+  const Family* fam = nullptr;
+  if (!arch.empty()) {
+    fam = family_by_arch(arch);
+    if (!fam) fail("config", "unsupported architecture {} in {}; supported: {}", arch, source, kSupported);
+  }
+  if (!model_type.empty()) {
+    const Family* by_type = family_by_type(model_type);
+    if (!by_type)
+      fail("config", "unsupported architecture {} in {}; supported: {}",
+           arch.empty() ? "model_type " + model_type : arch + " (model_type " + model_type + ")", source,
+           kSupported);
+    if (fam && fam != by_type)
+      fail("config", "{}: architectures[0] {} does not match model_type {}; expected model_type {}",
+           source, arch, model_type, fam->model_type);
+    fam = by_type;
+  }
+  if (!fam)
+    fail("config", "{}: neither 'model_type' nor 'architectures' is set; expected one of: {}", source,
+         kSupported);
+  c.model_type = fam->model_type;
+  c.architecture = fam->architecture;
+
+  c.vocab_size = f.require_int("vocab_size");
+  c.hidden_size = f.require_int("hidden_size");
+  c.intermediate_size = f.require_int("intermediate_size");
+  c.num_hidden_layers = f.require_int("num_hidden_layers");
+  c.num_attention_heads = f.require_int("num_attention_heads");
+  c.num_key_value_heads = f.get_int("num_key_value_heads", c.num_attention_heads);
+  if (c.num_attention_heads <= 0)
+    fail("config", "key 'num_attention_heads' in {}: expected a positive integer, got {}", source,
+         c.num_attention_heads);
+  if (f.present("head_dim")) {
+    c.head_dim = f.get_int("head_dim", 0);
+  } else {
+    if (c.hidden_size % c.num_attention_heads != 0)
+      fail("config", "{}: hidden_size {} is not divisible by num_attention_heads {} (and no head_dim "
+                     "is given)",
+           source, c.hidden_size, c.num_attention_heads);
+    c.head_dim = c.hidden_size / c.num_attention_heads;
+  }
+  c.max_position_embeddings = f.get_int("max_position_embeddings", c.max_position_embeddings);
+  c.rms_norm_eps = f.get_double("rms_norm_eps", c.rms_norm_eps);
+  c.rope_theta = f.get_double("rope_theta", c.rope_theta);
+  if (j.contains("rope_scaling")) c.rope_scaling = parse_rope_scaling(j["rope_scaling"], source);
+  // transformers >= 5 writes both into one `rope_parameters` object ({rope_theta, rope_type, ...}).
+  if (j.contains("rope_parameters") && !j["rope_parameters"].is_null()) {
+    const json& rp = j["rope_parameters"];
+    if (!rp.is_object())
+      fail("config", "key 'rope_parameters' in {}: expected an object or null, got {}", source, rp.type_name());
+    c.rope_theta = Fields(rp, source).get_double("rope_theta", c.rope_theta);
+    c.rope_scaling = parse_rope_scaling(rp, source);
+  }
+  c.tie_word_embeddings = f.get_bool("tie_word_embeddings", false);
+  // Qwen2's attention always has q/k/v biases (transformers hard-codes bias=True there).
+  c.attention_bias = c.model_type == "qwen2" ? true : f.get_bool("attention_bias", false);
+  c.mlp_bias = f.get_bool("mlp_bias", false);
+  if (c.model_type == "mistral") {
+    c.sliding_window = f.get_int("sliding_window", 0);
+  } else if (c.model_type == "qwen2" && f.get_bool("use_sliding_window", false)) {
+    c.sliding_window = f.get_int("sliding_window", 0);
+  }
+  c.bos_token_id = f.get_int("bos_token_id", -1);
+  if (f.present("eos_token_id")) {
+    const json& e = f.at("eos_token_id");
+    if (e.is_array()) {
+      for (const auto& id : e) c.eos_token_ids.push_back(f.integer("eos_token_id", id));
+    } else {
+      c.eos_token_ids.push_back(f.integer("eos_token_id", e));
+    }
+  }
+  c.pad_token_id = f.get_int("pad_token_id", -1);
+  // transformers >= 4.56 writes `dtype`; older versions `torch_dtype`.
+  c.torch_dtype = f.get_string("torch_dtype", f.get_string("dtype", c.torch_dtype));
+  c.validate(source);
+  return c;
+}
+
+LlamaConfig LlamaConfig::from_hf_file(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) fail("config", "cannot open {}", path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  json j;
+  try {
+    j = json::parse(ss.str());
+  } catch (const json::exception& e) {
+    fail("config", "malformed JSON in {}: {}", path, e.what());
+  }
+  return from_hf_json(j, path);
+}
+
+json LlamaConfig::to_hf_json() const {
+  json j;
+  j["architectures"] = {architecture};
+  j["model_type"] = model_type;
+  j["vocab_size"] = vocab_size;
+  j["hidden_size"] = hidden_size;
+  j["intermediate_size"] = intermediate_size;
+  j["num_hidden_layers"] = num_hidden_layers;
+  j["num_attention_heads"] = num_attention_heads;
+  j["num_key_value_heads"] = num_key_value_heads;
+  j["head_dim"] = head_dim;
+  j["max_position_embeddings"] = max_position_embeddings;
+  j["rms_norm_eps"] = rms_norm_eps;
+  j["rope_theta"] = rope_theta;
+  if (rope_scaling.type.empty()) {
+    j["rope_scaling"] = nullptr;
+  } else {
+    json rs{{"rope_type", rope_scaling.type}, {"factor", rope_scaling.factor}};
+    if (rope_scaling.type == "llama3") {
+      rs["low_freq_factor"] = rope_scaling.low_freq_factor;
+      rs["high_freq_factor"] = rope_scaling.high_freq_factor;
+      rs["original_max_position_embeddings"] = rope_scaling.original_max_position_embeddings;
+    }
+    j["rope_scaling"] = rs;
+  }
+  j["tie_word_embeddings"] = tie_word_embeddings;
+  if (model_type != "qwen2") {
+    j["attention_bias"] = attention_bias;
+    j["mlp_bias"] = mlp_bias;
+  }
+  if (model_type == "mistral") {
+    j["sliding_window"] = sliding_window > 0 ? json(sliding_window) : json(nullptr);
+  } else if (model_type == "qwen2") {
+    j["use_sliding_window"] = sliding_window > 0;
+    if (sliding_window > 0) j["sliding_window"] = sliding_window;
+  }
+  j["bos_token_id"] = bos_token_id >= 0 ? json(bos_token_id) : json(nullptr);
+  if (eos_token_ids.empty()) {
+    j["eos_token_id"] = nullptr;
+  } else if (eos_token_ids.size() == 1) {
+    j["eos_token_id"] = eos_token_ids[0];
+  } else {
+    j["eos_token_id"] = eos_token_ids;
+  }
+  if (pad_token_id >= 0) j["pad_token_id"] = pad_token_id;
+  j["torch_dtype"] = torch_dtype;
+  j["hidden_act"] = "silu";
+  return j;
+}
+
+void LlamaConfig::validate(const std::string& source) const {
+  auto positive = [&](const char* key, int64_t v) {
+    if (v <= 0) fail("config", "key '{}' in {}: expected a positive integer, got {}", key, source, v);
+  };
+  positive("vocab_size", vocab_size);
+  positive("hidden_size", hidden_size);
+  positive("intermediate_size", intermediate_size);
+  positive("num_hidden_layers", num_hidden_layers);
+  positive("num_attention_heads", num_attention_heads);
+  positive("num_key_value_heads", num_key_value_heads);
+  positive("head_dim", head_dim);
+  positive("max_position_embeddings", max_position_embeddings);
+  if (num_attention_heads % num_key_value_heads != 0)
+    fail("config", "{}: num_attention_heads {} must be a multiple of num_key_value_heads {} (GQA groups)",
+         source, num_attention_heads, num_key_value_heads);
+  if (head_dim % 2 != 0)
+    fail("config", "key 'head_dim' in {}: RoPE needs an even head_dim, got {}", source, head_dim);
+  if (!(rms_norm_eps > 0))
+    fail("config", "key 'rms_norm_eps' in {}: expected a positive number, got {}", source, rms_norm_eps);
+  if (!(rope_theta > 0))
+    fail("config", "key 'rope_theta' in {}: expected a positive number, got {}", source, rope_theta);
+  if (!rope_scaling.type.empty()) {
+    if (rope_scaling.type != "llama3" && rope_scaling.type != "linear")
+      fail("config", "key 'rope_scaling' in {}: unsupported rope type '{}'; supported: llama3, linear",
+           source, rope_scaling.type);
+    if (!(rope_scaling.factor > 0))
+      fail("config", "key 'rope_scaling.factor' in {}: expected a positive number, got {}", source,
+           rope_scaling.factor);
+    if (rope_scaling.type == "llama3" &&
+        (!(rope_scaling.high_freq_factor > rope_scaling.low_freq_factor) ||
+         rope_scaling.original_max_position_embeddings <= 0))
+      fail("config", "key 'rope_scaling' in {}: llama3 scaling needs high_freq_factor > "
+                     "low_freq_factor and original_max_position_embeddings > 0; got {}, {}, {}",
+           source, rope_scaling.high_freq_factor, rope_scaling.low_freq_factor,
+           rope_scaling.original_max_position_embeddings);
+  }
+  if (mlp_bias)
+    fail("config", "key 'mlp_bias' in {}: MLP biases are not supported; expected false, got true", source);
+  if (sliding_window < 0)
+    fail("config", "key 'sliding_window' in {}: expected a non-negative integer, got {}", source,
+         sliding_window);
+  // Token ids are not range-checked against vocab_size: real configs are often sloppy there
+  // (a pad id one past the vocabulary) and an id that is never produced is harmless.
+  for (int64_t id : eos_token_ids)
+    if (id < 0) fail("config", "key 'eos_token_id' in {}: expected non-negative ids, got {}", source, id);
+}
+
+int64_t LlamaConfig::parameter_count() const {
+  const int64_t C = hidden_size, F = intermediate_size, V = vocab_size;
+  int64_t per_layer = 2 * C;                              // input/post-attention norms
+  per_layer += C * q_dim() + 2 * C * kv_dim();            // q, k, v
+  per_layer += q_dim() * C;                               // o
+  per_layer += 3 * C * F;                                 // gate, up, down
+  if (attention_bias) per_layer += q_dim() + 2 * kv_dim();
+  int64_t n = V * C + num_hidden_layers * per_layer + C;  // embedding, layers, final norm
+  if (!tie_word_embeddings) n += V * C;
+  return n;
+}
+
+}  // namespace qlora

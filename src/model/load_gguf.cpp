@@ -1,0 +1,145 @@
+// GGUF model: config from the {arch}.* and tokenizer.ggml.* metadata, tensors by llama.cpp's
+// names (token_embd, blk.N.attn_q, ..., output_norm, output). Architecture "llama" stores q/k
+// rows in interleaved RoPE order (convert_hf_to_gguf.py permutes them); we permute them back.
+// "qwen2" is stored in HF order (NEOX-style RoPE) and is not permuted.
+#include <map>
+
+#include "core/error.h"
+#include "io/ggml_dequant.h"
+#include "io/gguf.h"
+#include "model/load_common.h"
+
+namespace qlora {
+namespace {
+
+// HF suffix (after model.layers.N.) -> GGUF suffix (after blk.N.).
+const std::map<std::string, std::string>& layer_names() {
+  static const std::map<std::string, std::string> names = {
+      {"input_layernorm.weight", "attn_norm.weight"},
+      {"self_attn.q_proj.weight", "attn_q.weight"},
+      {"self_attn.k_proj.weight", "attn_k.weight"},
+      {"self_attn.v_proj.weight", "attn_v.weight"},
+      {"self_attn.q_proj.bias", "attn_q.bias"},
+      {"self_attn.k_proj.bias", "attn_k.bias"},
+      {"self_attn.v_proj.bias", "attn_v.bias"},
+      {"self_attn.o_proj.weight", "attn_output.weight"},
+      {"post_attention_layernorm.weight", "ffn_norm.weight"},
+      {"mlp.gate_proj.weight", "ffn_gate.weight"},
+      {"mlp.up_proj.weight", "ffn_up.weight"},
+      {"mlp.down_proj.weight", "ffn_down.weight"},
+  };
+  return names;
+}
+
+std::string gguf_name(const std::string& hf) {
+  if (hf == "model.embed_tokens.weight") return "token_embd.weight";
+  if (hf == "model.norm.weight") return "output_norm.weight";
+  if (hf == "lm_head.weight") return "output.weight";
+  const std::string prefix = "model.layers.";
+  if (hf.rfind(prefix, 0) == 0) {
+    const size_t dot = hf.find('.', prefix.size());
+    const std::string layer = hf.substr(prefix.size(), dot - prefix.size());
+    auto it = layer_names().find(hf.substr(dot + 1));
+    if (it != layer_names().end()) return "blk." + layer + "." + it->second;
+  }
+  QLORA_ASSERT(false, "no GGUF name for {}", hf);
+  return "";
+}
+
+LlamaConfig config_from_gguf(const GgufFile& g, const LoadOptions& options) {
+  const std::string& path = g.path();
+  const std::string arch = g.get("general.architecture").as_string("general.architecture");
+  if (arch != "llama" && arch != "qwen2")
+    fail("load", "unsupported GGUF architecture {} in {}; supported: llama, qwen2", arch, path);
+  auto key = [&](const std::string& k) { return arch + "." + k; };
+  auto get_int = [&](const std::string& k) { return g.get(key(k)).as_int(key(k)); };
+  auto get_int_or = [&](const std::string& k, int64_t fallback) {
+    return g.has(key(k)) ? g.get(key(k)).as_int(key(k)) : fallback;
+  };
+
+  LlamaConfig c;
+  c.model_type = arch;
+  c.architecture = arch == "qwen2" ? "Qwen2ForCausalLM" : "LlamaForCausalLM";
+  c.num_hidden_layers = get_int("block_count");
+  c.hidden_size = get_int("embedding_length");
+  c.intermediate_size = get_int("feed_forward_length");
+  c.num_attention_heads = get_int("attention.head_count");
+  c.num_key_value_heads = get_int_or("attention.head_count_kv", c.num_attention_heads);
+  if (c.num_attention_heads <= 0)
+    fail("load", "{}: {} must be positive; got {}", path, key("attention.head_count"), c.num_attention_heads);
+  c.head_dim = get_int_or("attention.key_length", c.hidden_size / c.num_attention_heads);
+  const int64_t rope_dims = get_int_or("rope.dimension_count", c.head_dim);
+  if (rope_dims != c.head_dim)
+    fail("load", "{}: {} is {}; only full-head RoPE is supported (expected {})", path,
+         key("rope.dimension_count"), rope_dims, c.head_dim);
+  c.rms_norm_eps = g.get(key("attention.layer_norm_rms_epsilon")).as_float(key("attention.layer_norm_rms_epsilon"));
+  c.rope_theta = g.has(key("rope.freq_base")) ? g.get(key("rope.freq_base")).as_float(key("rope.freq_base")) : 10000.0;
+  c.max_position_embeddings = get_int_or("context_length", c.max_position_embeddings);
+
+  if (g.has(key("rope.scaling.type"))) {
+    const std::string type = g.get(key("rope.scaling.type")).as_string(key("rope.scaling.type"));
+    if (type == "linear") {
+      c.rope_scaling.type = "linear";
+      c.rope_scaling.factor = g.get(key("rope.scaling.factor")).as_float(key("rope.scaling.factor"));
+    } else if (type != "none") {
+      fail("load", "{}: unsupported {} '{}'; supported: none, linear", path, key("rope.scaling.type"), type);
+    }
+  }
+  if (g.find_tensor("rope_freqs.weight"))
+    fail("load", "{}: tensor rope_freqs.weight (Llama 3.1 frequency scaling baked into the GGUF) is not "
+                 "supported; load the Hugging Face folder instead",
+         path);
+
+  if (g.has(key("vocab_size"))) {
+    c.vocab_size = get_int("vocab_size");
+  } else if (g.has("tokenizer.ggml.tokens")) {
+    c.vocab_size = int64_t(g.get("tokenizer.ggml.tokens").as_array("tokenizer.ggml.tokens").size());
+  } else if (const auto* emb = g.find_tensor("token_embd.weight")) {
+    c.vocab_size = emb->shape[0];
+  }
+  if (g.has("tokenizer.ggml.bos_token_id"))
+    c.bos_token_id = g.get("tokenizer.ggml.bos_token_id").as_int("tokenizer.ggml.bos_token_id");
+  if (g.has("tokenizer.ggml.eos_token_id"))
+    c.eos_token_ids = {g.get("tokenizer.ggml.eos_token_id").as_int("tokenizer.ggml.eos_token_id")};
+  if (g.has("tokenizer.ggml.padding_token_id"))
+    c.pad_token_id = g.get("tokenizer.ggml.padding_token_id").as_int("tokenizer.ggml.padding_token_id");
+
+  c.tie_word_embeddings = g.find_tensor("output.weight") == nullptr;
+  c.attention_bias = arch == "qwen2" || g.find_tensor("blk.0.attn_q.bias") != nullptr;
+  c.torch_dtype = options.weight_dtype == DType::BF16 ? "bfloat16" : "float32";
+  c.validate(path);
+  return c;
+}
+
+}  // namespace
+
+LlamaModelFile load_gguf_model(const std::string& path, const LoadOptions& options) {
+  const GgufFile g = GgufFile::open(path);
+  LlamaModelFile model;
+  model.config = config_from_gguf(g, options);
+  model.path = path;
+  model.format = "gguf";
+  const LlamaConfig& c = model.config;
+  const bool interleaved = g.get("general.architecture").as_string("general.architecture") == "llama";
+
+  TensorLookup lookup = [&](const std::string& hf) -> std::optional<SourceTensor> {
+    const std::string name = gguf_name(hf);
+    const GgufTensorInfo* info = g.find_tensor(name);
+    if (!info) return std::nullopt;
+    SourceTensor src;
+    src.shape = info->shape;
+    src.file = path;
+    src.name_in_file = name;
+    src.stored_type = ggml_type_name(info->type);
+    if (interleaved) {
+      if (hf.find("self_attn.q_proj.") != std::string::npos) src.rope_heads = c.num_attention_heads;
+      if (hf.find("self_attn.k_proj.") != std::string::npos) src.rope_heads = c.num_key_value_heads;
+    }
+    src.load = [&g, name] { return g.load(name, /*keep_float_dtype=*/true); };
+    return src;
+  };
+  assemble_weights(model, lookup, options, path);
+  return model;
+}
+
+}  // namespace qlora

@@ -1,0 +1,204 @@
+// LlamaConfig from/to HF config.json: real-world field spellings (Llama 2/3.1, Mistral, Qwen2,
+// SmolLM2), defaults, rope_scaling variants, unsupported architectures and wrong JSON types
+// (errors naming key and file), validation, and parameter counts checked against published ones.
+#include <gtest/gtest.h>
+
+#include "model/config.h"
+#include "io_test_util.h"
+
+namespace qlora {
+namespace {
+
+using json = nlohmann::json;
+using test::expect_error;
+
+// SmolLM2-135M-Instruct's config.json (abridged to the fields we read).
+json smollm2() {
+  return json::parse(R"({
+    "architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": 49152,
+    "hidden_size": 576, "intermediate_size": 1536, "num_hidden_layers": 30,
+    "num_attention_heads": 9, "num_key_value_heads": 3, "max_position_embeddings": 8192,
+    "rms_norm_eps": 1e-05, "rope_theta": 100000, "rope_scaling": null, "tie_word_embeddings": true,
+    "attention_bias": false, "mlp_bias": false, "bos_token_id": 1, "eos_token_id": 2,
+    "pad_token_id": 2, "torch_dtype": "bfloat16", "hidden_act": "silu"})");
+}
+
+TEST(Config, ParsesSmolLM2) {
+  const LlamaConfig c = LlamaConfig::from_hf_json(smollm2(), "smol/config.json");
+  EXPECT_EQ(c.model_type, "llama");
+  EXPECT_EQ(c.architecture, "LlamaForCausalLM");
+  EXPECT_EQ(c.hidden_size, 576);
+  EXPECT_EQ(c.num_key_value_heads, 3);
+  EXPECT_EQ(c.head_dim, 64);  // 576 / 9
+  EXPECT_EQ(c.q_dim(), 576);
+  EXPECT_EQ(c.kv_dim(), 192);
+  EXPECT_EQ(c.rope_theta, 100000.0);
+  EXPECT_TRUE(c.rope_scaling.type.empty());
+  EXPECT_TRUE(c.tie_word_embeddings);
+  EXPECT_EQ(c.eos_token_ids, std::vector<int64_t>{2});
+  EXPECT_EQ(c.torch_dtype, "bfloat16");
+  // Published size of SmolLM2-135M: 134,515,008 parameters (tied head counted once).
+  EXPECT_EQ(c.parameter_count(), 134515008);
+}
+
+TEST(Config, DefaultsForOptionalFields) {
+  json j = smollm2();
+  for (const char* k : {"num_key_value_heads", "rope_scaling", "tie_word_embeddings", "attention_bias",
+                        "mlp_bias", "rope_theta", "rms_norm_eps", "bos_token_id", "eos_token_id",
+                        "pad_token_id", "torch_dtype", "max_position_embeddings", "architectures"})
+    j.erase(k);
+  const LlamaConfig c = LlamaConfig::from_hf_json(j, "c.json");
+  EXPECT_EQ(c.num_key_value_heads, 9);
+  EXPECT_EQ(c.architecture, "LlamaForCausalLM");
+  EXPECT_FALSE(c.tie_word_embeddings);
+  EXPECT_EQ(c.rope_theta, 10000.0);
+  EXPECT_EQ(c.rms_norm_eps, 1e-6);
+  EXPECT_EQ(c.bos_token_id, -1);
+  EXPECT_TRUE(c.eos_token_ids.empty());
+  EXPECT_EQ(c.max_position_embeddings, 2048);
+  // An explicit head_dim wins over hidden_size / heads.
+  j["head_dim"] = 128;
+  EXPECT_EQ(LlamaConfig::from_hf_json(j, "c.json").head_dim, 128);
+}
+
+TEST(Config, Llama31RopeScalingAndEosList) {
+  json j = smollm2();
+  j["rope_scaling"] = json::parse(R"({"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+      "original_max_position_embeddings": 8192, "rope_type": "llama3"})");
+  j["eos_token_id"] = {128001, 128008, 128009};
+  j["vocab_size"] = 128256;
+  const LlamaConfig c = LlamaConfig::from_hf_json(j, "c.json");
+  EXPECT_EQ(c.rope_scaling.type, "llama3");
+  EXPECT_EQ(c.rope_scaling.factor, 8.0);
+  EXPECT_EQ(c.rope_scaling.high_freq_factor, 4.0);
+  EXPECT_EQ(c.rope_scaling.original_max_position_embeddings, 8192);
+  EXPECT_EQ(c.eos_token_ids, (std::vector<int64_t>{128001, 128008, 128009}));
+
+  j["rope_scaling"] = json::parse(R"({"type": "linear", "factor": 4.0})");  // older spelling
+  const LlamaConfig lin = LlamaConfig::from_hf_json(j, "c.json");
+  EXPECT_EQ(lin.rope_scaling.type, "linear");
+  EXPECT_EQ(lin.rope_scaling.factor, 4.0);
+
+  j["rope_scaling"] = json::parse(R"({"rope_type": "yarn", "factor": 4.0})");
+  expect_error([&] { LlamaConfig::from_hf_json(j, "dir/config.json"); },
+               {"[config]", "rope_scaling", "dir/config.json", "yarn", "llama3, linear"});
+}
+
+TEST(Config, Qwen2HasAttentionBiasAndMistralASlidingWindow) {
+  json q = smollm2();
+  q["architectures"] = {"Qwen2ForCausalLM"};
+  q["model_type"] = "qwen2";
+  q.erase("attention_bias");
+  q["sliding_window"] = 32768;
+  q["use_sliding_window"] = false;
+  const LlamaConfig qc = LlamaConfig::from_hf_json(q, "q.json");
+  EXPECT_EQ(qc.model_type, "qwen2");
+  EXPECT_TRUE(qc.attention_bias);
+  EXPECT_EQ(qc.sliding_window, 0);
+  EXPECT_EQ(qc.parameter_count(), 134515008 + 30 * (576 + 2 * 192));
+
+  json m = smollm2();
+  m["architectures"] = {"MistralForCausalLM"};
+  m["model_type"] = "mistral";
+  m["sliding_window"] = 4096;
+  const LlamaConfig mc = LlamaConfig::from_hf_json(m, "m.json");
+  EXPECT_EQ(mc.architecture, "MistralForCausalLM");
+  EXPECT_EQ(mc.sliding_window, 4096);
+  m["sliding_window"] = nullptr;
+  EXPECT_EQ(LlamaConfig::from_hf_json(m, "m.json").sliding_window, 0);
+}
+
+TEST(Config, UnsupportedArchitecture) {
+  json j = smollm2();
+  j["architectures"] = {"GPT2LMHeadModel"};
+  j["model_type"] = "gpt2";
+  expect_error([&] { LlamaConfig::from_hf_json(j, "/m/config.json"); },
+               {"[config] unsupported architecture GPT2LMHeadModel in /m/config.json; supported:",
+                "LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM"});
+  j.erase("architectures");
+  expect_error([&] { LlamaConfig::from_hf_json(j, "/m/config.json"); },
+               {"unsupported architecture", "gpt2", "/m/config.json"});
+  json mismatch = smollm2();
+  mismatch["model_type"] = "qwen2";
+  expect_error([&] { LlamaConfig::from_hf_json(mismatch, "x.json"); }, {"x.json", "LlamaForCausalLM", "qwen2"});
+}
+
+TEST(Config, WrongTypesNameKeyAndFile) {
+  json j = smollm2();
+  j["hidden_size"] = "576";
+  expect_error([&] { LlamaConfig::from_hf_json(j, "a/config.json"); },
+               {"[config] key 'hidden_size' in a/config.json: expected an integer, got string"});
+  j = smollm2();
+  j["tie_word_embeddings"] = 1;
+  expect_error([&] { LlamaConfig::from_hf_json(j, "a.json"); }, {"'tie_word_embeddings'", "a.json", "bool"});
+  j = smollm2();
+  j["eos_token_id"] = {1, "two"};
+  expect_error([&] { LlamaConfig::from_hf_json(j, "a.json"); }, {"'eos_token_id'", "a.json"});
+  j = smollm2();
+  j["rms_norm_eps"] = "tiny";
+  expect_error([&] { LlamaConfig::from_hf_json(j, "a.json"); }, {"'rms_norm_eps'", "a.json", "number"});
+  j = smollm2();
+  j["rope_scaling"] = "linear";
+  expect_error([&] { LlamaConfig::from_hf_json(j, "a.json"); }, {"'rope_scaling'", "a.json"});
+  j = smollm2();
+  j.erase("num_hidden_layers");
+  expect_error([&] { LlamaConfig::from_hf_json(j, "a.json"); }, {"'num_hidden_layers'", "missing", "a.json"});
+  expect_error([&] { LlamaConfig::from_hf_json(json::array(), "a.json"); }, {"a.json", "object"});
+}
+
+TEST(Config, ValidateRejectsInconsistentShapes) {
+  json j = smollm2();
+  j["num_key_value_heads"] = 4;  // 9 heads do not split into 4 groups
+  expect_error([&] { LlamaConfig::from_hf_json(j, "v.json"); }, {"v.json", "num_key_value_heads 4"});
+  j = smollm2();
+  j["hidden_size"] = 577;
+  expect_error([&] { LlamaConfig::from_hf_json(j, "v.json"); }, {"v.json", "not divisible"});
+  j = smollm2();
+  j["head_dim"] = 63;
+  expect_error([&] { LlamaConfig::from_hf_json(j, "v.json"); }, {"v.json", "even head_dim"});
+  j = smollm2();
+  j["mlp_bias"] = true;
+  expect_error([&] { LlamaConfig::from_hf_json(j, "v.json"); }, {"v.json", "mlp_bias"});
+  j = smollm2();
+  j["vocab_size"] = 0;
+  expect_error([&] { LlamaConfig::from_hf_json(j, "v.json"); }, {"'vocab_size'", "v.json", "positive"});
+}
+
+TEST(Config, FileRoundTrip) {
+  test::TempDir dir;
+  json j = smollm2();
+  j["rope_scaling"] = json::parse(R"({"factor": 32.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+      "original_max_position_embeddings": 8192, "rope_type": "llama3"})");
+  j["eos_token_id"] = {2, 5};
+  const std::string path = dir.file("config.json");
+  test::write_text(path, j.dump(2));
+  const LlamaConfig a = LlamaConfig::from_hf_file(path);
+  test::write_text(path, a.to_hf_json().dump(2));
+  const LlamaConfig b = LlamaConfig::from_hf_file(path);
+  EXPECT_EQ(b.to_hf_json(), a.to_hf_json());
+  EXPECT_EQ(b.rope_scaling.factor, 32.0);
+  EXPECT_EQ(b.eos_token_ids, (std::vector<int64_t>{2, 5}));
+  EXPECT_EQ(b.head_dim, 64);
+  EXPECT_TRUE(b.tie_word_embeddings);
+
+  test::write_text(path, "{\"hidden_size\": 5,");
+  expect_error([&] { LlamaConfig::from_hf_file(path); }, {"[config] malformed JSON in", path});
+  expect_error([&] { LlamaConfig::from_hf_file(dir.file("nope.json")); }, {"nope.json"});
+}
+
+TEST(Config, Stories260KParameterCount) {
+  LlamaConfig c;
+  c.vocab_size = 512;
+  c.hidden_size = 64;
+  c.intermediate_size = 172;
+  c.num_hidden_layers = 5;
+  c.num_attention_heads = 8;
+  c.num_key_value_heads = 4;
+  c.head_dim = 8;
+  c.tie_word_embeddings = true;
+  c.validate("stories");
+  EXPECT_EQ(c.parameter_count(), 260032);  // the model card's count
+}
+
+}  // namespace
+}  // namespace qlora

@@ -85,7 +85,7 @@ Tensor LlamaModel::forward(KvCache& cache, const int32_t* ids, int64_t n, bool a
     std::memcpy(keys + p0 * c.kv_dim(), a.k.data<float>(), size_t(n * c.kv_dim()) * 4);
     std::memcpy(values + p0 * c.kv_dim(), a.v.data<float>(), size_t(n * c.kv_dim()) * 4);
     cpu::attention_causal(a.q.data<float>(), keys, values, a.attn.data<float>(), n, p0, c.num_attention_heads,
-                          c.num_key_value_heads, D);
+                          c.num_key_value_heads, D, c.sliding_window);
     round(a.attn);
     cpu::linear(a.attn.data<float>(), lw.o_proj, nullptr, a.proj.data<float>(), n);  // (n, C)
     round(a.proj);

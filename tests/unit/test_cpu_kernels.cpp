@@ -107,25 +107,29 @@ TEST(CpuOps, RopeRotatesHalvesByPositionAngle) {
   for (int64_t j = 0; j < H * D; ++j) EXPECT_EQ(x[size_t(j)], original[size_t(j)]);
 }
 
-TEST(CpuOps, CausalGqaAttentionMatchesReference) {
+class AttentionTest : public ::testing::TestWithParam<int64_t> {};  // sliding window (0 = none)
+
+TEST_P(AttentionTest, CausalGqaMatchesReference) {
+  const int64_t window = GetParam();
   const int64_t p0 = 3, n = 4, H = 4, Hkv = 2, D = 8, S = p0 + n;
   auto q = random_vector(size_t(n * H * D), 31);
   auto k = random_vector(size_t(S * Hkv * D), 32);
   auto v = random_vector(size_t(S * Hkv * D), 33);
   std::vector<float> out(q.size());
-  cpu::attention_causal(q.data(), k.data(), v.data(), out.data(), n, p0, H, Hkv, D);
+  cpu::attention_causal(q.data(), k.data(), v.data(), out.data(), n, p0, H, Hkv, D, window);
   for (int64_t i = 0; i < n; ++i)
     for (int64_t h = 0; h < H; ++h) {
       const int64_t kvh = h / (H / Hkv);
-      std::vector<double> s(size_t(p0 + i + 1));
+      std::vector<double> s(size_t(p0 + i + 1), -1e300);  // masked keys keep exp(-inf) = 0
+      const int64_t first = window > 0 ? std::max<int64_t>(0, p0 + i - window + 1) : 0;
       double mx = -1e30, den = 0;
-      for (int64_t j = 0; j <= p0 + i; ++j) {
+      for (int64_t j = first; j <= p0 + i; ++j) {
         double d = 0;
         for (int64_t e = 0; e < D; ++e) d += double(q[size_t((i * H + h) * D + e)]) * k[size_t((j * Hkv + kvh) * D + e)];
         s[size_t(j)] = d / std::sqrt(double(D));
         mx = std::max(mx, s[size_t(j)]);
       }
-      for (auto& e : s) den += (e = std::exp(e - mx));
+      for (auto& e : s) den += (e = std::exp(e - mx));  // masked entries underflow to 0
       for (int64_t e = 0; e < D; ++e) {
         double o = 0;
         for (int64_t j = 0; j <= p0 + i; ++j) o += s[size_t(j)] / den * v[size_t((j * Hkv + kvh) * D + e)];
@@ -133,6 +137,8 @@ TEST(CpuOps, CausalGqaAttentionMatchesReference) {
       }
     }
 }
+
+INSTANTIATE_TEST_SUITE_P(Windows, AttentionTest, ::testing::Values(0, 1, 3, 100));
 
 TEST(CpuOps, SwigluAndEmbedding) {
   std::vector<float> g = {-2.0f, 0.0f, 1.5f}, u = {1.0f, 2.0f, -3.0f}, out(3);

@@ -36,7 +36,8 @@ void run_generate(const GenerateOptions& o) {
   if (tokenizer->vocab_size() > model.config().vocab_size)
     fail("generate", "tokenizer has {} tokens but the model's vocabulary is {}", tokenizer->vocab_size(),
          model.config().vocab_size);
-  std::vector<int32_t> ids = tokenizer->encode(o.prompt, !o.no_bos);
+  // BOS only for models that expect it (Llama 2 yes; GPT-2-style SmolLM2/Qwen2 no).
+  std::vector<int32_t> ids = tokenizer->encode(o.prompt, !o.no_bos && tokenizer->adds_bos());
   if (ids.empty()) {
     if (tokenizer->bos_id() < 0) fail("generate", "empty prompt and the tokenizer has no BOS token to start from");
     ids.push_back(tokenizer->bos_id());
@@ -51,7 +52,7 @@ void run_generate(const GenerateOptions& o) {
   const auto start = std::chrono::steady_clock::now();
   Tensor logits = model.forward(cache, ids.data(), int64_t(ids.size()), false);
   const auto prefill_done = std::chrono::steady_clock::now();
-  fmt::print("{}", tokenizer->decode(ids));
+  fmt::print("{}", tokenizer->decode(ids, /*skip_special=*/true));
   std::fflush(stdout);
   int32_t prev = ids.back();
   int64_t generated = 0;

@@ -39,7 +39,7 @@ void run_perplexity(const PerplexityOptions& o) {
   const LlamaModel model = load_for_inference(o.model);
   const auto tokenizer =
       o.tokenizer_path.empty() ? find_tokenizer_for_model(o.model.model_path) : load_tokenizer(o.tokenizer_path);
-  std::vector<int32_t> tokens = tokenizer->encode(text, true);
+  std::vector<int32_t> tokens = tokenizer->encode(text, tokenizer->adds_bos());
   if (o.max_tokens > 0 && int64_t(tokens.size()) > o.max_tokens) tokens.resize(size_t(o.max_tokens));
   const int64_t context = o.context > 0 ? o.context : std::min<int64_t>(512, model.config().max_position_embeddings);
   if (context > model.config().max_position_embeddings)

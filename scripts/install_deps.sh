@@ -2,7 +2,7 @@
 # Installs the Debian packages qlora.cpp builds against (idempotent; needs root or sudo).
 set -euo pipefail
 packages=(build-essential cmake pkg-config git ca-certificates python3
-  nlohmann-json3-dev libcli11-dev libfmt-dev libopenblas-dev libyaml-cpp-dev libpcre2-dev
+  nlohmann-json3-dev libcli11-dev libfmt-dev libopenblas-dev libopenblas-openmp-dev libyaml-cpp-dev libpcre2-dev
   libgtest-dev libgmock-dev libomp-dev unzip)
 missing=()
 for p in "${packages[@]}"; do

@@ -50,7 +50,7 @@ const std::string kStories = qlora::test::shared_path("models/stories260K/storie
 TEST(Cli, GreedyStoriesReproducesLlama2cReference) {
   if (!qlora::test::exists(kStories)) GTEST_SKIP() << "no " << kStories;
   // llama2.c's `run -t 0.0` with 256 steps: BOS plus 256 generated tokens.
-  for (const std::string model : {kStories, qlora::test::shared_path("models/stories260K/tinyllamas-stories-260k-f32.gguf")}) {
+  for (const std::string& model : {kStories, qlora::test::shared_path("models/stories260K/tinyllamas-stories-260k-f32.gguf")}) {
     const RunResult g = run("generate " + model + " --temperature 0 --max-tokens 256 --threads 1");
     ASSERT_EQ(g.exit_code, 0) << g.out;
     EXPECT_EQ(g.out, reference_story() + "\n") << model;

@@ -6,7 +6,7 @@ tests/golden/fixtures/. Re-run it only to change the fixtures, and commit its ou
 
     # from the repository root; torch (CPU is enough), transformers, safetensors, gguf, numpy, accelerate
     scripts/fetch_models.sh                      # models/SmolLM2-135M-Instruct.Q4_1.gguf (for d)
-    /work/venv/bin/python tests/golden/make_goldens.py [--only NAME ...] [--skip-smollm2]
+    venv/bin/python tests/golden/make_goldens.py   # venv: pip install -r tests/golden/requirements.txt; [--only NAME ...] [--skip-smollm2]
 
 Output (tests/golden/fixtures/):
   a) stories260k-hf/     Karpathy's stories260K (llama2.c, ../shared/models/stories260K) converted to a

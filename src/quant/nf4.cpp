@@ -1,0 +1,142 @@
+// NF4 / FP4 block-wise quantization, following bitsandbytes' quantize_4bit (backends/default/ops.py,
+// the path bitsandbytes takes on CPU) and dequantize_4bit. See nf4.h.
+#include "quant/nf4.h"
+
+#include <algorithm>
+#include <array>
+#include <cmath>
+
+#include "core/error.h"
+#include "quant/codebooks.h"
+
+namespace qlora {
+namespace {
+
+void check_block_size(int64_t block_size) {
+  bool pow2 = block_size > 0 && (block_size & (block_size - 1)) == 0;
+  if (!pow2 || block_size < 32 || block_size > 4096)
+    fail("quant", "quantize_4bit: block size must be a power of two in 32..4096 (as bitsandbytes); got {}",
+         block_size);
+}
+
+void check_finite(const float* x, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    if (!std::isfinite(x[i]))
+      fail("quant", "quantize_4bit: input element {} is {}; expected finite values (a NaN/Inf weight "
+           "cannot be scaled into a block)", i, std::isnan(x[i]) ? "NaN" : (x[i] > 0 ? "+Inf" : "-Inf"));
+  }
+}
+
+void check_layout(const QuantTensor& q) {
+  const int64_t n = q.numel();
+  if (int64_t(q.codes.size()) != (n + 1) / 2)
+    fail("quant", "dequantize_4bit: {} holds {} code bytes; expected {}", shape_str(q.shape), q.codes.size(),
+         (n + 1) / 2);
+  const size_t consts = q.double_quant ? q.absmax_codes.size() : q.absmax.size();
+  if (int64_t(consts) != q.n_blocks())
+    fail("quant", "dequantize_4bit: {} with block {} needs {} absmax values; got {}", shape_str(q.shape),
+         q.block_size, q.n_blocks(), consts);
+}
+
+}  // namespace
+
+std::string_view quant_type_name(QuantType type) { return type == QuantType::NF4 ? "nf4" : "fp4"; }
+
+QuantTensor quantize_4bit(const float* x, const Shape& shape, QuantType type, int64_t block_size, bool double_quant,
+                          Rounding8 absmax_rounding) {
+  check_block_size(block_size);
+  const int64_t n = shape_numel(shape);
+  if (shape.empty() || n <= 0)
+    fail("quant", "quantize_4bit: expected a non-empty tensor, got shape {}", shape_str(shape));
+  check_finite(x, n);
+
+  QuantTensor q;
+  q.type = type;
+  q.shape = shape;
+  q.block_size = block_size;
+  const int64_t n_blocks = q.n_blocks();
+  std::vector<float> absmax(size_t(n_blocks), 0.0f);
+  q.codes.assign(size_t((n + 1) / 2), 0);
+  const CodeBounds<16>& bounds = bounds_4bit(type);
+  // A missing last element (odd numel) is encoded as 0.0, as bitsandbytes pads the scaled values.
+  const uint8_t pad = bounds.encode(0.0f);
+
+#pragma omp parallel for schedule(static)
+  for (int64_t b = 0; b < n_blocks; ++b) {
+    const int64_t begin = b * block_size, end = std::min(n, begin + block_size);
+    float am = 0.0f;
+    for (int64_t i = begin; i < end; ++i) am = std::max(am, std::fabs(x[i]));
+    absmax[size_t(b)] = am;
+    // bitsandbytes: whole blocks scale by x * (1 / max(absmax, 1e-38)), the partial last block by
+    // x / max(absmax, 1e-38) (the two differ in the last bit); then clamp to [-1, 1].
+    const float am_safe = std::max(am, 1e-38f);
+    const float inv = 1.0f / am_safe;
+    const bool partial = end - begin < block_size;
+    // Blocks hold an even count of values (block_size >= 32) except the last, so a byte never
+    // straddles two threads' blocks.
+    for (int64_t i = begin; i < end; ++i) {
+      float v = partial ? x[i] / am_safe : x[i] * inv;
+      uint8_t c = bounds.encode(std::clamp(v, -1.0f, 1.0f));
+      uint8_t& byte = q.codes[size_t(i / 2)];
+      byte = (i % 2 == 0) ? uint8_t((c << 4) | (byte & 0x0f)) : uint8_t((byte & 0xf0) | c);
+    }
+    if (end == n && n % 2 == 1) q.codes[size_t(n / 2)] = uint8_t((q.codes[size_t(n / 2)] & 0xf0) | pad);
+  }
+
+  if (double_quant) {
+    DoubleQuantized dq = double_quantize(absmax, absmax_rounding);
+    q.double_quant = true;
+    q.absmax_codes = std::move(dq.codes);
+    q.nested_absmax = std::move(dq.nested_absmax);
+    q.nested_block_size = dq.nested_block_size;
+    q.offset = dq.offset;
+  } else {
+    q.absmax = std::move(absmax);
+  }
+  return q;
+}
+
+QuantTensor quantize_4bit(const Tensor& x, QuantType type, int64_t block_size, bool double_quant) {
+  if (x.dtype() == DType::F32) return quantize_4bit(x.data<float>(), x.shape(), type, block_size, double_quant);
+  Tensor f = x.to(DType::F32);
+  return quantize_4bit(f.data<float>(), f.shape(), type, block_size, double_quant);
+}
+
+std::vector<float> block_absmax(const QuantTensor& q) {
+  if (!q.double_quant) return q.absmax;
+  return double_dequantize(q.absmax_codes, q.nested_absmax, q.offset, q.nested_block_size);
+}
+
+void dequantize_4bit(const QuantTensor& q, float* out) {
+  check_layout(q);
+  const std::vector<float> absmax = block_absmax(q);
+  const std::array<float, 16>& code = code_4bit(q.type);
+  const int64_t n = q.numel();
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i) {
+    const uint8_t byte = q.codes[size_t(i / 2)];
+    const uint8_t c = (i % 2 == 0) ? uint8_t(byte >> 4) : uint8_t(byte & 0x0f);
+    out[i] = code[c] * absmax[size_t(i / q.block_size)];
+  }
+}
+
+void dequantize_4bit_bf16(const QuantTensor& q, uint16_t* out) {
+  std::vector<float> tmp(size_t(q.numel()));
+  dequantize_4bit(q, tmp.data());
+  convert_f32_to_bf16(tmp.data(), out, tmp.size());
+}
+
+Tensor dequantize_4bit(const QuantTensor& q, DType dtype) {
+  Tensor out = Tensor::zeros(q.shape, dtype);
+  if (dtype == DType::F32) {
+    dequantize_4bit(q, out.data<float>());
+  } else if (dtype == DType::BF16) {
+    dequantize_4bit_bf16(q, out.data<uint16_t>());
+  } else {
+    Tensor f = dequantize_4bit(q, DType::F32);
+    return f.to(dtype);
+  }
+  return out;
+}
+
+}  // namespace qlora

@@ -7,5 +7,6 @@ namespace qlora::cli {
 void register_info(CLI::App& app);
 void register_generate(CLI::App& app);
 void register_perplexity(CLI::App& app);
+void register_tokenize(CLI::App& app);
 
 }  // namespace qlora::cli

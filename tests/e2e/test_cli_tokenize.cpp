@@ -1,0 +1,77 @@
+// `qlora tokenize` end to end: --json prints the ids the library's tokenizer gives (with and
+// without BOS) for a tokenizer-only GGUF, the plain output lists ids and pieces, --file reads a
+// file, and missing input or a bad path exits non-zero with a message.
+#include <gtest/gtest.h>
+
+#include <array>
+#include <cstdio>
+#include <nlohmann/json.hpp>
+#include <string>
+
+#include "data/tokenizer.h"
+#include "test_paths.h"
+
+namespace {
+
+struct RunResult {
+  int exit_code;
+  std::string out;  // stdout and stderr together
+};
+
+// Runs `qlora tokenize ARGS`.
+RunResult run(const std::string& args) {
+  const std::string cmd = qlora::test::binary_path("qlora") + " tokenize " + args + " 2>&1";
+  FILE* pipe = popen(cmd.c_str(), "r");
+  EXPECT_NE(pipe, nullptr);
+  std::string out;
+  std::array<char, 4096> buf{};
+  while (size_t n = fread(buf.data(), 1, buf.size(), pipe)) out.append(buf.data(), n);
+  const int status = pclose(pipe);
+  return {WEXITSTATUS(status), out};
+}
+
+const std::string kSpm = qlora::test::shared_path("data/llama-cpp-vocab-tests/ggml-vocab-llama-spm.gguf");
+const std::string kGpt2 = qlora::test::shared_path("data/llama-cpp-vocab-tests/ggml-vocab-gpt-2.gguf");
+
+void skip_unless_ready() {
+  if (!qlora::test::exists(qlora::test::binary_path("qlora"))) GTEST_SKIP() << "qlora binary not built";
+  if (!qlora::test::exists(kSpm) || !qlora::test::exists(kGpt2)) GTEST_SKIP() << "../shared vocab files missing";
+}
+
+TEST(CliTokenize, JsonMatchesTheLibrary) {
+  skip_unless_ready();
+  const std::string text = "Hello world, it's 2026!";
+  const auto tok = qlora::load_tokenizer(kSpm);
+  const RunResult with_bos = run(kSpm + " --text \"" + text + "\" --json");
+  ASSERT_EQ(with_bos.exit_code, 0) << with_bos.out;
+  EXPECT_EQ(nlohmann::json::parse(with_bos.out).get<std::vector<int32_t>>(), tok->encode(text, true));
+  const RunResult no_bos = run(kSpm + " --text \"" + text + "\" --json --no-bos");
+  ASSERT_EQ(no_bos.exit_code, 0) << no_bos.out;
+  EXPECT_EQ(nlohmann::json::parse(no_bos.out).get<std::vector<int32_t>>(), tok->encode(text, false));
+}
+
+TEST(CliTokenize, PlainOutputAndFile) {
+  skip_unless_ready();
+  const RunResult r = run(kGpt2 + " --text \"Hello world\"");
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_NE(r.out.find("\"Hello\""), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("\" world\""), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("2 tokens, 11 bytes"), std::string::npos) << r.out;
+  const RunResult f = run(kGpt2 + " --file " + kGpt2 + ".inp --json");
+  ASSERT_EQ(f.exit_code, 0) << f.out;
+  EXPECT_GT(nlohmann::json::parse(f.out).size(), 10u);
+}
+
+TEST(CliTokenize, BadInputExitsNonZero) {
+  skip_unless_ready();
+  const RunResult none = run(kSpm);
+  EXPECT_NE(none.exit_code, 0);
+  EXPECT_NE(none.out.find("--text or --file"), std::string::npos) << none.out;
+  const RunResult missing = run("/nonexistent/tok.gguf --text hi");
+  EXPECT_NE(missing.exit_code, 0);
+  EXPECT_NE(missing.out.find("/nonexistent/tok.gguf"), std::string::npos) << missing.out;
+  const RunResult both = run(kSpm + " --text a --file b");
+  EXPECT_NE(both.exit_code, 0);
+}
+
+}  // namespace

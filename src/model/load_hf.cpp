@@ -1,5 +1,7 @@
 // Hugging Face folder: config.json plus model.safetensors, or model.safetensors.index.json whose
 // weight_map sends each tensor name to a shard. Shards are opened (mapped) on first use.
+// bitsandbytes 4-bit checkpoints (transformers' load_in_4bit save_pretrained) load too: their
+// packed weights are dequantized to f32 on load.
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -10,6 +12,8 @@
 #include "core/error.h"
 #include "io/safetensors.h"
 #include "model/load_common.h"
+#include "quant/bnb_format.h"
+#include "quant/nf4.h"
 
 namespace qlora {
 namespace fs = std::filesystem;
@@ -91,11 +95,18 @@ LlamaModelFile load_hf_folder(const std::string& dir, const LoadOptions& options
       if (!sharded) return std::nullopt;
       fail("load", "tensor {} is missing from shard {} (named by {})", name, st.path(), where);
     }
-    Tensor t = st.get(name);
     SourceTensor src;
-    src.shape = t.shape();
     src.file = st.path();
     src.name_in_file = name;
+    if (st.contains(name + ".quant_state.bitsandbytes__nf4") || st.contains(name + ".quant_state.bitsandbytes__fp4")) {
+      auto weight = std::make_shared<BnbWeight>(read_bnb_4bit(st, name));
+      src.shape = weight->q.shape;
+      src.stored_type = "bnb-" + std::string(quant_type_name(weight->q.type));
+      src.load = [weight] { return dequantize_4bit(weight->q, DType::F32); };
+      return src;
+    }
+    Tensor t = st.get(name);
+    src.shape = t.shape();
     src.stored_type = std::string(dtype_name(t.dtype()));
     src.load = [t] { return t; };
     return src;

@@ -8,5 +8,6 @@ void register_info(CLI::App& app);
 void register_generate(CLI::App& app);
 void register_perplexity(CLI::App& app);
 void register_tokenize(CLI::App& app);
+void register_quantize(CLI::App& app);
 
 }  // namespace qlora::cli

@@ -16,6 +16,7 @@ int main(int argc, char** argv) {
   qlora::cli::register_generate(app);
   qlora::cli::register_perplexity(app);
   qlora::cli::register_tokenize(app);
+  qlora::cli::register_quantize(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

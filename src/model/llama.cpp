@@ -5,6 +5,7 @@
 // torch would store a bf16 tensor; matmuls accumulate in f32.
 #include "model/llama.h"
 
+#include <array>
 #include <cstring>
 
 #include "backend/cpu/attention.h"
@@ -12,6 +13,8 @@
 #include "backend/cpu/ops.h"
 #include "core/error.h"
 #include "model/rope_scaling.h"
+#include "quant/nf4.h"
+#include "quant/qmatmul.h"
 
 namespace qlora {
 
@@ -22,13 +25,14 @@ KvCache::KvCache(const LlamaConfig& config, int64_t max_seq) : max_seq_(max_seq)
   }
 }
 
-LlamaModel::LlamaModel(LlamaModelFile file, ForwardOptions options)
-    : file_(std::move(file)), options_(options), rope_inv_freq_(rope_inverse_frequencies(file_.config)) {
-  if (options_.compute != DType::F32 && options_.compute != DType::BF16)
-    fail("model", "compute dtype {} not supported; expected f32 or bf16", dtype_name(options_.compute));
-}
-
 namespace {
+
+// The decoder linears, in the order quantized_ stores them.
+enum LinearIndex { kQ, kK, kV, kO, kGate, kUp, kDown, kLinearCount };
+
+std::array<Tensor*, kLinearCount> layer_linears(LlamaLayerWeights& lw) {
+  return {&lw.q_proj, &lw.k_proj, &lw.v_proj, &lw.o_proj, &lw.gate_proj, &lw.up_proj, &lw.down_proj};
+}
 
 const float* bias_or_null(const Tensor& t) { return t.defined() ? t.data<float>() : nullptr; }
 
@@ -48,6 +52,30 @@ struct Activations {
 };
 
 }  // namespace
+
+LlamaModel::LlamaModel(LlamaModelFile file, ForwardOptions options)
+    : file_(std::move(file)), options_(options), rope_inv_freq_(rope_inverse_frequencies(file_.config)) {
+  if (options_.compute != DType::F32 && options_.compute != DType::BF16)
+    fail("model", "compute dtype {} not supported; expected f32 or bf16", dtype_name(options_.compute));
+  if (!options_.quantize.enabled) return;
+  const QuantizeOptions& q = options_.quantize;
+  for (LlamaLayerWeights& lw : file_.weights.layers) {
+    std::vector<QuantTensor> quantized;
+    for (Tensor* w : layer_linears(lw)) {
+      quantized.push_back(quantize_4bit(*w, q.type, q.block_size, q.double_quant));
+      *w = Tensor();  // release the dense copy: only the 4-bit form stays resident
+    }
+    quantized_.push_back(std::move(quantized));
+  }
+}
+
+void LlamaModel::project(int64_t layer, int index, const Tensor& dense, const float* x, const float* bias, float* y,
+                         int64_t n) const {
+  if (quantized_.empty()) return cpu::linear(x, dense, bias, y, n);
+  const QuantTensor& w = quantized_[size_t(layer)][size_t(index)];
+  qmatmul_forward(x, w, y, n);
+  cpu::add_row_bias(y, bias, n, w.shape[0]);
+}
 
 Tensor LlamaModel::forward(KvCache& cache, const int32_t* ids, int64_t n, bool all_logits) const {
   const LlamaConfig& c = file_.config;
@@ -73,9 +101,9 @@ Tensor LlamaModel::forward(KvCache& cache, const int32_t* ids, int64_t n, bool a
     // Attention half.
     cpu::rmsnorm(a.x.data<float>(), lw.input_layernorm.data<float>(), a.h.data<float>(), n, C, float(c.rms_norm_eps));
     round(a.h);
-    cpu::linear(a.h.data<float>(), lw.q_proj, bias_or_null(lw.q_bias), a.q.data<float>(), n);  // (n, H*D)
-    cpu::linear(a.h.data<float>(), lw.k_proj, bias_or_null(lw.k_bias), a.k.data<float>(), n);  // (n, Hkv*D)
-    cpu::linear(a.h.data<float>(), lw.v_proj, bias_or_null(lw.v_bias), a.v.data<float>(), n);  // (n, Hkv*D)
+    project(l, kQ, lw.q_proj, a.h.data<float>(), bias_or_null(lw.q_bias), a.q.data<float>(), n);  // (n, H*D)
+    project(l, kK, lw.k_proj, a.h.data<float>(), bias_or_null(lw.k_bias), a.k.data<float>(), n);  // (n, Hkv*D)
+    project(l, kV, lw.v_proj, a.h.data<float>(), bias_or_null(lw.v_bias), a.v.data<float>(), n);  // (n, Hkv*D)
     round(a.q), round(a.k), round(a.v);
     cpu::rope(a.q.data<float>(), positions.data(), rope_inv_freq_.data(), n, c.num_attention_heads, D);
     cpu::rope(a.k.data<float>(), positions.data(), rope_inv_freq_.data(), n, c.num_key_value_heads, D);
@@ -87,7 +115,7 @@ Tensor LlamaModel::forward(KvCache& cache, const int32_t* ids, int64_t n, bool a
     cpu::attention_causal(a.q.data<float>(), keys, values, a.attn.data<float>(), n, p0, c.num_attention_heads,
                           c.num_key_value_heads, D, c.sliding_window);
     round(a.attn);
-    cpu::linear(a.attn.data<float>(), lw.o_proj, nullptr, a.proj.data<float>(), n);  // (n, C)
+    project(l, kO, lw.o_proj, a.attn.data<float>(), nullptr, a.proj.data<float>(), n);  // (n, C)
     round(a.proj);
     cpu::add_inplace(a.x.data<float>(), a.proj.data<float>(), n * C);
     round(a.x);
@@ -95,12 +123,12 @@ Tensor LlamaModel::forward(KvCache& cache, const int32_t* ids, int64_t n, bool a
     cpu::rmsnorm(a.x.data<float>(), lw.post_attention_layernorm.data<float>(), a.h.data<float>(), n, C,
                  float(c.rms_norm_eps));
     round(a.h);
-    cpu::linear(a.h.data<float>(), lw.gate_proj, nullptr, a.gate.data<float>(), n);  // (n, F)
-    cpu::linear(a.h.data<float>(), lw.up_proj, nullptr, a.up.data<float>(), n);      // (n, F)
+    project(l, kGate, lw.gate_proj, a.h.data<float>(), nullptr, a.gate.data<float>(), n);  // (n, F)
+    project(l, kUp, lw.up_proj, a.h.data<float>(), nullptr, a.up.data<float>(), n);      // (n, F)
     round(a.gate), round(a.up);
     cpu::swiglu(a.gate.data<float>(), a.up.data<float>(), a.gate.data<float>(), n * F);
     round(a.gate);
-    cpu::linear(a.gate.data<float>(), lw.down_proj, nullptr, a.proj.data<float>(), n);  // (n, C)
+    project(l, kDown, lw.down_proj, a.gate.data<float>(), nullptr, a.proj.data<float>(), n);  // (n, C)
     round(a.proj);
     cpu::add_inplace(a.x.data<float>(), a.proj.data<float>(), n * C);
     round(a.x);

@@ -8,11 +8,23 @@
 
 #include "core/tensor.h"
 #include "model/weights.h"
+#include "quant/quant_tensor.h"
 
 namespace qlora {
 
+// Optional 4-bit storage of the decoder's linear weights (q/k/v/o/gate/up/down), as QLoRA keeps its
+// frozen base: quantized once at construction, the dense copies released, every product computed
+// by the fused dequant-matmul (quant/qmatmul.h). Embeddings, norms and the LM head stay dense.
+struct QuantizeOptions {
+  bool enabled = false;
+  QuantType type = QuantType::NF4;
+  int64_t block_size = 64;
+  bool double_quant = true;
+};
+
 struct ForwardOptions {
   DType compute = DType::F32;  // f32 or bf16 activations
+  QuantizeOptions quantize;
 };
 
 // Keys and values of every layer for positions [0, size()).
@@ -46,8 +58,14 @@ class LlamaModel {
   Tensor forward_sequence(const std::vector<int32_t>& ids) const;
 
  private:
+  // y (n, out) = x (n, in) · Wᵀ (+ bias) for linear `index` of layer `layer`, dense or 4-bit.
+  void project(int64_t layer, int index, const Tensor& dense, const float* x, const float* bias, float* y,
+               int64_t n) const;
+
   LlamaModelFile file_;
   ForwardOptions options_;
+  // Per layer, the 7 linears in LinearIndex order when options_.quantize.enabled.
+  std::vector<std::vector<QuantTensor>> quantized_;
   std::vector<float> rope_inv_freq_;  // (D/2) after rope_scaling
 };
 

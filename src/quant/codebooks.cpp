@@ -96,8 +96,19 @@ const std::array<float, 256> kDynamicCode = {
     0x1.eep-1f, 0x1.f53334p-1f, 0x1.fc6666p-1f, 0x1.0p+0f,
 };
 
+const std::array<float, 16> kInt4Code = [] {
+  std::array<float, 16> code{};
+  for (int i = 0; i < 16; ++i) code[size_t(i)] = float(i - 8) / 7.0f;
+  return code;
+}();
+
 const std::array<float, 16>& code_4bit(QuantType type) {
-  return type == QuantType::NF4 ? kNf4Code : kFp4Code;
+  switch (type) {
+    case QuantType::NF4: return kNf4Code;
+    case QuantType::FP4: return kFp4Code;
+    case QuantType::INT4: return kInt4Code;
+  }
+  return kNf4Code;
 }
 
 namespace {
@@ -124,7 +135,13 @@ CodeBounds<256> make_bounds_dynamic() {
 const CodeBounds<16>& bounds_4bit(QuantType type) {
   static const CodeBounds<16> nf4 = make_bounds_4bit(kNf4Code);
   static const CodeBounds<16> fp4 = make_bounds_4bit(kFp4Code);
-  return type == QuantType::NF4 ? nf4 : fp4;
+  static const CodeBounds<16> int4 = make_bounds_4bit(kInt4Code);
+  switch (type) {
+    case QuantType::NF4: return nf4;
+    case QuantType::FP4: return fp4;
+    case QuantType::INT4: return int4;
+  }
+  return nf4;
 }
 
 const CodeBounds<256>& bounds_dynamic() {

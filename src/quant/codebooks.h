@@ -15,6 +15,7 @@ namespace qlora {
 extern const std::array<float, 16> kNf4Code;       // get_4bit_type("nf4")
 extern const std::array<float, 16> kFp4Code;       // get_4bit_type("fp4")
 extern const std::array<float, 256> kDynamicCode;  // create_dynamic_map(signed=True)
+extern const std::array<float, 16> kInt4Code;      // (i - 8) / 7: absmax int4; -8/7 is never chosen
 
 const std::array<float, 16>& code_4bit(QuantType type);
 

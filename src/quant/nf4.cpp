@@ -40,7 +40,21 @@ void check_layout(const QuantTensor& q) {
 
 }  // namespace
 
-std::string_view quant_type_name(QuantType type) { return type == QuantType::NF4 ? "nf4" : "fp4"; }
+std::string_view quant_type_name(QuantType type) {
+  switch (type) {
+    case QuantType::NF4: return "nf4";
+    case QuantType::FP4: return "fp4";
+    case QuantType::INT4: return "int4";
+  }
+  return "?";
+}
+
+QuantType quant_type_from_name(std::string_view name) {
+  if (name == "nf4") return QuantType::NF4;
+  if (name == "fp4") return QuantType::FP4;
+  if (name == "int4") return QuantType::INT4;
+  fail("quant", "unknown 4-bit type '{}'; expected nf4, fp4 or int4", name);
+}
 
 QuantTensor quantize_4bit(const float* x, const Shape& shape, QuantType type, int64_t block_size, bool double_quant,
                           Rounding8 absmax_rounding) {

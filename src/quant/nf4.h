@@ -31,6 +31,7 @@ void dequantize_4bit(const QuantTensor& q, float* out);
 void dequantize_4bit_bf16(const QuantTensor& q, uint16_t* out);
 Tensor dequantize_4bit(const QuantTensor& q, DType dtype = DType::F32);
 
-std::string_view quant_type_name(QuantType type);  // "nf4", "fp4"
+std::string_view quant_type_name(QuantType type);  // "nf4", "fp4", "int4"
+QuantType quant_type_from_name(std::string_view name);  // throws Error on anything else
 
 }  // namespace qlora

@@ -10,7 +10,9 @@
 
 namespace qlora {
 
-enum class QuantType : uint8_t { NF4, FP4 };
+// NF4 and FP4 as bitsandbytes; INT4 = symmetric absmax int4 (round(7·x/absmax), codes k/7), the
+// uniform baseline the QLoRA paper compares NF4 against at equal bits (not a bitsandbytes type).
+enum class QuantType : uint8_t { NF4, FP4, INT4 };
 
 struct QuantTensor {
   QuantType type = QuantType::NF4;

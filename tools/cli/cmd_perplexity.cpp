@@ -52,7 +52,10 @@ void run_perplexity(const PerplexityOptions& o) {
   if (o.json) {
     nlohmann::json j = {{"model", o.model.model_path}, {"data", o.data_path},        {"context", context},
                         {"tokens", r.tokens_scored},    {"windows", r.windows},       {"mean_nll", r.mean_nll},
-                        {"perplexity", r.perplexity},   {"dtype", o.model.dtype}};
+                        {"perplexity", r.perplexity},   {"dtype", o.model.dtype},
+                        {"quant", o.model.quant.empty() ? nlohmann::json(nullptr) : nlohmann::json(o.model.quant)},
+                        {"block_size", o.model.quant_block_size},
+                        {"double_quant", o.model.quant_double}};
     fmt::print("{}\n", j.dump(2));
   } else {
     fmt::print("perplexity {:.4f} (mean NLL {:.4f}) over {} tokens in {} windows of {}\n", r.perplexity, r.mean_nll,

@@ -5,6 +5,7 @@
 
 #include "backend/cpu/threads.h"
 #include "core/error.h"
+#include "quant/nf4.h"
 
 namespace qlora::cli {
 
@@ -12,6 +13,10 @@ void add_model_options(CLI::App& cmd, ModelOptions& options) {
   cmd.add_option("model", options.model_path, "model: HF folder, .gguf or llama2.c .bin")->required();
   cmd.add_option("--dtype", options.dtype, "weight and compute dtype")->check(CLI::IsMember({"f32", "bf16"}));
   cmd.add_option("--threads", options.threads, "CPU threads (0 = all cores)");
+  cmd.add_option("--quant", options.quant, "run with the decoder's linear weights quantized to 4 bits")
+      ->check(CLI::IsMember({"nf4", "fp4", "int4"}));
+  cmd.add_option("--block-size", options.quant_block_size, "4-bit block size (power of two, 32..4096)");
+  cmd.add_flag("--double-quant", options.quant_double, "double-quantize the 4-bit block constants");
 }
 
 LlamaModel load_for_inference(const ModelOptions& options) {
@@ -21,6 +26,12 @@ LlamaModel load_for_inference(const ModelOptions& options) {
   load.weight_dtype = dtype;
   ForwardOptions forward;
   forward.compute = dtype;
+  if (!options.quant.empty()) {
+    forward.quantize.enabled = true;
+    forward.quantize.type = quant_type_from_name(options.quant);
+    forward.quantize.block_size = options.quant_block_size;
+    forward.quantize.double_quant = options.quant_double;
+  }
   return LlamaModel(load_model(options.model_path, load), forward);
 }
 

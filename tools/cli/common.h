@@ -13,9 +13,12 @@ struct ModelOptions {
   std::string model_path;
   std::string dtype = "f32";  // compute and weight dtype: f32 | bf16
   int threads = 0;            // 0 = all cores
+  std::string quant;          // "" | nf4 | fp4 | int4: hold decoder linears in 4 bits
+  int64_t quant_block_size = 64;
+  bool quant_double = false;
 };
 
-// Adds MODEL, --dtype and --threads to a subcommand.
+// Adds MODEL, --dtype, --threads and the --quant options to a subcommand.
 void add_model_options(CLI::App& cmd, ModelOptions& options);
 // Sets the thread count and loads the model for inference.
 LlamaModel load_for_inference(const ModelOptions& options);

@@ -7,18 +7,12 @@
 #include <algorithm>
 #include <vector>
 
+#include "backend/cpu/ops.h"
 #include "core/error.h"
 
 namespace qlora::cpu {
 
 namespace {
-
-void add_bias(float* y, const float* bias, int64_t M, int64_t N) {
-  if (!bias) return;
-#pragma omp parallel for if (M * N > 65536)
-  for (int64_t m = 0; m < M; ++m)
-    for (int64_t n = 0; n < N; ++n) y[m * N + n] += bias[n];
-}
 
 // Widen 16 bf16 values to f32 (a bf16 is the top half of an f32).
 #if defined(__AVX512F__)
@@ -58,7 +52,7 @@ void linear_f32(const float* x, const float* w, const float* bias, float* y, int
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(M), int(N), int(K), 1.0f, x, int(K), w, int(K),
                 0.0f, y, int(N));
   }
-  add_bias(y, bias, M, N);
+  add_row_bias(y, bias, M, N);
 }
 
 void linear_bf16(const float* x, const uint16_t* w, const float* bias, float* y, int64_t M, int64_t N,
@@ -67,7 +61,7 @@ void linear_bf16(const float* x, const uint16_t* w, const float* bias, float* y,
 #pragma omp parallel for schedule(static)
     for (int64_t n = 0; n < N; ++n)
       for (int64_t m = 0; m < M; ++m) y[m * N + n] = dot_f32_bf16(x + m * K, w + n * K, K);
-    add_bias(y, bias, M, N);
+    add_row_bias(y, bias, M, N);
     return;
   }
   std::vector<float> panel(static_cast<size_t>(std::min(N, kPanelRows) * K));
@@ -79,7 +73,7 @@ void linear_bf16(const float* x, const uint16_t* w, const float* bias, float* y,
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(M), int(rows), int(K), 1.0f, x, int(K), panel.data(),
                 int(K), 0.0f, y + n0, int(N));
   }
-  add_bias(y, bias, M, N);
+  add_row_bias(y, bias, M, N);
 }
 
 void linear(const float* x, const Tensor& w, const float* bias, float* y, int64_t M) {

@@ -51,6 +51,13 @@ void swiglu(const float* gate, const float* up, float* out, int64_t n) {
   }
 }
 
+void add_row_bias(float* y, const float* bias, int64_t M, int64_t N) {
+  if (!bias) return;
+#pragma omp parallel for if (M * N > 65536)
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t n = 0; n < N; ++n) y[m * N + n] += bias[n];
+}
+
 void add_inplace(float* x, const float* y, int64_t n) {
 #pragma omp parallel for if (n > 65536) schedule(static)
   for (int64_t i = 0; i < n; ++i) x[i] += y[i];

@@ -19,6 +19,9 @@ void rope(float* x, const int64_t* positions, const float* inv_freq, int64_t T, 
 // out (T, F) = silu(gate) * up. out may alias gate.
 void swiglu(const float* gate, const float* up, float* out, int64_t n);
 
+// y (M, N) += bias (N) on every row; bias may be null.
+void add_row_bias(float* y, const float* bias, int64_t M, int64_t N);
+
 // x += y over n elements.
 void add_inplace(float* x, const float* y, int64_t n);
 

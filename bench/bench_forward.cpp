@@ -31,7 +31,9 @@ int main(int argc, char** argv) {
     set_num_threads(threads);
     LoadOptions load;
     load.weight_dtype = dtype;
-    const LlamaModel model(load_model(path, load), ForwardOptions{dtype});
+    ForwardOptions forward;
+    forward.compute = dtype;
+    const LlamaModel model(load_model(path, load), forward);
     Rng rng(1234);
     std::vector<int32_t> ids(size_t(seq + decode));
     for (auto& id : ids) id = int32_t(rng.next_u64() % uint64_t(model.config().vocab_size));

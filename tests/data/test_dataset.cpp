@@ -170,7 +170,9 @@ TEST(Dataset, FuzzCorruptedJsonl) {
         const auto examples = read_dataset(path, opt, &stats);
         EXPECT_EQ(examples.size(), stats.examples);
         EXPECT_LE(examples.size() + stats.skipped, 60u);
-        if (strict) EXPECT_EQ(stats.skipped, 0u);
+        if (strict) {
+          EXPECT_EQ(stats.skipped, 0u);
+        }
       } catch (const Error&) {
         // Lenient reading skips bad lines; only a file that now looks like a JSON array (parsed
         // whole, so nothing to skip to) may still fail.

@@ -52,7 +52,9 @@ TEST(Int8, BlockwiseUsesOneAbsmaxPerBlockAndHandlesZeroAndPartialBlocks) {
   for (size_t i = 0; i < x.size(); ++i) {
     const float am = q.absmax[i / 64];
     EXPECT_NEAR(back[i], x[i], am / 254.0f * 1.0001f + 1e-7f) << i;  // half a step, plus f32 slack
-    if (i >= 64 && i < 128) EXPECT_EQ(q.values[i], 0);
+    if (i >= 64 && i < 128) {
+      EXPECT_EQ(q.values[i], 0);
+    }
   }
   // Every block's max maps to +-127.
   for (size_t b = 0; b < q.absmax.size(); ++b) {

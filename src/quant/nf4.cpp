@@ -2,6 +2,8 @@
 // the path bitsandbytes takes on CPU) and dequantize_4bit. See nf4.h.
 #include "quant/nf4.h"
 
+#include <immintrin.h>
+
 #include <algorithm>
 #include <array>
 #include <cmath>
@@ -37,6 +39,38 @@ void check_layout(const QuantTensor& q) {
     fail("quant", "dequantize_4bit: {} with block {} needs {} absmax values; got {}", shape_str(q.shape),
          q.block_size, q.n_blocks(), consts);
 }
+
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
+constexpr bool kVectorEncode = true;
+
+// 16 scaled values -> their 4-bit codes as epi32, by the same rule as CodeBounds::encode:
+// sorted position = #{bounds < v}, then the code at that position.
+inline __m512i encode16(__m512 v, const CodeBounds<16>& bounds, __m512i order) {
+  __m512i count = _mm512_setzero_si512();
+  const __m512i one = _mm512_set1_epi32(1);
+  for (int j = 0; j < 15; ++j) {
+    const __mmask16 above = _mm512_cmp_ps_mask(v, _mm512_set1_ps(bounds.bounds[size_t(j)]), _CMP_GT_OQ);
+    count = _mm512_mask_add_epi32(count, above, count, one);
+  }
+  return _mm512_permutexvar_epi32(count, order);
+}
+
+// Encodes 32 values scaled by `inv` into 16 bytes (first value of each pair in the high nibble).
+inline void encode32(const float* x, float inv, const CodeBounds<16>& bounds, __m512i order, uint8_t* out) {
+  const __m512 scale = _mm512_set1_ps(inv), lo = _mm512_set1_ps(-1.0f), hi = _mm512_set1_ps(1.0f);
+  const __m512 v0 = _mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(_mm512_loadu_ps(x), scale), lo), hi);
+  const __m512 v1 = _mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(_mm512_loadu_ps(x + 16), scale), lo), hi);
+  const __m128i c0 = _mm512_cvtepi32_epi8(encode16(v0, bounds, order));
+  const __m128i c1 = _mm512_cvtepi32_epi8(encode16(v1, bounds, order));
+  // Each 16-bit lane holds (even code, odd code) as (low byte, high byte).
+  const __m256i pairs = _mm256_set_m128i(c1, c0);
+  const __m256i packed = _mm256_or_si256(_mm256_slli_epi16(_mm256_and_si256(pairs, _mm256_set1_epi16(0x00ff)), 4),
+                                         _mm256_srli_epi16(pairs, 8));
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(out), _mm256_cvtepi16_epi8(packed));
+}
+#else
+constexpr bool kVectorEncode = false;
+#endif
 
 }  // namespace
 
@@ -88,7 +122,14 @@ QuantTensor quantize_4bit(const float* x, const Shape& shape, QuantType type, in
     const bool partial = end - begin < block_size;
     // Blocks hold an even count of values (block_size >= 32) except the last, so a byte never
     // straddles two threads' blocks.
-    for (int64_t i = begin; i < end; ++i) {
+    int64_t i = begin;
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
+    if (kVectorEncode && !partial) {  // whole blocks: a multiple of 32 values, byte-aligned
+      const __m512i order = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(bounds.order.data())));
+      for (; i + 32 <= end; i += 32) encode32(x + i, inv, bounds, order, q.codes.data() + i / 2);
+    }
+#endif
+    for (; i < end; ++i) {
       float v = partial ? x[i] / am_safe : x[i] * inv;
       uint8_t c = bounds.encode(std::clamp(v, -1.0f, 1.0f));
       uint8_t& byte = q.codes[size_t(i / 2)];

@@ -258,7 +258,9 @@ TEST(GoldenSmolLM2, Q4_1GgufMatchesTransformers) {
 // bf16 compute on the real stories260K: close to the fp32 goldens, looser tolerance (kBf16RelTol).
 
 TEST(GoldenBf16Compute, Stories260kCloseToFp32Goldens) {
-  LlamaModel model(load_model(fixture_path("stories260k-hf")), ForwardOptions{DType::BF16});
+  ForwardOptions bf16;
+  bf16.compute = DType::BF16;
+  LlamaModel model(load_model(fixture_path("stories260k-hf")), bf16);
   for (const GoldenPrompt& p : read_goldens("stories260k-hf")) {
     const float tol = kBf16RelTol * max_abs(p.logits);
     Comparison c = compare_logits(model.forward_sequence(p.ids), p.logits, tol);

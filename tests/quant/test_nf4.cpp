@@ -114,7 +114,9 @@ TEST(Nf4, OddSizesPartialBlocksAndZeroBlocks) {
       dequantize_4bit(q, y.data());
       const std::vector<float> absmax = block_absmax(q);
       for (int i = 128; i < 192; ++i) EXPECT_NEAR(y[size_t(i)], 0.0f, dq ? 1e-2f : 0.0f);
-      if (!dq) EXPECT_EQ(absmax[2], 0.0f);
+      if (!dq) {
+        EXPECT_EQ(absmax[2], 0.0f);
+      }
       for (size_t i = 0; i < x.size(); ++i)
         ASSERT_LE(std::fabs(y[i] - x[i]), absmax[i / 64] * max_half_gap(type) * 1.01f + (dq ? 1e-2f : 1e-6f)) << i;
       // The unused low nibble of the last byte holds the code of 0.0 (bitsandbytes pads with 0).

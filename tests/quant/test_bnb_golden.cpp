@@ -33,6 +33,8 @@ const Case kCases[] = {
     {"b", QuantType::FP4, 64, true},   {"b", QuantType::NF4, 128, true},   {"c", QuantType::NF4, 64, true},
     {"c", QuantType::FP4, 64, true},   {"c", QuantType::NF4, 4096, true},  {"c", QuantType::NF4, 128, false},
     {"d", QuantType::NF4, 64, false},  {"d", QuantType::FP4, 64, false},
+    // A real trained weight (stories260K layer-0 down_proj).
+    {"e", QuantType::NF4, 64, true},   {"e", QuantType::FP4, 64, false},   {"e", QuantType::NF4, 128, false},
 };
 
 std::string case_name(const Case& c) {

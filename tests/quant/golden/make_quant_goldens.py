@@ -50,6 +50,13 @@ def midpoint_block():
     return torch.stack(rows)  # (2, 64)
 
 
+def safe_open_real():
+    from safetensors import safe_open
+    root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "golden", "fixtures")
+    with safe_open(os.path.join(root, "stories260k-hf", "model.safetensors"), "pt") as f:
+        return f.get_tensor("model.layers.0.mlp.down_proj.weight").float().contiguous()
+
+
 def main():
     g = torch.Generator().manual_seed(SEED)
     inputs = {
@@ -60,6 +67,8 @@ def main():
         # (65, 260): 16900 values = 264 blocks of 64 + 4, so 2 nested blocks of 256 absmax.
         "c": torch.randn(65, 260, generator=g) * 0.05,
         "d": midpoint_block(),
+        # (64, 172): a real trained weight, stories260K's layer-0 down_proj (from the golden HF fixture).
+        "e": safe_open_real(),
     }
     inputs["a"][3, 7] = 0.3
     inputs["a"][40, 1] = -0.25
@@ -70,6 +79,7 @@ def main():
         ("b", "nf4", 64, False), ("b", "fp4", 64, True), ("b", "nf4", 128, True),
         ("c", "nf4", 64, True), ("c", "fp4", 64, True), ("c", "nf4", 4096, True), ("c", "nf4", 128, False),
         ("d", "nf4", 64, False), ("d", "fp4", 64, False),
+        ("e", "nf4", 64, True), ("e", "fp4", 64, False), ("e", "nf4", 128, False),
     ]
     out = {f"input.{k}": v.contiguous() for k, v in inputs.items()}
     out["code.nf4"] = F.get_4bit_type("nf4", device="cpu")

@@ -13,24 +13,13 @@
 #include <string>
 
 #include "test_paths.h"
+#include "cli_runner.h"
 
 namespace {
 
-struct RunResult {
-  int exit_code;
-  std::string out;  // stdout and stderr together (stderr after 2>&1)
-};
+using qlora::test::RunResult;
 
-RunResult run(const std::string& args) {
-  const std::string cmd = qlora::test::binary_path("qlora") + " " + args + " 2>&1";
-  FILE* pipe = popen(cmd.c_str(), "r");
-  EXPECT_NE(pipe, nullptr);
-  std::string out;
-  std::array<char, 4096> buf{};
-  while (size_t n = fread(buf.data(), 1, buf.size(), pipe)) out.append(buf.data(), n);
-  const int status = pclose(pipe);
-  return {WEXITSTATUS(status), out};
-}
+RunResult run(const std::string& args) { return qlora::test::run_cli(args); }
 
 std::string reference_story() {
   std::ifstream in(qlora::test::shared_path("models/stories260K/README.md"));

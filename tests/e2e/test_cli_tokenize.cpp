@@ -10,25 +10,14 @@
 
 #include "data/tokenizer.h"
 #include "test_paths.h"
+#include "cli_runner.h"
 
 namespace {
 
-struct RunResult {
-  int exit_code;
-  std::string out;  // stdout and stderr together
-};
+using qlora::test::RunResult;
 
 // Runs `qlora tokenize ARGS`.
-RunResult run(const std::string& args) {
-  const std::string cmd = qlora::test::binary_path("qlora") + " tokenize " + args + " 2>&1";
-  FILE* pipe = popen(cmd.c_str(), "r");
-  EXPECT_NE(pipe, nullptr);
-  std::string out;
-  std::array<char, 4096> buf{};
-  while (size_t n = fread(buf.data(), 1, buf.size(), pipe)) out.append(buf.data(), n);
-  const int status = pclose(pipe);
-  return {WEXITSTATUS(status), out};
-}
+RunResult run(const std::string& args) { return qlora::test::run_cli("tokenize " + args); }
 
 const std::string kSpm = qlora::test::shared_path("data/llama-cpp-vocab-tests/ggml-vocab-llama-spm.gguf");
 const std::string kGpt2 = qlora::test::shared_path("data/llama-cpp-vocab-tests/ggml-vocab-gpt-2.gguf");

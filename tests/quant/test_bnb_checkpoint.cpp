@@ -26,6 +26,7 @@
 #include "quant/int8.h"
 #include "quant/nf4.h"
 #include "test_paths.h"
+#include "cli_runner.h"
 
 namespace qlora {
 namespace {
@@ -162,21 +163,10 @@ TEST(BnbCheckpoint, ReaderRejectsInconsistentState) {
 
 // ---- the CLI ----
 
-struct RunResult {
-  int exit_code;
-  std::string out;
-};
+using test::RunResult;
 
-RunResult run(const std::string& args) {
-  const std::string cmd = test::binary_path("qlora") + " " + args + " 2>/dev/null";
-  FILE* pipe = popen(cmd.c_str(), "r");
-  EXPECT_NE(pipe, nullptr);
-  std::string out;
-  std::array<char, 4096> buf{};
-  while (size_t n = fread(buf.data(), 1, buf.size(), pipe)) out.append(buf.data(), n);
-  const int status = pclose(pipe);
-  return {WEXITSTATUS(status), out};
-}
+// stdout only: --json output must parse without the progress bar on stderr.
+RunResult run(const std::string& args) { return test::run_cli(args, /*merge_stderr=*/false); }
 
 nlohmann::json read_json(const fs::path& p) {
   std::ifstream in(p);

@@ -396,13 +396,6 @@ Dequant make_dequant(const QuantTensor& w, const char* op) {
 
 }  // namespace
 
-std::vector<float> qmatmul_absmax(const QuantTensor& w) {
-  const Dequant d = make_dequant(w, "qmatmul_absmax");
-  std::vector<float> absmax(static_cast<size_t>(w.n_blocks()));
-  for (int64_t i = 0; i < w.n_blocks(); ++i) absmax[size_t(i)] = d.scale(i);
-  return absmax;
-}
-
 void qmatmul_forward(const float* x, const QuantTensor& w, float* y, int64_t M) {
   check_weight(w, "qmatmul_forward");
   if (M < 0 || M > INT_MAX) fail("qmatmul_forward", "M must be in [0, INT_MAX]; got {}", M);

@@ -21,9 +21,4 @@ void qmatmul_forward(const float* x, const QuantTensor& w, float* y, int64_t M);
 // dx is overwritten.
 void qmatmul_backward_input(const float* dy, const QuantTensor& w, float* dx, int64_t M);
 
-// The per-block absmax constants as f32 (n_blocks): w.absmax as is, or decoded from the
-// double-quantized form (dynamic_map[absmax_codes[i]] * nested_absmax[i / nested_block_size] +
-// offset). Throws on inconsistent sizes.
-std::vector<float> qmatmul_absmax(const QuantTensor& w);
-
 }  // namespace qlora

@@ -98,7 +98,7 @@ LlamaModelFile load_hf_folder(const std::string& dir, const LoadOptions& options
     SourceTensor src;
     src.file = st.path();
     src.name_in_file = name;
-    if (st.contains(name + ".quant_state.bitsandbytes__nf4") || st.contains(name + ".quant_state.bitsandbytes__fp4")) {
+    if (is_bnb_4bit_weight(st, name)) {
       auto weight = std::make_shared<BnbWeight>(read_bnb_4bit(st, name));
       src.shape = weight->q.shape;
       src.stored_type = "bnb-" + std::string(quant_type_name(weight->q.type));

@@ -80,10 +80,23 @@ std::vector<std::string> bnb_4bit_names(const SafetensorsFile& file) {
   return names;
 }
 
-BnbWeight read_bnb_4bit(const SafetensorsFile& file, const std::string& name) {
-  std::string state_key;
+namespace {
+
+// `X.weight.quant_state.bitsandbytes__nf4` (or __fp4) when the file has it, else "".
+std::string bnb_state_key(const SafetensorsFile& file, const std::string& name) {
   for (const char* t : {"nf4", "fp4"})
-    if (file.contains(name + std::string(kStateTag) + t)) state_key = name + std::string(kStateTag) + t;
+    if (file.contains(name + std::string(kStateTag) + t)) return name + std::string(kStateTag) + t;
+  return "";
+}
+
+}  // namespace
+
+bool is_bnb_4bit_weight(const SafetensorsFile& file, const std::string& name) {
+  return !bnb_state_key(file, name).empty();
+}
+
+BnbWeight read_bnb_4bit(const SafetensorsFile& file, const std::string& name) {
+  const std::string state_key = bnb_state_key(file, name);
   if (state_key.empty())
     fail("bnb", "{}: {} has no {}nf4 or {}fp4 entry; not a bitsandbytes 4-bit weight", file.path(), name, kStateTag,
          kStateTag);

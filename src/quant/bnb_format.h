@@ -37,6 +37,8 @@ std::vector<std::string> bnb_4bit_names(const SafetensorsFile& file);
 // weight itself: what a loader skips when it lists a file's dense tensors.
 bool is_bnb_state_key(const std::string& key);
 
+// True when `name` (`X.weight`) is stored as a bitsandbytes 4-bit weight (has a quant_state entry).
+bool is_bnb_4bit_weight(const SafetensorsFile& file, const std::string& name);
 // One 4-bit weight. Throws Error naming the file and tensor on a missing or inconsistent part.
 BnbWeight read_bnb_4bit(const SafetensorsFile& file, const std::string& name);
 // Every 4-bit weight in the file, by name.

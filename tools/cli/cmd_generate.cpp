@@ -31,8 +31,7 @@ struct GenerateOptions {
 
 void run_generate(const GenerateOptions& o) {
   const LlamaModel model = load_for_inference(o.model);
-  const auto tokenizer =
-      o.tokenizer_path.empty() ? find_tokenizer_for_model(o.model.model_path) : load_tokenizer(o.tokenizer_path);
+  const auto tokenizer = load_model_tokenizer(o.model.model_path, o.tokenizer_path);
   if (tokenizer->vocab_size() > model.config().vocab_size)
     fail("generate", "tokenizer has {} tokens but the model's vocabulary is {}", tokenizer->vocab_size(),
          model.config().vocab_size);
@@ -83,7 +82,7 @@ void register_generate(CLI::App& app) {
   auto o = std::make_shared<GenerateOptions>();
   CLI::App* cmd = app.add_subcommand("generate", "Generate text from a prompt");
   add_model_options(*cmd, o->model);
-  cmd->add_option("--tokenizer", o->tokenizer_path, "tokenizer file (default: beside or inside the model)");
+  add_tokenizer_option(*cmd, o->tokenizer_path);
   cmd->add_option("--prompt,-p", o->prompt, "prompt text (empty: start from BOS)");
   cmd->add_option("--max-tokens,-n", o->max_tokens, "tokens to generate")->check(CLI::NonNegativeNumber);
   cmd->add_option("--temperature,-t", o->temperature, "sampling temperature; 0 = greedy")->check(CLI::NonNegativeNumber);

@@ -37,8 +37,7 @@ std::string read_text(const std::string& path) {
 void run_perplexity(const PerplexityOptions& o) {
   const std::string text = read_text(o.data_path);
   const LlamaModel model = load_for_inference(o.model);
-  const auto tokenizer =
-      o.tokenizer_path.empty() ? find_tokenizer_for_model(o.model.model_path) : load_tokenizer(o.tokenizer_path);
+  const auto tokenizer = load_model_tokenizer(o.model.model_path, o.tokenizer_path);
   std::vector<int32_t> tokens = tokenizer->encode(text, tokenizer->adds_bos());
   if (o.max_tokens > 0 && int64_t(tokens.size()) > o.max_tokens) tokens.resize(size_t(o.max_tokens));
   const int64_t context = o.context > 0 ? o.context : std::min<int64_t>(512, model.config().max_position_embeddings);
@@ -69,7 +68,7 @@ void register_perplexity(CLI::App& app) {
   auto o = std::make_shared<PerplexityOptions>();
   CLI::App* cmd = app.add_subcommand("perplexity", "Perplexity of a model on a text file");
   add_model_options(*cmd, o->model);
-  cmd->add_option("--tokenizer", o->tokenizer_path, "tokenizer file (default: beside or inside the model)");
+  add_tokenizer_option(*cmd, o->tokenizer_path);
   cmd->add_option("--data", o->data_path, "text file to score")->required();
   cmd->add_option("--ctx", o->context, "window length in tokens (default: min(512, model context))");
   cmd->add_option("--max-tokens", o->max_tokens, "score at most this many tokens (0 = all)");

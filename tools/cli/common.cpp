@@ -19,6 +19,14 @@ void add_model_options(CLI::App& cmd, ModelOptions& options) {
   cmd.add_flag("--double-quant", options.quant_double, "double-quantize the 4-bit block constants");
 }
 
+void add_tokenizer_option(CLI::App& cmd, std::string& tokenizer_path) {
+  cmd.add_option("--tokenizer", tokenizer_path, "tokenizer file (default: beside or inside the model)");
+}
+
+std::unique_ptr<Tokenizer> load_model_tokenizer(const std::string& model_path, const std::string& tokenizer_path) {
+  return tokenizer_path.empty() ? find_tokenizer_for_model(model_path) : load_tokenizer(tokenizer_path);
+}
+
 LlamaModel load_for_inference(const ModelOptions& options) {
   set_num_threads(options.threads);
   const DType dtype = dtype_from_name(options.dtype);

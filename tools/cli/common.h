@@ -2,8 +2,10 @@
 // load a model with them.
 #pragma once
 #include <CLI/CLI.hpp>
+#include <memory>
 #include <string>
 
+#include "data/tokenizer.h"
 #include "model/llama.h"
 #include "model/loader.h"
 
@@ -20,6 +22,10 @@ struct ModelOptions {
 
 // Adds MODEL, --dtype, --threads and the --quant options to a subcommand.
 void add_model_options(CLI::App& cmd, ModelOptions& options);
+// Adds --tokenizer FILE (default: the model's own, found beside or inside it).
+void add_tokenizer_option(CLI::App& cmd, std::string& tokenizer_path);
+// The tokenizer named by --tokenizer, else the one that belongs to the model.
+std::unique_ptr<Tokenizer> load_model_tokenizer(const std::string& model_path, const std::string& tokenizer_path);
 // Sets the thread count and loads the model for inference.
 LlamaModel load_for_inference(const ModelOptions& options);
 // Bytes of weight memory the loaded model holds (a tied head counted once).

@@ -1,0 +1,28 @@
+// The LM head fused with cross-entropy, chunked over rows so that at most (chunk, V) logits exist
+// at once (never (N, V)): for each chunk, logits = h·Wᵀ, loss = logsumexp(logits) - logits[target],
+// dlogits = (softmax - onehot(target)) · grad_scale, dh = dlogits·W, dW += dlogitsᵀ·h.
+// targets (N): the label each row predicts (already shifted), -100 = ignored (no loss, no grad).
+// h (N, C); w (V, C) a Tensor in f32/bf16 (T = float) or f64 (T = double).
+// Tested in tests/grad/test_op_grads.cpp and tests/unit/test_train_ops.cpp (vs log_softmax loops).
+#pragma once
+#include <cstdint>
+
+#include "core/tensor.h"
+
+namespace qlora::cpu {
+
+struct CrossEntropyResult {
+  double loss_sum = 0;   // summed over rows with a target
+  int64_t count = 0;     // rows with a target
+};
+
+// Loss only (evaluation). row_losses (N) may be null; ignored rows get 0.
+template <typename T>
+CrossEntropyResult cross_entropy_forward(const T* h, const Tensor& w, const int32_t* targets, int64_t N,
+                                         T* row_losses = nullptr, int64_t chunk_rows = 256);
+// Loss and gradients: dh (N, C) written (ignored rows get 0); dw (V, C) += (may be null: frozen head).
+template <typename T>
+CrossEntropyResult cross_entropy_forward_backward(const T* h, const Tensor& w, const int32_t* targets, int64_t N,
+                                                  T grad_scale, T* dh, T* dw, int64_t chunk_rows = 256);
+
+}  // namespace qlora::cpu

@@ -1,0 +1,168 @@
+// The training loop: data order, gradient accumulation, the NaN/Inf guard, clipping, schedule and
+// optimizer step, evaluation and the train() driver. Checkpoint IO is in checkpoint.cpp.
+// Tested in tests/unit/test_trainer.cpp with a toy softmax-regression Trainable.
+#include "train/trainer.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <limits>
+
+#include "core/error.h"
+#include "data/dataset_mix.h"
+
+namespace qlora {
+namespace {
+
+// splitmix64's finaliser: a bijective mix, so distinct (seed, step, micro) give distinct seeds.
+uint64_t mix64(uint64_t z) {
+  z += 0x9e3779b97f4a7c15ull;
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+// Dropout seed of micro-batch `micro` of optimizer step `step` (0-based): a function of the
+// position in the run only, so a resumed run draws the same masks.
+uint64_t dropout_seed(uint64_t seed, int64_t step, int64_t micro) {
+  return mix64(mix64(mix64(seed) ^ uint64_t(step)) ^ uint64_t(micro));
+}
+
+std::unique_ptr<StateStore> make_store(const TrainerConfig& config) {
+  if (!config.paged) return make_heap_state_store();
+  // The spill file goes next to the checkpoints: the output disk is the one sized for the run.
+  if (!config.output_dir.empty()) std::filesystem::create_directories(config.output_dir);
+  return make_paged_state_store(config.output_dir);
+}
+
+}  // namespace
+
+Trainer::Trainer(Trainable& model, std::vector<TrainSequence> train, std::vector<TrainSequence> validation,
+                 TrainerConfig config)
+    : model_(model), train_(std::move(train)), validation_(std::move(validation)), config_(std::move(config)) {
+  if (config_.micro_batch < 1) fail("train", "micro_batch must be >= 1; got {}", config_.micro_batch);
+  if (config_.grad_accum < 1) fail("train", "grad_accum must be >= 1; got {}", config_.grad_accum);
+  if (config_.max_steps < 0) fail("train", "max_steps must be >= 0; got {}", config_.max_steps);
+  if (config_.warmup_steps < 0) fail("train", "warmup_steps must be >= 0; got {}", config_.warmup_steps);
+  if (!(config_.lr >= 0) || !std::isfinite(config_.lr)) fail("train", "lr must be finite and >= 0; got {}", config_.lr);
+  schedule_.kind = config_.schedule;
+  schedule_.peak_lr = config_.lr;
+  schedule_.warmup_steps = config_.warmup_steps;
+  schedule_.total_steps = config_.max_steps;
+  optimizer_ = make_optimizer(config_.optimizer, config_.adamw, make_store(config_));
+}
+
+Trainer::~Trainer() = default;
+
+// The next micro_batch sequences of the epoch order. A micro-batch never spans two epochs: when
+// fewer than micro_batch sequences are left, they are dropped and the next epoch (reshuffled with
+// seed + epoch) starts. order_ is rebuilt lazily from (seed, epoch), so resume() only restores
+// position_ and clears it.
+std::vector<size_t> Trainer::next_micro_batch_indices() {
+  const size_t n = train_.size();
+  const size_t mb = size_t(config_.micro_batch);
+  auto build_order = [&] {
+    if (config_.shuffle) {
+      order_ = shuffled_indices(n, config_.seed + uint64_t(position_.epoch));
+    } else {
+      order_.resize(n);
+      for (size_t i = 0; i < n; ++i) order_[i] = i;
+    }
+  };
+  if (order_.size() != n) build_order();
+  if (size_t(position_.index) + mb > n) {
+    ++position_.epoch;
+    position_.index = 0;
+    build_order();
+  }
+  std::vector<size_t> out(order_.begin() + position_.index, order_.begin() + position_.index + ptrdiff_t(mb));
+  position_.index += int64_t(mb);
+  return out;
+}
+
+StepResult Trainer::step() {
+  if (train_.empty()) fail("train", "no training sequences");
+  if (size_t(config_.micro_batch) > train_.size())
+    fail("train", "micro_batch {} exceeds the {} training sequences; lower micro_batch", config_.micro_batch,
+         train_.size());
+  const auto t0 = std::chrono::steady_clock::now();
+  StepResult r;
+  r.step = step_ + 1;
+
+  // All micro-batches first: the gradient scale is 1 / (target tokens of the whole step), so the
+  // accumulated gradient is that of the step's mean loss however it is split into micro-batches.
+  std::vector<Batch> batches;
+  batches.reserve(size_t(config_.grad_accum));
+  for (int64_t m = 0; m < config_.grad_accum; ++m) {
+    batches.push_back(make_batch(train_, next_micro_batch_indices()));
+    r.tokens += batches.back().target_count();
+    r.input_tokens += batches.back().rows();
+  }
+  // A step with no target at all has zero gradients; scale 0 keeps them zero (no 1/0).
+  const double grad_scale = r.tokens > 0 ? 1.0 / double(r.tokens) : 0.0;
+
+  model_.zero_grad();
+  double loss_sum = 0;
+  for (int64_t m = 0; m < config_.grad_accum; ++m)
+    loss_sum += model_.forward_backward(batches[size_t(m)], grad_scale, dropout_seed(config_.seed, step_, m)).loss;
+  r.loss = r.tokens > 0 ? loss_sum / double(r.tokens) : 0.0;
+  if (!std::isfinite(loss_sum)) r.loss = loss_sum;  // keep NaN/Inf visible even when tokens == 0
+
+  const std::vector<Param> params = model_.parameters();
+  r.lr = schedule_.lr_at(step_);
+  if (!std::isfinite(loss_sum) || !grads_finite(params)) {
+    // Skip the update but still count the step: the schedule and the data position move on, so a
+    // bad batch is not retried forever and the run stays aligned with its step budget. Grads are
+    // cleared so nothing non-finite lingers in the buffers.
+    r.skipped = true;
+    r.grad_norm = grad_norm(params);
+    model_.zero_grad();
+  } else {
+    r.grad_norm = clip_grad_norm(params, config_.max_grad_norm);
+    optimizer_->step(params, r.lr);
+    model_.parameters_updated();
+  }
+  ++step_;
+  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return r;
+}
+
+double Trainer::evaluate() {
+  if (validation_.empty()) return std::numeric_limits<double>::quiet_NaN();
+  LossSum total;
+  const size_t mb = size_t(config_.micro_batch);
+  for (size_t begin = 0; begin < validation_.size(); begin += mb) {
+    const LossSum s = model_.evaluate(make_batch(validation_, begin, std::min(mb, validation_.size() - begin)));
+    total.loss += s.loss;
+    total.tokens += s.tokens;
+  }
+  return total.tokens ? total.mean() : std::numeric_limits<double>::quiet_NaN();
+}
+
+void Trainer::train(const std::function<void(const StepResult&)>& on_step,
+                    const std::function<void(int64_t step, double val_loss)>& on_eval,
+                    const std::function<bool()>& should_stop) {
+  const bool saving = !config_.output_dir.empty();
+  int64_t saved_at = -1;  // the step of the last checkpoint written by this call
+  while (step_ < config_.max_steps) {
+    if (should_stop && should_stop()) {
+      if (saving && saved_at != step_) save_checkpoint();
+      return;
+    }
+    const StepResult r = step();
+    if (on_step) on_step(r);
+    if (config_.eval_every > 0 && step_ % config_.eval_every == 0 && !validation_.empty()) {
+      const double v = evaluate();
+      if (on_eval) on_eval(step_, v);
+    }
+    if (saving && config_.save_every > 0 && step_ % config_.save_every == 0) {
+      save_checkpoint();
+      saved_at = step_;
+    }
+  }
+  // The final state, unless nothing ran (a resume at max_steps has it already).
+  if (saving && saved_at != step_ && step_ > 0) save_checkpoint();
+}
+
+}  // namespace qlora

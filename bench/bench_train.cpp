@@ -1,4 +1,5 @@
-// Training throughput of qlora.cpp: full, LoRA or QLoRA steps (forward + backward + AdamW) on
+// Training throughput of qlora.cpp: full, LoRA or QLoRA steps (forward + backward + clipping at 1.0 +
+// AdamW lr 1e-4) on
 // seeded random token batches, the same workload bench/torch_train.py runs with transformers + PEFT.
 // Prints one JSON line: tokens/s over the timed steps, seconds per step, peak RSS and the
 // engine's own memory figures. Run beside the torch reference by bench/train_vs_torch.sh.
@@ -16,6 +17,7 @@
 #include "core/rng.h"
 #include "model/loader.h"
 #include "optim/optimizer.h"
+#include "optim/schedule.h"
 #include "train/train_model.h"
 
 using namespace qlora;
@@ -68,6 +70,7 @@ int main(int argc, char** argv) {
       const auto t0 = std::chrono::steady_clock::now();
       model.zero_grad();
       const LossSum loss = model.forward_backward(b, 1.0 / double(b.target_count()), uint64_t(s));
+      clip_grad_norm(model.parameters(), 1.0);  // as bench/torch_train.py's default
       optimizer->step(model.parameters(), 1e-4);
       model.parameters_updated();
       const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

@@ -3,10 +3,14 @@
 //   x += attention(q, cache)·Woᵀ ; h = rmsnorm(x) ; x += (silu(h·Wgᵀ) * h·Wuᵀ)·Wdᵀ
 // then logits = rmsnorm(x)·Wheadᵀ. With bf16 compute every activation is rounded to bf16 where
 // torch would store a bf16 tensor; matmuls accumulate in f32.
+// An unmerged LoRA adapter adds scale·(x·Aᵀ)·Bᵀ to each adapted projection, computed in f32 as two
+// thin products (n, in)·(in, R) and (n, R)·(R, out): cheap next to the base product even at n = 1.
 #include "model/llama.h"
 
 #include <array>
+#include <charconv>
 #include <cstring>
+#include <string_view>
 
 #include "backend/cpu/attention.h"
 #include "backend/cpu/linear.h"
@@ -32,6 +36,61 @@ enum LinearIndex { kQ, kK, kV, kO, kGate, kUp, kDown, kLinearCount };
 
 std::array<Tensor*, kLinearCount> layer_linears(LlamaLayerWeights& lw) {
   return {&lw.q_proj, &lw.k_proj, &lw.v_proj, &lw.o_proj, &lw.gate_proj, &lw.up_proj, &lw.down_proj};
+}
+
+constexpr std::array<const char*, kLinearCount> kLinearNames = {"self_attn.q_proj", "self_attn.k_proj",
+                                                                "self_attn.v_proj", "self_attn.o_proj",
+                                                                "mlp.gate_proj",    "mlp.up_proj",
+                                                                "mlp.down_proj"};
+
+// (out, in) of linear `index` from the config (the dense copies are gone when quantized).
+std::pair<int64_t, int64_t> linear_shape(const LlamaConfig& c, int index) {
+  switch (index) {
+    case kQ: return {c.q_dim(), c.hidden_size};
+    case kK:
+    case kV: return {c.kv_dim(), c.hidden_size};
+    case kO: return {c.hidden_size, c.q_dim()};
+    case kGate:
+    case kUp: return {c.intermediate_size, c.hidden_size};
+    default: return {c.hidden_size, c.intermediate_size};
+  }
+}
+
+// A PEFT key "base_model.model.model.layers.{i}.{module}.lora_{A|B}.weight" split into layer,
+// linear index and which factor; throws naming the key when it is anything else.
+struct LoraKey {
+  int64_t layer = -1;
+  int index = -1;
+  bool is_a = false;
+};
+
+LoraKey parse_lora_key(const std::string& key, int64_t n_layers) {
+  std::string_view k = key;
+  auto bad = [&](const std::string& why) -> LoraKey {
+    fail("adapter", "tensor {}: {}; expected base_model.model.model.layers.<i>.<self_attn|mlp>.<proj>.lora_<A|B>.weight",
+         key, why);
+  };
+  constexpr std::string_view kPrefix = "base_model.model.model.layers.";
+  if (!k.starts_with(kPrefix)) return bad("not a decoder-layer LoRA weight (only q/k/v/o/gate/up/down_proj are supported)");
+  k.remove_prefix(kPrefix.size());
+  LoraKey out;
+  const auto [end, ec] = std::from_chars(k.data(), k.data() + k.size(), out.layer);
+  if (ec != std::errc() || end == k.data() || *end != '.') return bad("no layer index");
+  k.remove_prefix(size_t(end - k.data()) + 1);
+  if (out.layer < 0 || out.layer >= n_layers)
+    fail("adapter", "tensor {}: layer {} out of range; the model has {} layers", key, out.layer, n_layers);
+  if (k.ends_with(".lora_A.weight")) {
+    out.is_a = true;
+    k.remove_suffix(std::string_view(".lora_A.weight").size());
+  } else if (k.ends_with(".lora_B.weight")) {
+    k.remove_suffix(std::string_view(".lora_B.weight").size());
+  } else {
+    return bad("not a lora_A/lora_B weight");
+  }
+  for (int i = 0; i < kLinearCount; ++i)
+    if (k == kLinearNames[size_t(i)]) out.index = i;
+  if (out.index < 0) return bad(fmt::format("unknown module '{}'", k));
+  return out;
 }
 
 const float* bias_or_null(const Tensor& t) { return t.defined() ? t.data<float>() : nullptr; }
@@ -69,12 +128,69 @@ LlamaModel::LlamaModel(LlamaModelFile file, ForwardOptions options)
   }
 }
 
+void LlamaModel::set_adapter(const PeftAdapter& adapter) {
+  const LlamaConfig& c = file_.config;
+  // Built aside and swapped in, so a bad adapter leaves the model as it was.
+  std::vector<std::vector<LoraDelta>> lora(size_t(c.num_hidden_layers), std::vector<LoraDelta>(kLinearCount));
+  std::vector<std::vector<std::array<std::string, 2>>> keys(size_t(c.num_hidden_layers),
+                                                           std::vector<std::array<std::string, 2>>(kLinearCount));
+  const float scale = float(adapter.config.scale());
+  for (const auto& [key, tensor] : adapter.tensors) {
+    const LoraKey k = parse_lora_key(key, c.num_hidden_layers);
+    const auto [out, in] = linear_shape(c, k.index);
+    if (tensor.ndim() != 2 || tensor.dtype() != DType::F32)
+      fail("adapter", "tensor {}: expected a 2-D f32 tensor, got {} {}", key, dtype_name(tensor.dtype()),
+           shape_str(tensor.shape()));
+    LoraDelta& d = lora[size_t(k.layer)][size_t(k.index)];
+    if (k.is_a) {
+      if (tensor.dim(1) != in)
+        fail("adapter", "tensor {}: shape {}; expected (R, {}) for this model", key, shape_str(tensor.shape()), in);
+      d.a = tensor;
+    } else {
+      if (tensor.dim(0) != out)
+        fail("adapter", "tensor {}: shape {}; expected ({}, R) for this model", key, shape_str(tensor.shape()), out);
+      d.b = tensor;
+    }
+    keys[size_t(k.layer)][size_t(k.index)][k.is_a ? 0 : 1] = key;
+    d.scale = scale;
+  }
+  bool any = false;
+  for (size_t l = 0; l < lora.size(); ++l)
+    for (size_t i = 0; i < kLinearCount; ++i) {
+      LoraDelta& d = lora[l][i];
+      if (!d.a.defined() && !d.b.defined()) continue;
+      const std::string& named = keys[l][i][d.a.defined() ? 0 : 1];
+      if (!d.a.defined() || !d.b.defined())
+        fail("adapter", "tensor {} has no {} partner", named, d.a.defined() ? "lora_B" : "lora_A");
+      if (d.a.dim(0) != d.b.dim(1))
+        fail("adapter", "tensor {}: rank {} but its lora_B has rank {}", named, d.a.dim(0), d.b.dim(1));
+      any = true;
+    }
+  if (!any) fail("adapter", "adapter holds no LoRA weights");
+  lora_ = std::move(lora);
+}
+
+void LlamaModel::clear_adapter() { lora_.clear(); }
+
 void LlamaModel::project(int64_t layer, int index, const Tensor& dense, const float* x, const float* bias, float* y,
                          int64_t n) const {
-  if (quantized_.empty()) return cpu::linear(x, dense, bias, y, n);
-  const QuantTensor& w = quantized_[size_t(layer)][size_t(index)];
-  qmatmul_forward(x, w, y, n);
-  cpu::add_row_bias(y, bias, n, w.shape[0]);
+  if (quantized_.empty()) {
+    cpu::linear(x, dense, bias, y, n);
+  } else {
+    const QuantTensor& w = quantized_[size_t(layer)][size_t(index)];
+    qmatmul_forward(x, w, y, n);
+    cpu::add_row_bias(y, bias, n, w.shape[0]);
+  }
+  if (lora_.empty()) return;
+  const LoraDelta& d = lora_[size_t(layer)][size_t(index)];
+  if (!d.a.defined()) return;
+  const int64_t R = d.a.dim(0), in = d.a.dim(1), out = d.b.dim(0);
+  std::vector<float> t(size_t(n * R));      // (n, R) = x · Aᵀ
+  std::vector<float> delta(size_t(n * out));  // (n, out) = scale·t · Bᵀ
+  cpu::linear_f32(x, d.a.data<float>(), nullptr, t.data(), n, R, in);
+  for (float& v : t) v *= d.scale;
+  cpu::linear_f32(t.data(), d.b.data<float>(), nullptr, delta.data(), n, out, R);
+  cpu::add_inplace(y, delta.data(), n * out);
 }
 
 Tensor LlamaModel::forward(KvCache& cache, const int32_t* ids, int64_t n, bool all_logits) const {

@@ -1,0 +1,194 @@
+// HF folder export. See hf_export.h.
+#include "model/hf_export.h"
+
+#include <fmt/core.h>
+
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "core/error.h"
+#include "model/tokenizer_export.h"
+#include "quant/bnb_format.h"
+#include "quant/nf4.h"
+
+namespace qlora {
+namespace {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+std::string torch_dtype_name(DType d) {
+  switch (d) {
+    case DType::F32: return "float32";
+    case DType::BF16: return "bfloat16";
+    case DType::F16: return "float16";
+    default: fail("export", "HF export dtype must be f32, bf16 or f16; got {}", dtype_name(d));
+  }
+}
+
+void write_text_atomic(const fs::path& path, const std::string& text) {
+  const fs::path tmp = path.string() + ".tmp";
+  {
+    std::ofstream f(tmp, std::ios::binary);
+    f << text;
+    f.close();
+    if (!f) fail("export", "cannot write {}", tmp.string());
+  }
+  fs::rename(tmp, path);
+}
+
+json read_json(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) fail("export", "cannot open {}", path.string());
+  std::stringstream ss;
+  ss << in.rdbuf();
+  try {
+    return json::parse(ss.str());
+  } catch (const json::exception& e) {
+    fail("export", "{}: malformed JSON: {}", path.string(), e.what());
+  }
+}
+
+// The tokenizer and generation files: copied from an HF source folder, built from a GGUF source.
+void write_side_files(const LlamaModelFile& model, const fs::path& out, std::vector<std::string>& notes) {
+  const LlamaConfig& c = model.config;
+  if (model.format == "hf") {
+    const fs::path src(model.path);
+    bool any = false;
+    for (const char* name : {"tokenizer.json", "tokenizer_config.json", "tokenizer.model", "special_tokens_map.json",
+                             "added_tokens.json", "vocab.json", "merges.txt", "chat_template.jinja",
+                             "generation_config.json"}) {
+      const fs::path from = src / name;
+      if (!fs::exists(from) || fs::equivalent(src, out)) continue;
+      fs::copy_file(from, out / name, fs::copy_options::overwrite_existing);
+      any = any || std::string(name) != "generation_config.json";
+    }
+    if (!any) notes.push_back(fmt::format("no tokenizer files beside {}; none written", model.path));
+  } else if (model.format == "gguf") {
+    const GgufFile g = GgufFile::open(model.path);
+    try {
+      const HfTokenizerFiles files = hf_tokenizer_from_gguf(g);
+      write_text_atomic(out / "tokenizer.json", files.tokenizer.dump(2) + "\n");
+      write_text_atomic(out / "tokenizer_config.json", files.tokenizer_config.dump(2) + "\n");
+    } catch (const Error& e) {
+      notes.push_back(fmt::format("no tokenizer written: {}", e.what()));
+    }
+  } else {
+    notes.push_back(fmt::format("no tokenizer written for a {} source", model.format));
+  }
+  if (!fs::exists(out / "generation_config.json") && (c.bos_token_id >= 0 || !c.eos_token_ids.empty())) {
+    json g;
+    if (c.bos_token_id >= 0) g["bos_token_id"] = c.bos_token_id;
+    if (c.eos_token_ids.size() == 1) g["eos_token_id"] = c.eos_token_ids[0];
+    else if (!c.eos_token_ids.empty()) g["eos_token_id"] = c.eos_token_ids;
+    if (c.pad_token_id >= 0) g["pad_token_id"] = c.pad_token_id;
+    write_text_atomic(out / "generation_config.json", g.dump(2) + "\n");
+  }
+}
+
+json quantization_config_json(const HfExportOptions& o) {
+  // As transformers 5.23 writes a BitsAndBytesConfig (same as `qlora quantize`).
+  return {{"_load_in_4bit", true},
+          {"_load_in_8bit", false},
+          {"bnb_4bit_compute_dtype", torch_dtype_name(o.dtype)},
+          {"bnb_4bit_quant_storage", "uint8"},
+          {"bnb_4bit_quant_type", "nf4"},
+          {"bnb_4bit_use_double_quant", o.nf4_double_quant},
+          {"llm_int8_enable_fp32_cpu_offload", false},
+          {"llm_int8_has_fp16_weight", false},
+          {"llm_int8_skip_modules", nullptr},
+          {"llm_int8_threshold", 6.0},
+          {"load_in_4bit", true},
+          {"load_in_8bit", false},
+          {"quant_method", "bitsandbytes"}};
+}
+
+}  // namespace
+
+Tensor permute_rope_rows(const Tensor& w, int64_t n_heads) {
+  QLORA_ASSERT(w.ndim() >= 1 && n_heads > 0 && w.dim(0) % n_heads == 0 && (w.dim(0) / n_heads) % 2 == 0,
+               "permute_rope_rows: {} rows do not split into {} heads of even size", w.dim(0), n_heads);
+  const int64_t D = w.dim(0) / n_heads;
+  const size_t row_bytes = w.nbytes() / size_t(w.dim(0));
+  Tensor out = Tensor::zeros(w.shape(), w.dtype());
+  const auto* src = static_cast<const uint8_t*>(w.raw());
+  auto* dst = static_cast<uint8_t*>(out.raw());
+  for (int64_t h = 0; h < n_heads; ++h)
+    for (int64_t i = 0; i < D / 2; ++i)
+      for (int64_t j = 0; j < 2; ++j)
+        std::memcpy(dst + size_t(h * D + 2 * i + j) * row_bytes, src + size_t(h * D + j * (D / 2) + i) * row_bytes,
+                    row_bytes);
+  return out;
+}
+
+std::vector<std::string> export_hf_folder(const LlamaModelFile& model, const std::string& out_dir,
+                                          const HfExportOptions& options) {
+  std::vector<std::string> notes;
+  const std::string dtype_str = torch_dtype_name(options.dtype);
+  const fs::path out(out_dir);
+  if (fs::exists(out) && !fs::is_directory(out)) fail("export", "output {} exists and is not a folder", out_dir);
+  fs::create_directories(out);
+  const LlamaConfig& c = model.config;
+  const LlamaWeights& w = model.weights;
+  const DType dt = options.dtype;
+
+  std::vector<std::pair<std::string, Tensor>> dense;
+  std::map<std::string, BnbWeight> quantized;
+  dense.emplace_back("model.embed_tokens.weight", w.embed_tokens.to(dt));
+  const int64_t L = int64_t(w.layers.size());
+  for (int64_t l = 0; l < L; ++l) {
+    const LlamaLayerWeights& lw = w.layers[size_t(l)];
+    const std::string p = fmt::format("model.layers.{}.", l);
+    dense.emplace_back(p + "input_layernorm.weight", lw.input_layernorm.to(dt));
+    dense.emplace_back(p + "post_attention_layernorm.weight", lw.post_attention_layernorm.to(dt));
+    if (lw.q_bias.defined()) dense.emplace_back(p + "self_attn.q_proj.bias", lw.q_bias.to(dt));
+    if (lw.k_bias.defined()) dense.emplace_back(p + "self_attn.k_proj.bias", lw.k_bias.to(dt));
+    if (lw.v_bias.defined()) dense.emplace_back(p + "self_attn.v_proj.bias", lw.v_bias.to(dt));
+    const std::pair<const char*, const Tensor*> linears[] = {
+        {"self_attn.q_proj", &lw.q_proj}, {"self_attn.k_proj", &lw.k_proj}, {"self_attn.v_proj", &lw.v_proj},
+        {"self_attn.o_proj", &lw.o_proj}, {"mlp.gate_proj", &lw.gate_proj}, {"mlp.up_proj", &lw.up_proj},
+        {"mlp.down_proj", &lw.down_proj}};
+    for (const auto& [module, t] : linears) {
+      const std::string name = p + module + ".weight";
+      if (options.quantize_nf4) {
+        // Quantize the merged f32 weight once (merging into 4-bit would round the base twice).
+        const Tensor f = t->to(DType::F32);
+        quantized.emplace(name, BnbWeight{quantize_4bit(f.data<float>(), f.shape(), QuantType::NF4,
+                                                        options.nf4_block_size, options.nf4_double_quant),
+                                          dtype_str});
+      } else {
+        dense.emplace_back(name, t->to(dt));
+      }
+    }
+    if (options.progress) options.progress(l + 1, L, p);
+  }
+  dense.emplace_back("model.norm.weight", w.norm.to(dt));
+  if (!c.tie_word_embeddings) dense.emplace_back("lm_head.weight", w.lm_head.to(dt));
+
+  if (options.quantize_nf4) {
+    write_bnb_quantized((out / "model.safetensors").string(), quantized, dense);
+  } else {
+    std::sort(dense.begin(), dense.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+    write_safetensors((out / "model.safetensors").string(), dense, {{"format", "pt"}});
+  }
+  // A single file replaces any shards an earlier export left there.
+  std::error_code ec;
+  fs::remove(out / "model.safetensors.index.json", ec);
+
+  json config = model.format == "hf" && fs::exists(fs::path(model.path) / "config.json")
+                    ? read_json(fs::path(model.path) / "config.json")
+                    : c.to_hf_json();
+  config.erase("quantization_config");
+  config["torch_dtype"] = dtype_str;
+  if (config.contains("dtype")) config["dtype"] = dtype_str;  // transformers >= 4.56 spelling
+  if (options.quantize_nf4) config["quantization_config"] = quantization_config_json(options);
+  write_text_atomic(out / "config.json", config.dump(2) + "\n");
+  write_side_files(model, out, notes);
+  return notes;
+}
+
+}  // namespace qlora

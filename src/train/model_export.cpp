@@ -1,0 +1,54 @@
+// Maps HF parameter names back onto LlamaWeights slots.
+#include "train/model_export.h"
+
+#include <map>
+
+#include "core/error.h"
+
+namespace qlora {
+
+LlamaModelFile model_file_from_params(TrainModel& model, const LlamaModelFile& source_meta) {
+  if (model.options().method != TrainMethod::Full)
+    fail("export", "model_file_from_params needs a fully fine-tuned model; this one trained {} adapters",
+         train_method_name(model.options().method));
+  std::map<std::string, Tensor> by_name;
+  for (const Param& p : model.parameters()) by_name[p.name] = p.value.to(DType::F32).clone();
+  auto take = [&](const std::string& name) {
+    auto it = by_name.find(name);
+    if (it == by_name.end()) fail("export", "trained model has no parameter {}", name);
+    return it->second;
+  };
+  auto take_optional = [&](const std::string& name) {
+    auto it = by_name.find(name);
+    return it == by_name.end() ? Tensor() : it->second;
+  };
+  LlamaModelFile out;
+  out.config = model.config();
+  out.path = source_meta.path;
+  out.format = source_meta.format;
+  out.file_dtype = "f32";
+  LlamaWeights& w = out.weights;
+  w.embed_tokens = take("model.embed_tokens.weight");
+  w.norm = take("model.norm.weight");
+  w.lm_head = out.config.tie_word_embeddings ? w.embed_tokens : take("lm_head.weight");
+  for (int64_t l = 0; l < out.config.num_hidden_layers; ++l) {
+    const std::string p = "model.layers." + std::to_string(l) + ".";
+    LlamaLayerWeights lw;
+    lw.input_layernorm = take(p + "input_layernorm.weight");
+    lw.post_attention_layernorm = take(p + "post_attention_layernorm.weight");
+    lw.q_proj = take(p + "self_attn.q_proj.weight");
+    lw.k_proj = take(p + "self_attn.k_proj.weight");
+    lw.v_proj = take(p + "self_attn.v_proj.weight");
+    lw.o_proj = take(p + "self_attn.o_proj.weight");
+    lw.q_bias = take_optional(p + "self_attn.q_proj.bias");
+    lw.k_bias = take_optional(p + "self_attn.k_proj.bias");
+    lw.v_bias = take_optional(p + "self_attn.v_proj.bias");
+    lw.gate_proj = take(p + "mlp.gate_proj.weight");
+    lw.up_proj = take(p + "mlp.up_proj.weight");
+    lw.down_proj = take(p + "mlp.down_proj.weight");
+    w.layers.push_back(std::move(lw));
+  }
+  return out;
+}
+
+}  // namespace qlora

@@ -1,0 +1,166 @@
+"""Goldens for tests/e2e/test_peft_roundtrip.cpp: our adapters and exports judged by the PEFT
+ecosystem itself.
+
+Inputs, all written by OUR code (step 1), committed under peft_llama_gqa/:
+  adapter/          the PEFT adapter 3 Trainer steps of LoRA on tests/golden/fixtures/llama-gqa made
+  merged/           that adapter merged into the fixture by merge_adapter + export_hf_folder (f32)
+  merged_f16.gguf   the same merged model as export_gguf writes it (F16 matrices)
+  merged_q8_0.gguf  and with Q8_0 matrices (F16 where rows are not a multiple of 32)
+Outputs (step 2, this script):
+  golden_logits.safetensors
+      peft_logits                 PeftModel.from_pretrained(base, adapter/) on the batch, unmerged
+      peft_merged_logits          the same after merge_and_unload()
+      transformers_on_our_merged  AutoModelForCausalLM.from_pretrained(merged/) on the batch
+  golden.json   the batch (input_ids), the tensor list gguf-py's GGUFReader reads from
+                merged_f16.gguf (name, type, shape innermost first) and some of its metadata,
+                library versions, the max |diff| between peft's merged weights and ours, and
+                whether every Q8_0 tensor of merged_q8_0.gguf is byte-identical to gguf-py's
+                reference quantizer (gguf.quants, a port of llama.cpp's quantize_row_q8_0_ref)
+                applied to our merged f32 weights, q/k rows permuted as convert_hf_to_gguf.py does.
+
+Regenerate:
+  1. QLORA_REGENERATE_PEFT_GOLDEN=1 build/tests/test_peft_roundtrip
+  2. venv/bin/python tests/e2e/golden/make_peft_roundtrip_golden.py
+"""
+import json
+import os
+
+import gguf
+import numpy as np
+import peft
+import safetensors.torch
+import torch
+import transformers
+from peft import PeftModel
+from transformers import AutoModelForCausalLM
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.abspath(os.path.join(HERE, "..", "..", ".."))
+FIXTURE = os.path.join(ROOT, "tests", "golden", "fixtures", "llama-gqa")
+OUT = os.path.join(HERE, "peft_llama_gqa")
+
+# GGUF metadata the C++ test compares with what our reader sees.
+META_KEYS = [
+    "general.architecture", "llama.block_count", "llama.context_length", "llama.embedding_length",
+    "llama.feed_forward_length", "llama.attention.head_count", "llama.attention.head_count_kv",
+    "llama.rope.freq_base", "llama.attention.layer_norm_rms_epsilon", "llama.rope.dimension_count",
+    "llama.vocab_size", "general.file_type",
+]
+
+
+def load(path):
+    return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+
+
+def convert_permute(w, n_head):
+    """convert_hf_to_gguf.py LlamaModel.permute: HF rotate_half rows -> llama.cpp pair order."""
+    return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+GGUF_NAMES = {
+    "self_attn.q_proj.weight": "attn_q.weight", "self_attn.k_proj.weight": "attn_k.weight",
+    "self_attn.v_proj.weight": "attn_v.weight", "self_attn.o_proj.weight": "attn_output.weight",
+    "mlp.gate_proj.weight": "ffn_gate.weight", "mlp.up_proj.weight": "ffn_up.weight",
+    "mlp.down_proj.weight": "ffn_down.weight",
+}
+
+
+def q8_0_matches_reference(config):
+    """Each Q8_0 tensor in our file vs gguf.quants.quantize of our merged f32 weight."""
+    weights = safetensors.torch.load_file(os.path.join(OUT, "merged", "model.safetensors"))
+    reader = gguf.GGUFReader(os.path.join(OUT, "merged_q8_0.gguf"))
+    ours = {t.name: t for t in reader.tensors}
+    checked, identical = 0, 0
+    for name, w in weights.items():
+        if name == "model.embed_tokens.weight":
+            gname = "token_embd.weight"
+        elif name == "lm_head.weight":
+            gname = "output.weight"
+        elif name.startswith("model.layers."):
+            layer, rest = name[len("model.layers."):].split(".", 1)
+            if rest not in GGUF_NAMES:
+                continue
+            gname = f"blk.{layer}.{GGUF_NAMES[rest]}"
+        else:
+            continue
+        x = w.float().numpy()
+        if rest_is(name, "q_proj"):
+            x = convert_permute(x, config["num_attention_heads"])
+        elif rest_is(name, "k_proj"):
+            x = convert_permute(x, config["num_key_value_heads"])
+        # Rows that are not a multiple of 32 cannot be Q8_0; the exporter writes them F16 (as
+        # llama.cpp's quantizer falls back), compared here with numpy's f16 rounding.
+        q8 = x.shape[-1] % 32 == 0
+        ref = gguf.quants.quantize(x, gguf.GGMLQuantizationType.Q8_0) if q8 else x.astype(np.float16)
+        got = ours[gname].data
+        checked += 1
+        identical += int(ours[gname].tensor_type.name == ("Q8_0" if q8 else "F16") and ref.tobytes() == got.tobytes())
+    return checked, identical
+
+
+def rest_is(name, module):
+    return f".self_attn.{module}." in name
+
+
+def main():
+    torch.manual_seed(0)
+    config = json.load(open(os.path.join(FIXTURE, "config.json")))
+    gen = torch.Generator().manual_seed(1234)
+    input_ids = torch.randint(0, config["vocab_size"], (2, 10), generator=gen)
+
+    with torch.no_grad():
+        model = PeftModel.from_pretrained(load(FIXTURE), os.path.join(OUT, "adapter")).eval()
+        peft_logits = model(input_ids).logits.float().contiguous()
+        merged = model.merge_and_unload()
+        peft_merged_logits = merged(input_ids).logits.float().contiguous()
+        peft_state = merged.state_dict()
+
+        ours = load(os.path.join(OUT, "merged"))
+        ours_logits = ours(input_ids).logits.float().contiguous()
+        weight_diff = max(
+            (peft_state[k] - v).abs().max().item() for k, v in ours.state_dict().items() if k in peft_state
+        )
+
+    reader = gguf.GGUFReader(os.path.join(OUT, "merged_f16.gguf"))
+    tensors = [
+        {"name": t.name, "type": t.tensor_type.name, "shape": [int(d) for d in t.shape]} for t in reader.tensors
+    ]
+    metadata = {}
+    for key in META_KEYS:
+        value = reader.fields[key].contents()
+        metadata[key] = float(value) if isinstance(value, float) else value
+
+    q8_checked, q8_identical = q8_0_matches_reference(config)
+
+    safetensors.torch.save_file(
+        {
+            "peft_logits": peft_logits,
+            "peft_merged_logits": peft_merged_logits,
+            "transformers_on_our_merged": ours_logits,
+        },
+        os.path.join(OUT, "golden_logits.safetensors"),
+    )
+    golden = {
+        "input_ids": input_ids.tolist(),
+        "gguf_tensors": tensors,
+        "gguf_metadata": metadata,
+        "max_weight_diff_ours_vs_peft_merge": weight_diff,
+        "max_logit_diff_peft_unmerged_vs_merged": (peft_logits - peft_merged_logits).abs().max().item(),
+        "max_logit_diff_ours_merged_vs_peft_merged": (ours_logits - peft_merged_logits).abs().max().item(),
+        "q8_0_tensors_checked": q8_checked,
+        "q8_0_tensors_identical_to_gguf_py": q8_identical,
+        "versions": {
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "peft": peft.__version__,
+            "gguf": getattr(gguf, "__version__", "0.19.0"),
+        },
+    }
+    with open(os.path.join(OUT, "golden.json"), "w") as f:
+        json.dump(golden, f, indent=1)
+        f.write("\n")
+    print(json.dumps({k: v for k, v in golden.items() if k.startswith(("max", "q8"))}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,6 +1,8 @@
-// `qlora generate MODEL [--tokenizer FILE] --prompt TEXT [--max-tokens N] [--temperature T]
-//  [--top-p P] [--seed S]`: streams a continuation of the prompt, reusing a KV cache. An empty prompt
-// starts from BOS. The tokenizer is found beside or inside the model when not given.
+// `qlora generate MODEL [--adapter DIR] [--tokenizer FILE] --prompt TEXT [--chat [--system TEXT]
+//  [--template NAME]] [--max-tokens N] [--temperature T] [--top-p P] [--seed S]`: streams a
+// continuation of the prompt, reusing a KV cache. An empty prompt starts from BOS. With --chat the
+// prompt becomes a user turn rendered by the chat template and only the reply is printed. The
+// tokenizer is found beside or inside the model when not given. Tested in tests/e2e/test_cli*.cpp.
 #include <fmt/core.h>
 
 #include <chrono>
@@ -20,6 +22,9 @@ struct GenerateOptions {
   ModelOptions model;
   std::string tokenizer_path;
   std::string prompt;
+  bool chat = false;
+  std::string system;
+  std::string template_name = "auto";
   int64_t max_tokens = 256;
   float temperature = 0.8f;
   float top_p = 0.95f;
@@ -35,8 +40,17 @@ void run_generate(const GenerateOptions& o) {
   if (tokenizer->vocab_size() > model.config().vocab_size)
     fail("generate", "tokenizer has {} tokens but the model's vocabulary is {}", tokenizer->vocab_size(),
          model.config().vocab_size);
-  // BOS only for models that expect it (Llama 2 yes; GPT-2-style SmolLM2/Qwen2 no).
-  std::vector<int32_t> ids = tokenizer->encode(o.prompt, !o.no_bos && tokenizer->adds_bos());
+  std::vector<int32_t> ids;
+  if (o.chat) {
+    const ChatTemplate chat_template = load_chat_template(o.model.model_path, *tokenizer, o.template_name);
+    std::vector<ChatMessage> messages;
+    if (!o.system.empty()) messages.push_back({"system", o.system});
+    messages.push_back({"user", o.prompt});
+    ids = encode_rendered(*tokenizer, chat_template.render(messages, true));
+  } else {
+    // BOS only for models that expect it (Llama 2 yes; GPT-2-style SmolLM2/Qwen2 no).
+    ids = tokenizer->encode(o.prompt, !o.no_bos && tokenizer->adds_bos());
+  }
   if (ids.empty()) {
     if (tokenizer->bos_id() < 0) fail("generate", "empty prompt and the tokenizer has no BOS token to start from");
     ids.push_back(tokenizer->bos_id());
@@ -51,7 +65,7 @@ void run_generate(const GenerateOptions& o) {
   const auto start = std::chrono::steady_clock::now();
   Tensor logits = model.forward(cache, ids.data(), int64_t(ids.size()), false);
   const auto prefill_done = std::chrono::steady_clock::now();
-  fmt::print("{}", tokenizer->decode(ids, /*skip_special=*/true));
+  if (!o.chat) fmt::print("{}", tokenizer->decode(ids, /*skip_special=*/true));
   std::fflush(stdout);
   int32_t prev = ids.back();
   int64_t generated = 0;
@@ -82,8 +96,12 @@ void register_generate(CLI::App& app) {
   auto o = std::make_shared<GenerateOptions>();
   CLI::App* cmd = app.add_subcommand("generate", "Generate text from a prompt");
   add_model_options(*cmd, o->model);
+  add_adapter_option(*cmd, o->model);
   add_tokenizer_option(*cmd, o->tokenizer_path);
   cmd->add_option("--prompt,-p", o->prompt, "prompt text (empty: start from BOS)");
+  cmd->add_flag("--chat", o->chat, "render the prompt as a user turn with the chat template; print only the reply");
+  cmd->add_option("--system", o->system, "system message (with --chat)");
+  cmd->add_option("--template", o->template_name, "chat template: auto (the model's) or a built-in name");
   cmd->add_option("--max-tokens,-n", o->max_tokens, "tokens to generate")->check(CLI::NonNegativeNumber);
   cmd->add_option("--temperature,-t", o->temperature, "sampling temperature; 0 = greedy")->check(CLI::NonNegativeNumber);
   cmd->add_option("--top-p", o->top_p, "nucleus sampling mass")->check(CLI::Range(0.0, 1.0));

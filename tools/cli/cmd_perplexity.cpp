@@ -1,4 +1,4 @@
-// `qlora perplexity MODEL --data FILE [--ctx N] [--json]`: perplexity of a text file, scored in
+// `qlora perplexity MODEL [--adapter DIR] --data FILE [--ctx N] [--json]`: perplexity of a text file, scored in
 // windows of --ctx tokens.
 #include <fmt/core.h>
 
@@ -68,6 +68,7 @@ void register_perplexity(CLI::App& app) {
   auto o = std::make_shared<PerplexityOptions>();
   CLI::App* cmd = app.add_subcommand("perplexity", "Perplexity of a model on a text file");
   add_model_options(*cmd, o->model);
+  add_adapter_option(*cmd, o->model);
   add_tokenizer_option(*cmd, o->tokenizer_path);
   cmd->add_option("--data", o->data_path, "text file to score")->required();
   cmd->add_option("--ctx", o->context, "window length in tokens (default: min(512, model context))");

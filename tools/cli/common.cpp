@@ -1,10 +1,12 @@
 // Shared model-loading options for the CLI.
 #include "common.h"
 
+#include <filesystem>
 #include <set>
 
 #include "backend/cpu/threads.h"
 #include "core/error.h"
+#include "io/peft_adapter.h"
 #include "quant/nf4.h"
 
 namespace qlora::cli {
@@ -17,6 +19,11 @@ void add_model_options(CLI::App& cmd, ModelOptions& options) {
       ->check(CLI::IsMember({"nf4", "fp4", "int4"}));
   cmd.add_option("--block-size", options.quant_block_size, "4-bit block size (power of two, 32..4096)");
   cmd.add_flag("--double-quant", options.quant_double, "double-quantize the 4-bit block constants");
+}
+
+void add_adapter_option(CLI::App& cmd, ModelOptions& options) {
+  cmd.add_option("--adapter", options.adapter_path,
+                 "PEFT LoRA adapter folder (adapter_config.json + adapter_model.safetensors), applied unmerged");
 }
 
 void add_tokenizer_option(CLI::App& cmd, std::string& tokenizer_path) {
@@ -40,7 +47,55 @@ LlamaModel load_for_inference(const ModelOptions& options) {
     forward.quantize.block_size = options.quant_block_size;
     forward.quantize.double_quant = options.quant_double;
   }
-  return LlamaModel(load_model(options.model_path, load), forward);
+  // Read the adapter first: a bad path fails before the (slow) model load.
+  const PeftAdapter adapter = options.adapter_path.empty() ? PeftAdapter{} : load_adapter(options.adapter_path);
+  LlamaModel model(load_model(options.model_path, load), forward);
+  if (!options.adapter_path.empty()) model.set_adapter(adapter);
+  return model;
+}
+
+PeftAdapter load_adapter(const std::string& dir) {
+  if (!std::filesystem::is_directory(dir))
+    fail("adapter", "{} is not a folder; --adapter expects a PEFT adapter folder holding adapter_config.json "
+         "and adapter_model.safetensors", dir);
+  return read_peft_adapter(dir);
+}
+
+ChatTemplate load_chat_template(const std::string& model_path, const Tokenizer& tokenizer, const std::string& name,
+                                const std::string& fallback) {
+  const std::string bos = tokenizer.bos_id() >= 0 ? tokenizer.token_text(tokenizer.bos_id()) : "";
+  const std::string eos = tokenizer.eos_id() >= 0 ? tokenizer.token_text(tokenizer.eos_id()) : "";
+  if (name != "auto" && !name.empty()) return ChatTemplate::builtin(name, bos, eos);
+  try {
+    return ChatTemplate::from_model(model_path, bos, eos);
+  } catch (const Error&) {
+    if (fallback.empty()) throw;
+    return ChatTemplate::builtin(fallback, bos, eos);
+  }
+}
+
+std::vector<int32_t> encode_rendered(const Tokenizer& tokenizer, const std::string& text) {
+  std::vector<int32_t> ids = tokenizer.encode(text, false, true);
+  const int32_t bos = tokenizer.bos_id();
+  if (tokenizer.adds_bos() && bos >= 0 && (ids.empty() || ids[0] != bos)) ids.insert(ids.begin(), bos);
+  return ids;
+}
+
+std::vector<int32_t> generate_tokens(const LlamaModel& model, const Tokenizer& tokenizer, KvCache& cache,
+                                     Tensor logits, Sampler& sampler, int64_t max_tokens, int32_t prev,
+                                     const std::function<void(const std::string&)>& on_text) {
+  const int64_t V = model.config().vocab_size;
+  std::vector<int32_t> out;
+  while (int64_t(out.size()) < max_tokens) {
+    const int32_t next = sampler.sample(logits.data<float>(), V);
+    if (tokenizer.is_eog(next)) break;
+    if (on_text) on_text(tokenizer.decode_token(next, prev));
+    out.push_back(next);
+    prev = next;
+    if (cache.size() >= cache.capacity() || int64_t(out.size()) >= max_tokens) break;
+    logits = model.forward(cache, &next, 1, false);
+  }
+  return out;
 }
 
 size_t weight_memory_bytes(const LlamaWeights& weights) {

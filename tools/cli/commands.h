@@ -9,5 +9,11 @@ void register_generate(CLI::App& app);
 void register_perplexity(CLI::App& app);
 void register_tokenize(CLI::App& app);
 void register_quantize(CLI::App& app);
+void register_train(CLI::App& app);
+void register_eval(CLI::App& app);
+void register_chat(CLI::App& app);
+void register_merge(CLI::App& app);
+void register_export(CLI::App& app);
+void register_estimate(CLI::App& app);
 
 }  // namespace qlora::cli

@@ -17,6 +17,12 @@ int main(int argc, char** argv) {
   qlora::cli::register_perplexity(app);
   qlora::cli::register_tokenize(app);
   qlora::cli::register_quantize(app);
+  qlora::cli::register_train(app);
+  qlora::cli::register_eval(app);
+  qlora::cli::register_chat(app);
+  qlora::cli::register_merge(app);
+  qlora::cli::register_export(app);
+  qlora::cli::register_estimate(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

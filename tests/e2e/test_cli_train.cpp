@@ -1,0 +1,169 @@
+// `qlora train` end to end on the real stories260K model (../shared/models/stories260K) with the
+// shipped GSM8K subset: outputs (adapter, metrics.jsonl, report.html, checkpoints, summary), the
+// dry run, command-line overrides, resume equal to an uninterrupted run, Ctrl-C saving a
+// checkpoint, and bad configs rejected with the key's name before any output is written.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "cli_runner.h"
+#include "io/peft_adapter.h"
+#include "test_paths.h"
+#include "unit/io_test_util.h"
+
+namespace qlora {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string model_path() { return test::shared_path("models/stories260K/tinyllamas-stories-260k-f32.gguf"); }
+
+std::string read_file(const std::string& path) {
+  std::ifstream f(path);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+// A small run: a config file written into `dir`, then `qlora train` with extra arguments.
+struct TinyRun {
+  test::TempDir dir;
+  std::string config = dir.path() + "/train.yaml";
+  std::string out = dir.path() + "/run";
+
+  explicit TinyRun(const std::string& extra_yaml = "") {
+    std::ofstream f(config);
+    f << "base_model: " << model_path() << "\n"
+      << "method: qlora\nlora_r: 4\nlora_alpha: 8\nlora_dropout: 0.1\n"
+      << "datasets:\n  - path: " << test::source_path("examples/data/gsm8k_mini_train.jsonl")
+      << "\n    type: alpaca\n    fields: instruction=question,output=answer\n"
+      << "chat_template: chatml\nsequence_len: 128\nmax_examples: 40\nval_set_size: 8\n"
+      << "micro_batch_size: 2\ngradient_accumulation_steps: 2\nmax_steps: 4\nlearning_rate: 1.0e-3\n"
+      << "eval_steps: 2\nsave_steps: 2\nseed: 3\n"
+      << "sample_prompts: [\"Tom has 3 apples. How many?\"]\nsample_max_tokens: 8\n"
+      << "output_dir: " << out << "\n"
+      << extra_yaml;
+  }
+  test::RunResult train(const std::string& args = "") { return test::run_cli("train " + config + " --quiet " + args); }
+};
+
+class CliTrain : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!test::exists(model_path())) GTEST_SKIP() << "stories260K not found at " << model_path();
+  }
+};
+
+TEST_F(CliTrain, WritesAdapterMetricsReportAndCheckpoints) {
+  TinyRun run;
+  const test::RunResult r = run.train();
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_NE(r.out.find("validation loss:"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("before:"), std::string::npos) << r.out;
+  EXPECT_TRUE(test::exists(run.out + "/adapter/adapter_config.json"));
+  EXPECT_TRUE(test::exists(run.out + "/adapter/adapter_model.safetensors"));
+  EXPECT_TRUE(test::exists(run.out + "/checkpoint-2/trainer_state.json"));
+  EXPECT_TRUE(test::exists(run.out + "/checkpoint-4/trainer_state.json"));
+  const PeftAdapter adapter = read_peft_adapter(run.out + "/adapter");
+  EXPECT_EQ(adapter.config.r, 4);
+  EXPECT_EQ(adapter.tensors.size(), size_t(2 * 7 * 5));  // A and B for 7 projections in 5 layers
+
+  // metrics.jsonl: one line per step, plus validation lines.
+  std::ifstream metrics(run.out + "/metrics.jsonl");
+  std::string line;
+  int steps = 0, evals = 0;
+  while (std::getline(metrics, line)) {
+    const nlohmann::json j = nlohmann::json::parse(line);
+    if (j.contains("loss")) {
+      ++steps;
+      EXPECT_TRUE(j.contains("lr") && j.contains("grad_norm") && j.contains("tokens_per_s") && j.contains("rss_mb"));
+    }
+    if (j.contains("val_loss")) ++evals;
+  }
+  EXPECT_EQ(steps, 4);
+  EXPECT_EQ(evals, 3);  // before, steps 2 and 4 (step 4 is the final one: not evaluated twice)
+
+  const std::string html = read_file(run.out + "/report.html");
+  EXPECT_NE(html.find("<svg"), std::string::npos);
+  EXPECT_NE(html.find("Learning rate"), std::string::npos);
+  EXPECT_EQ(html.find("<script"), std::string::npos);  // self-contained, no scripts
+
+  const nlohmann::json summary = nlohmann::json::parse(read_file(run.out + "/summary.json"));
+  EXPECT_EQ(summary["steps"], 4);
+  EXPECT_LT(summary["val_loss_after"].get<double>(), summary["val_loss_before"].get<double>());
+}
+
+TEST_F(CliTrain, DryRunPrintsConfigAndEstimateOnly) {
+  TinyRun run;
+  const test::RunResult r = run.train("--dry-run --lora_r 6");
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_NE(r.out.find("lora_r: 6"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("memory estimate"), std::string::npos) << r.out;
+  EXPECT_FALSE(test::exists(run.out));
+}
+
+TEST_F(CliTrain, ResumeEqualsUninterruptedRun) {
+  // A cosine schedule depends on max_steps, so both runs use a constant one: 2 steps, then
+  // --resume with max_steps 4, must give the adapter of 4 straight steps byte for byte.
+  TinyRun straight("lr_scheduler: constant\n"), split("lr_scheduler: constant\n");
+  ASSERT_EQ(straight.train().exit_code, 0);
+  ASSERT_EQ(split.train("--max_steps 2").exit_code, 0);
+  const test::RunResult resumed = split.train("--resume");
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.out;
+  const std::string a = read_file(straight.out + "/adapter/adapter_model.safetensors");
+  const std::string b = read_file(split.out + "/adapter/adapter_model.safetensors");
+  EXPECT_FALSE(a.empty());
+  EXPECT_EQ(a, b) << "resumed adapter differs from the uninterrupted run";
+}
+
+TEST_F(CliTrain, InterruptSavesACheckpoint) {
+  TinyRun run;
+  // Start a long run, wait for its first metrics line, then send Ctrl-C (SIGINT).
+  const std::string cmd = "bash -c '" + test::binary_path("qlora") + " train " + run.config +
+                          " --quiet --max_steps 1000 --save_steps 0 --eval_steps 0 >/dev/null 2>&1 & pid=$!; "
+                          "for i in $(seq 600); do grep -q loss " + run.out + "/metrics.jsonl 2>/dev/null && break; sleep 0.1; done; "
+                          "kill -INT $pid; wait $pid'";
+  const int status = std::system(cmd.c_str());
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+  bool found = false;
+  for (const auto& e : fs::directory_iterator(run.out))
+    found |= e.path().filename().string().rfind("checkpoint-", 0) == 0 && test::exists(e.path().string() + "/trainer_state.json");
+  EXPECT_TRUE(found) << "no checkpoint after Ctrl-C";
+}
+
+struct BadConfig {
+  std::string args;
+  std::string message;
+};
+
+TEST_F(CliTrain, BadConfigsNameTheKeyAndWriteNothing) {
+  const std::vector<BadConfig> cases = {
+      {"--lora_rank 4", "unknown key 'lora_rank'"},
+      {"--lora_r abc", "key 'lora_r' must be an integer"},
+      {"--base_model /nonexistent/model.gguf", "key 'base_model': /nonexistent/model.gguf does not exist"},
+      {"--datasets.0.path /nonexistent.jsonl", "key 'datasets.0.path'"},
+      {"--sequence_len 100000", "key 'sequence_len' 100000 exceeds"},
+      {"--micro_batch_size 0", "key 'micro_batch_size' must be > 0"},
+      {"--method prefix", "key 'method'"},
+      {"--lora_dropout 1.5", "key 'lora_dropout'"},
+  };
+  for (const BadConfig& c : cases) {
+    SCOPED_TRACE(c.args);
+    TinyRun run;
+    const test::RunResult r = run.train(c.args);
+    EXPECT_NE(r.exit_code, 0);
+    EXPECT_NE(r.out.find(c.message), std::string::npos) << r.out;
+    EXPECT_FALSE(test::exists(run.out)) << "output written despite a bad config";
+  }
+  test::TempDir dir;
+  std::ofstream(dir.path() + "/broken.yaml") << "base_model: [unclosed\n";
+  const test::RunResult r = test::run_cli("train " + dir.path() + "/broken.yaml");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.out.find("broken.yaml: line"), std::string::npos) << r.out;
+}
+
+}  // namespace
+}  // namespace qlora

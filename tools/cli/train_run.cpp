@@ -1,0 +1,389 @@
+// `qlora train` orchestration. The library does the work (data/, train/, model/); this file wires
+// it to files, the terminal and signals.
+#include "train_run.h"
+
+#include <fmt/core.h>
+
+#include <atomic>
+#include <chrono>
+#include <csignal>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "backend/cpu/threads.h"
+#include "common.h"
+#include "core/error.h"
+#include "core/memory.h"
+#include "data/dataset_mix.h"
+#include "data/example_encoder.h"
+#include "data/packing.h"
+#include "data/token_cache.h"
+#include "model/sampler.h"
+#include "io/peft_adapter.h"
+#include "model/hf_export.h"
+#include "model/loader.h"
+#include "progress.h"
+#include "report_html.h"
+#include "quant/nf4.h"
+#include "train/adapter_export.h"
+#include "train/memory_estimate.h"
+#include "train/model_export.h"
+#include "train/train_model.h"
+#include "train/trainer.h"
+
+namespace qlora::cli {
+
+namespace {
+
+namespace fs = std::filesystem;
+
+std::atomic<bool> g_stop_requested{false};
+
+void on_interrupt(int) {
+  g_stop_requested = true;
+  std::signal(SIGINT, SIG_DFL);  // a second Ctrl-C ends the process at once
+}
+
+struct PreparedData {
+  std::vector<TrainSequence> train, validation;
+  size_t train_examples = 0, validation_examples = 0;
+};
+
+std::vector<EncodedExample> encode_file(const std::string& path, const DatasetConfig& d, const Tokenizer& tok,
+                                        const ExampleEncoder& encoder, const std::string& cache_dir, int64_t limit) {
+  DatasetOptions options;
+  options.format = dataset_format_from_name(d.type);
+  if (!d.fields.empty()) options.fields = parse_field_map(d.fields);
+  CachedEncodeResult r = encode_dataset_cached(path, options, tok, encoder, cache_dir);
+  if (r.read.skipped)
+    fmt::print(stderr, "warning: {}: skipped {} bad records (first: {})\n", path, r.read.skipped,
+               r.read.messages.empty() ? "" : r.read.messages[0]);
+  if (limit > 0 && int64_t(r.examples.size()) > limit) r.examples.resize(size_t(limit));
+  if (r.examples.empty()) fail("train", "{}: no usable examples", path);
+  return std::move(r.examples);
+}
+
+PreparedData prepare_data(const TrainRunConfig& c, const Tokenizer& tok, const ExampleEncoder& encoder) {
+  const std::string cache_dir = (fs::path(c.output_dir) / "token_cache").string();
+  PreparedData out;
+  std::vector<std::vector<EncodedExample>> train_parts;
+  std::vector<EncodedExample> validation;
+  for (size_t i = 0; i < c.datasets.size(); ++i) {
+    std::vector<EncodedExample> all = encode_file(c.datasets[i].path, c.datasets[i], tok, encoder, cache_dir, c.max_examples);
+    std::vector<EncodedExample> train;
+    if (c.val_dataset.empty() && c.val_set_size > 0) {
+      const SplitIndices split = split_indices(all.size(), c.val_set_size, c.seed + i);
+      for (size_t j : split.train) train.push_back(all[j]);
+      for (size_t j : split.validation) validation.push_back(all[j]);
+    } else {
+      train = std::move(all);
+    }
+    train_parts.push_back(std::move(train));
+  }
+  if (!c.val_dataset.empty()) {  // read as the first dataset is (type, field names)
+    DatasetConfig spec = c.datasets[0];
+    spec.path = c.val_dataset;
+    validation = encode_file(c.val_dataset, spec, tok, encoder, cache_dir, c.max_examples);
+  }
+
+  std::vector<EncodedExample> train;
+  if (train_parts.size() == 1) {
+    train = std::move(train_parts[0]);
+  } else {  // multi-task mixing by weight
+    std::vector<size_t> sizes;
+    std::vector<double> weights;
+    size_t total = 0;
+    for (size_t i = 0; i < train_parts.size(); ++i) {
+      sizes.push_back(train_parts[i].size()), weights.push_back(c.datasets[i].weight), total += train_parts[i].size();
+    }
+    for (const auto& [d, j] : mix_datasets(sizes, weights, total, c.seed)) train.push_back(train_parts[d][j]);
+  }
+  if (train.empty()) fail("train", "no training examples left after the validation split");
+  out.train_examples = train.size(), out.validation_examples = validation.size();
+  const int32_t pad = pad_id_for(tok);
+  const int seq = int(c.sequence_len);
+  out.train = c.sample_packing ? pack_examples(train, seq, pad) : pad_examples(train, seq, pad);
+  if (!validation.empty())
+    out.validation = c.sample_packing ? pack_examples(validation, seq, pad) : pad_examples(validation, seq, pad);
+  return out;
+}
+
+TrainModelOptions model_options(const TrainRunConfig& c) {
+  TrainModelOptions o;
+  o.method = train_method_from_name(c.method);
+  o.compute = dtype_from_name(c.compute_dtype);
+  o.checkpoint_every = c.gradient_checkpointing;
+  o.lora.r = c.lora_r;
+  o.lora.lora_alpha = c.lora_alpha;
+  o.lora.lora_dropout = c.lora_dropout;
+  o.lora.use_rslora = c.use_rslora;
+  o.lora.target_modules = c.lora_target_modules;
+  o.lora.seed = c.seed;
+  o.quantize.type = quant_type_from_name(c.quant_type);
+  o.quantize.block_size = c.quant_block_size;
+  o.quantize.double_quant = c.double_quant;
+  return o;
+}
+
+TrainerConfig trainer_config(const TrainRunConfig& c, size_t train_sequences) {
+  TrainerConfig t;
+  t.micro_batch = c.micro_batch_size;
+  t.grad_accum = c.gradient_accumulation_steps;
+  const double per_step = double(c.micro_batch_size * c.gradient_accumulation_steps);
+  t.max_steps = c.max_steps > 0 ? c.max_steps
+                                : std::max<int64_t>(1, int64_t(std::ceil(c.num_epochs * double(train_sequences) / per_step)));
+  t.lr = c.learning_rate;
+  t.schedule = schedule_kind_from_name(c.lr_scheduler);
+  t.warmup_steps = c.warmup_steps;
+  t.max_grad_norm = c.max_grad_norm;
+  t.optimizer = optimizer_kind_from_name(c.optimizer);
+  t.adamw.weight_decay = c.weight_decay;
+  t.paged = c.paged_optimizer;
+  t.seed = c.seed;
+  t.eval_every = c.eval_steps;
+  t.save_every = c.save_steps;
+  t.output_dir = c.output_dir;
+  return t;
+}
+
+EstimateOptions estimate_options(const TrainRunConfig& c) {
+  EstimateOptions e;
+  e.method = c.method;
+  e.seq = c.sequence_len;
+  e.batch = c.micro_batch_size;
+  e.checkpointing = c.gradient_checkpointing > 0;
+  e.optimizer = c.paged_optimizer ? "paged" : c.optimizer;
+  e.lora_r = c.lora_r;
+  e.target_modules = c.lora_target_modules;
+  e.quant_block_size = c.quant_block_size;
+  e.double_quant = c.double_quant;
+  e.compute = c.compute_dtype;
+  return e;
+}
+
+// A model for sample answers: the base (NF4 for QLoRA, as trained) with the adapter unmerged.
+// `file` may share its tensors with another copy (no second dense copy is made).
+LlamaModel sampling_model(const TrainRunConfig& c, LlamaModelFile file, const PeftAdapter* adapter) {
+  ForwardOptions forward;
+  forward.compute = dtype_from_name(c.compute_dtype);
+  if (c.method == "qlora") {
+    forward.quantize.enabled = true;
+    forward.quantize.type = quant_type_from_name(c.quant_type);
+    forward.quantize.block_size = c.quant_block_size;
+    forward.quantize.double_quant = c.double_quant;
+  }
+  LlamaModel model(std::move(file), forward);
+  if (adapter) model.set_adapter(*adapter);
+  return model;
+}
+
+std::vector<std::string> sample_answers(const LlamaModel& model, const Tokenizer& tok, const ChatTemplate& tmpl,
+                                        const TrainRunConfig& c) {
+  std::vector<std::string> out;
+  for (const std::string& prompt : c.sample_prompts) {
+    const std::vector<int32_t> ids = encode_rendered(tok, tmpl.render({{"user", prompt}}, true));
+    const int64_t context = model.config().max_position_embeddings;
+    if (int64_t(ids.size()) >= context) fail("train", "sample prompt of {} tokens fills the context", ids.size());
+    KvCache cache(model.config(), std::min<int64_t>(context, int64_t(ids.size()) + c.sample_max_tokens));
+    Tensor logits = model.forward(cache, ids.data(), int64_t(ids.size()), false);
+    Sampler greedy({0.0f, 1.0f, 0});
+    out.push_back(tok.decode(generate_tokens(model, tok, cache, logits, greedy, c.sample_max_tokens, ids.back()), true));
+  }
+  return out;
+}
+
+void write_atomically(const std::string& path, const std::string& text) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
+    if (!f) fail("train", "cannot write {}", tmp);
+    f << text;
+    if (!f) fail("train", "cannot write {}", tmp);
+  }
+  fs::rename(tmp, path);
+}
+
+std::string mib(size_t bytes) { return fmt::format("{:.0f} MiB", double(bytes) / (1 << 20)); }
+
+}  // namespace
+
+void run_training(const TrainRunConfig& c, const TrainRunOptions& options) {
+  set_num_threads(c.threads);
+  const auto t_start = std::chrono::steady_clock::now();
+  auto log = [&](const std::string& line) {
+    if (!options.quiet) fmt::print(stderr, "{}\n", line);
+  };
+
+  log(fmt::format("loading {}", c.base_model));
+  LoadOptions load;
+  load.weight_dtype = dtype_from_name(c.compute_dtype);
+  LlamaModelFile file = load_model(c.base_model, load);
+  if (c.sequence_len > file.config.max_position_embeddings)
+    fail("config", "key 'sequence_len' {} exceeds the model's context of {}", c.sequence_len,
+         file.config.max_position_embeddings);
+  const MemoryEstimate estimate = estimate_memory(file.config, estimate_options(c));
+  if (options.dry_run) {
+    fmt::print("{}", train_config_yaml(c));
+    fmt::print("\n# memory estimate ({} params, method {})\n{}", count_parameters(file.config), c.method,
+               estimate.table());
+    return;
+  }
+
+  fs::create_directories(c.output_dir);
+  write_atomically((fs::path(c.output_dir) / "config.yaml").string(), train_config_yaml(c));
+  const auto tokenizer = load_model_tokenizer(c.base_model, c.tokenizer);
+  // The model's own template; base models without one get ChatML.
+  const ChatTemplate tmpl = load_chat_template(c.base_model, *tokenizer, c.chat_template, "chatml");
+  EncodeOptions encode;
+  encode.train_on_inputs = c.train_on_inputs;
+  encode.max_len = int(c.sequence_len);
+  const ExampleEncoder encoder(*tokenizer, tmpl, encode);
+  PreparedData data = prepare_data(c, *tokenizer, encoder);
+  log(fmt::format("data: {} training examples in {} sequences of {}, {} validation examples in {} sequences",
+                  data.train_examples, data.train.size(), c.sequence_len, data.validation_examples,
+                  data.validation.size()));
+
+  // Sample answers of the base model, before the training model takes the memory.
+  std::vector<std::string> before;
+  if (!c.sample_prompts.empty()) {
+    log("sampling the base model");
+    before = sample_answers(sampling_model(c, file, nullptr), *tokenizer, tmpl, c);
+  }
+
+  LlamaModelFile source_meta;  // what a full fine-tune's export copies from the source (tokenizer)
+  source_meta.path = file.path, source_meta.format = file.format;
+  // Held by pointer so both can be freed before the "after" samples load the model again.
+  auto model_owner = std::make_unique<TrainModel>(std::move(file), model_options(c));
+  TrainModel& model = *model_owner;
+  const TrainerConfig tcfg = trainer_config(c, data.train.size());
+  auto trainer_owner = std::make_unique<Trainer>(model, data.train, data.validation, tcfg);
+  Trainer& trainer = *trainer_owner;
+  if (!options.resume.empty()) {
+    const std::string dir = options.resume == "latest" ? latest_checkpoint(c.output_dir) : options.resume;
+    if (dir.empty()) fail("train", "--resume: no checkpoint in {}", c.output_dir);
+    trainer.resume(dir);
+    log(fmt::format("resumed from {} at step {}", dir, trainer.step_count()));
+  }
+
+  const std::string metrics_path = (fs::path(c.output_dir) / "metrics.jsonl").string();
+  const std::string report_path = (fs::path(c.output_dir) / "report.html").string();
+  std::ofstream metrics(metrics_path, options.resume.empty() ? std::ios::trunc : std::ios::app);
+  if (!metrics) fail("train", "cannot write {}", metrics_path);
+  RunReport report;
+  int64_t reported_step = trainer.step_count();  // the report outlives the trainer
+  report.title = fmt::format("qlora train: {} on {}", c.method, fs::path(c.base_model).filename().string());
+  report.config_yaml = train_config_yaml(c);
+  auto write_report = [&](const std::vector<std::pair<std::string, std::string>>& extra) {
+    report.facts = {{"model", c.base_model},
+                    {"method", c.method},
+                    {"steps", fmt::format("{} / {}", reported_step, tcfg.max_steps)},
+                    {"sequences", fmt::format("{} train, {} validation", data.train.size(), data.validation.size())},
+                    {"peak memory (RSS)", mib(peak_rss_bytes())},
+                    {"estimated memory", mib(estimate.total)}};
+    report.facts.insert(report.facts.end(), extra.begin(), extra.end());
+    write_atomically(report_path, render_report_html(report));
+  };
+
+  const double val_before = data.validation.empty() ? NAN : trainer.evaluate();
+  if (!data.validation.empty()) {
+    log(fmt::format("validation loss before training: {:.4f} (perplexity {:.2f})", val_before, std::exp(val_before)));
+    report.evals.push_back({double(trainer.step_count()), val_before});
+    metrics << nlohmann::json{{"step", trainer.step_count()}, {"val_loss", val_before}}.dump() << "\n";
+  }
+
+  g_stop_requested = false;
+  std::signal(SIGINT, on_interrupt);
+  ProgressBar bar("train", tcfg.max_steps);
+  int64_t skipped = 0;
+  trainer.train(
+      [&](const StepResult& r) {
+        const double tps = r.seconds > 0 ? double(r.input_tokens) / r.seconds : 0;
+        const size_t rss = current_rss_bytes();
+        skipped += r.skipped;
+        reported_step = r.step;
+        nlohmann::json j = {{"step", r.step},         {"loss", r.loss},   {"lr", r.lr},
+                            {"grad_norm", r.grad_norm}, {"tokens", r.tokens}, {"tokens_per_s", tps},
+                            {"rss_mb", double(rss) / (1 << 20)}, {"skipped", r.skipped}};
+        metrics << j.dump() << "\n" << std::flush;
+        report.steps.push_back({double(r.step), r.loss, r.lr, r.grad_norm, tps, double(rss) / (1 << 20)});
+        if (r.skipped) fmt::print(stderr, "\nwarning: step {} skipped: non-finite loss or gradient\n", r.step);
+        if (!options.quiet)
+          bar.update(r.step, fmt::format("loss {:.4f} lr {:.2e} gnorm {:.3f} {:.0f} tok/s {}", r.loss, r.lr,
+                                         r.grad_norm, tps, mib(rss)));
+        if (r.step % 10 == 0) write_report({});
+      },
+      [&](int64_t step, double val) {
+        report.evals.push_back({double(step), val});
+        metrics << nlohmann::json{{"step", step}, {"val_loss", val}}.dump() << "\n" << std::flush;
+        if (!options.quiet) fmt::print(stderr, "\nstep {}: validation loss {:.4f} (perplexity {:.2f})\n", step, val,
+                                       std::exp(val));
+        write_report({});
+      },
+      [&] { return g_stop_requested.load(); });
+  std::signal(SIGINT, SIG_DFL);
+  if (!options.quiet) bar.finish();
+  if (g_stop_requested) {
+    write_report({{"status", "interrupted"}});
+    fmt::print(stderr, "interrupted: checkpoint saved in {}; continue with --resume\n",
+               latest_checkpoint(c.output_dir));
+    return;
+  }
+
+  // The last periodic evaluation may already be of the final step.
+  const bool evaluated = !report.evals.empty() && report.evals.back().step == double(trainer.step_count());
+  const double val_after = data.validation.empty() ? NAN : evaluated ? report.evals.back().loss : trainer.evaluate();
+  if (!data.validation.empty() && !evaluated) {
+    report.evals.push_back({double(trainer.step_count()), val_after});
+    metrics << nlohmann::json{{"step", trainer.step_count()}, {"val_loss", val_after}}.dump() << "\n";
+  }
+
+  // The result: a PEFT adapter (lora, qlora) or the fine-tuned model as an HF folder (full).
+  std::string result_path, weights_for_samples = c.base_model;
+  std::unique_ptr<PeftAdapter> adapter;
+  if (c.method == "full") {
+    result_path = (fs::path(c.output_dir) / "model").string();
+    for (const std::string& note : export_hf_folder(model_file_from_params(model, source_meta), result_path))
+      log("note: " + note);
+    weights_for_samples = result_path;
+  } else {
+    result_path = (fs::path(c.output_dir) / "adapter").string();
+    adapter = std::make_unique<PeftAdapter>(peft_adapter_from_model(model, c.base_model));
+    write_peft_adapter(result_path, *adapter);
+  }
+  const size_t peak = peak_rss_bytes();
+  const int64_t steps_done = trainer.step_count();
+  trainer_owner.reset(), model_owner.reset();
+  std::vector<std::string> after;
+  if (!c.sample_prompts.empty()) {
+    log("sampling the fine-tuned model");
+    after = sample_answers(sampling_model(c, load_model(weights_for_samples, load), adapter.get()), *tokenizer, tmpl, c);
+    for (size_t i = 0; i < after.size(); ++i) report.samples.push_back({c.sample_prompts[i], before[i], after[i]});
+  }
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+  write_report({{"validation loss", fmt::format("{:.4f} → {:.4f}", val_before, val_after)},
+                {"skipped steps", std::to_string(skipped)},
+                {"wall time", fmt::format("{:.0f} s", seconds)}});
+  nlohmann::json summary = {{"method", c.method},
+                            {"steps", steps_done},
+                            {"val_loss_before", val_before},
+                            {"val_loss_after", val_after},
+                            {"peak_rss_bytes", peak},
+                            {"estimated_bytes", estimate.to_json()},
+                            {"skipped_steps", skipped},
+                            {"seconds", seconds},
+                            {"result", result_path}};
+  write_atomically((fs::path(c.output_dir) / "summary.json").string(), summary.dump(2) + "\n");
+
+  fmt::print("\n== qlora train: {} steps of {} in {:.0f} s ==\n", steps_done, c.method, seconds);
+  if (!data.validation.empty())
+    fmt::print("validation loss: {:.4f} (perplexity {:.2f}) before -> {:.4f} (perplexity {:.2f}) after\n", val_before,
+               std::exp(val_before), val_after, std::exp(val_after));
+  fmt::print("peak memory: {} (estimated {})\n", mib(peak), mib(estimate.total));
+  for (size_t i = 0; i < after.size(); ++i)
+    fmt::print("\nQ: {}\n  before: {}\n  after:  {}\n", c.sample_prompts[i], before[i], after[i]);
+  fmt::print("\n{}: {}\nmetrics: {}\nreport:  {}\n", c.method == "full" ? "model" : "adapter", result_path,
+             metrics_path, report_path);
+}
+
+}  // namespace qlora::cli

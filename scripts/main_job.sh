@@ -10,5 +10,7 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 bash scripts/install_deps.sh
 bash scripts/fetch_models.sh
-bash scripts/build.sh
+# Only the executable: the test and benchmark binaries are scripts/test.sh's business.
+cmake -S . -B build -DCMAKE_BUILD_TYPE=Release >/dev/null
+cmake --build build -j"$(nproc)" --target qlora_cli
 ./build/qlora train examples/qlora-smollm2-gsm8k.yaml "$@"

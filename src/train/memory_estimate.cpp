@@ -6,6 +6,8 @@
 // The formulas are written out in docs/memory.md.
 #include "train/memory_estimate.h"
 
+#include <filesystem>
+
 #include <fmt/core.h>
 
 #include <algorithm>
@@ -463,6 +465,15 @@ std::string MemoryEstimate::table() const {
   if (!textbook && total > training_sum())
     out += "the peak is the load: every weight is dense in memory before it is converted (see docs/memory.md)\n";
   return out;
+}
+
+uint64_t source_weight_bytes(const std::string& path) {
+  namespace fs = std::filesystem;
+  if (!fs::is_directory(path)) return fs::file_size(path);
+  uint64_t total = 0;
+  for (const auto& entry : fs::directory_iterator(path))
+    if (entry.is_regular_file() && entry.path().extension() == ".safetensors") total += entry.file_size();
+  return total;
 }
 
 }  // namespace qlora

@@ -109,4 +109,8 @@ QuantBytes quantized_bytes(int64_t n, int bits, int64_t block_size, bool double_
 // Process baseline (bytes) the estimate adds for a CPU run: calibrated by measurement, see docs/memory.md.
 size_t process_overhead_bytes();
 
+// Bytes of a model's weight files as the loader maps them: the file itself, or the *.safetensors
+// of a folder (what EstimateOptions::source_file_bytes wants).
+uint64_t source_weight_bytes(const std::string& path);
+
 }  // namespace qlora

@@ -36,15 +36,6 @@ std::vector<std::string> split_commas(const std::string& s) {
   return out;
 }
 
-uint64_t path_bytes(const std::string& path) {
-  namespace fs = std::filesystem;
-  if (!fs::is_directory(path)) return fs::file_size(path);
-  uint64_t total = 0;
-  for (const auto& entry : fs::directory_iterator(path))
-    if (entry.is_regular_file() && entry.path().extension() == ".safetensors") total += entry.file_size();
-  return total;
-}
-
 void run_estimate(EstimateArgs& a) {
   const int sources = int(!a.model.empty()) + int(!a.preset.empty()) + int(!a.params.empty());
   if (sources != 1) fail("estimate", "give exactly one of MODEL, --preset or --params; got {}", sources);
@@ -82,7 +73,7 @@ void run_estimate(EstimateArgs& a) {
     } else {
       config = load_model(a.model).config;  // GGUF / llama2.c: the config comes with the weights
     }
-    o.source_file_bytes = int64_t(path_bytes(a.model));
+    o.source_file_bytes = int64_t(source_weight_bytes(a.model));
     m = estimate_memory(config, o);
     source = a.model;
   }

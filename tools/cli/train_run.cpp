@@ -159,6 +159,7 @@ EstimateOptions estimate_options(const TrainRunConfig& c) {
   e.quant_block_size = c.quant_block_size;
   e.double_quant = c.double_quant;
   e.compute = c.compute_dtype;
+  e.source_file_bytes = int64_t(source_weight_bytes(c.base_model));
   return e;
 }
 

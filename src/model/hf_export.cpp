@@ -1,5 +1,6 @@
 // HF folder export. See hf_export.h.
 #include "model/hf_export.h"
+#include "model/load_common.h"
 
 #include <fmt/core.h>
 
@@ -109,21 +110,7 @@ json quantization_config_json(const HfExportOptions& o) {
 
 }  // namespace
 
-Tensor permute_rope_rows(const Tensor& w, int64_t n_heads) {
-  QLORA_ASSERT(w.ndim() >= 1 && n_heads > 0 && w.dim(0) % n_heads == 0 && (w.dim(0) / n_heads) % 2 == 0,
-               "permute_rope_rows: {} rows do not split into {} heads of even size", w.dim(0), n_heads);
-  const int64_t D = w.dim(0) / n_heads;
-  const size_t row_bytes = w.nbytes() / size_t(w.dim(0));
-  Tensor out = Tensor::zeros(w.shape(), w.dtype());
-  const auto* src = static_cast<const uint8_t*>(w.raw());
-  auto* dst = static_cast<uint8_t*>(out.raw());
-  for (int64_t h = 0; h < n_heads; ++h)
-    for (int64_t i = 0; i < D / 2; ++i)
-      for (int64_t j = 0; j < 2; ++j)
-        std::memcpy(dst + size_t(h * D + 2 * i + j) * row_bytes, src + size_t(h * D + j * (D / 2) + i) * row_bytes,
-                    row_bytes);
-  return out;
-}
+Tensor permute_rope_rows(const Tensor& w, int64_t n_heads) { return reorder_rope_rows(w, n_heads, true); }
 
 std::vector<std::string> export_hf_folder(const LlamaModelFile& model, const std::string& out_dir,
                                           const HfExportOptions& options) {

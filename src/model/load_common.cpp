@@ -63,9 +63,9 @@ class Assembler {
 
 }  // namespace
 
-Tensor unpermute_rope_rows(const Tensor& w, int64_t n_heads) {
+Tensor reorder_rope_rows(const Tensor& w, int64_t n_heads, bool to_adjacent_pairs) {
   QLORA_ASSERT(w.ndim() >= 1 && n_heads > 0 && w.dim(0) % n_heads == 0 && (w.dim(0) / n_heads) % 2 == 0,
-               "unpermute_rope_rows: {} rows do not split into {} heads of even size", w.dim(0), n_heads);
+               "reorder_rope_rows: {} rows do not split into {} heads of even size", w.dim(0), n_heads);
   const int64_t D = w.dim(0) / n_heads;
   const size_t row_bytes = w.nbytes() / size_t(w.dim(0));
   Tensor out = Tensor::zeros(w.shape(), w.dtype());
@@ -73,11 +73,15 @@ Tensor unpermute_rope_rows(const Tensor& w, int64_t n_heads) {
   auto* dst = static_cast<uint8_t*>(out.raw());
   for (int64_t h = 0; h < n_heads; ++h)
     for (int64_t i = 0; i < D / 2; ++i)
-      for (int64_t j = 0; j < 2; ++j)
-        std::memcpy(dst + size_t(h * D + j * (D / 2) + i) * row_bytes,
-                    src + size_t(h * D + 2 * i + j) * row_bytes, row_bytes);
+      for (int64_t j = 0; j < 2; ++j) {
+        const size_t pair_row = size_t(h * D + 2 * i + j), half_row = size_t(h * D + j * (D / 2) + i);
+        const size_t to = to_adjacent_pairs ? pair_row : half_row, from = to_adjacent_pairs ? half_row : pair_row;
+        std::memcpy(dst + to * row_bytes, src + from * row_bytes, row_bytes);
+      }
   return out;
 }
+
+Tensor unpermute_rope_rows(const Tensor& w, int64_t n_heads) { return reorder_rope_rows(w, n_heads, false); }
 
 void assemble_weights(LlamaModelFile& model, const TensorLookup& lookup, const LoadOptions& options,
                       const std::string& where) {

@@ -37,6 +37,9 @@ void assemble_weights(LlamaModelFile& model, const TensorLookup& lookup, const L
 // from llama.cpp / llama2.c interleaved RoPE order back to HF's rotate_half order. `w` has
 // n_heads*D rows (a matrix or a bias vector); any dtype.
 Tensor unpermute_rope_rows(const Tensor& w, int64_t n_heads);
+// Both directions of that row order, per head: HF's rotate_half (row j*(D/2)+i) and the adjacent
+// pairs of GGUF "llama" / llama2.c (row 2*i+j). to_adjacent_pairs = true goes HF -> GGUF.
+Tensor reorder_rope_rows(const Tensor& w, int64_t n_heads, bool to_adjacent_pairs);
 
 LlamaModelFile load_hf_folder(const std::string& dir, const LoadOptions& options);
 LlamaModelFile load_gguf_model(const std::string& path, const LoadOptions& options);

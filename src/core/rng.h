@@ -5,16 +5,24 @@
 
 namespace qlora {
 
+// splitmix64 (Steele et al. 2014): the increment, and the output mix, a bijection on 64 bits that
+// turns structured inputs (x, x + 1, ...) into unrelated ones. Used to derive independent seeds.
+constexpr uint64_t kSplitmixIncrement = 0x9e3779b97f4a7c15ull;
+inline uint64_t mix64(uint64_t z) {
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+// One splitmix64 step from state x: mix64(x + increment).
+inline uint64_t splitmix64(uint64_t x) { return mix64(x + kSplitmixIncrement); }
+
 class Rng {
  public:
   explicit Rng(uint64_t seed = 0) { reseed(seed); }
   void reseed(uint64_t seed) {
     for (auto& word : state_) {
-      seed += 0x9e3779b97f4a7c15ull;
-      uint64_t z = seed;
-      z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-      z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-      word = z ^ (z >> 31);
+      seed += kSplitmixIncrement;
+      word = mix64(seed);
     }
   }
   uint64_t next_u64() {

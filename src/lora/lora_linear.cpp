@@ -46,13 +46,6 @@ uint64_t fnv1a(std::string_view s, uint64_t h = 0xcbf29ce484222325ull) {
   return h;
 }
 
-// splitmix64 finalizer: turns structured seeds (x, x + 1, ...) into unrelated ones.
-uint64_t mix64(uint64_t z) {
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
-}
-
 // A's stream: the config seed and the module name only, so adding or removing other targets
 // changes no module's initial A.
 uint64_t init_seed(uint64_t seed, const std::string& name) { return mix64(fnv1a(name) ^ mix64(seed)); }

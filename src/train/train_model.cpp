@@ -13,6 +13,7 @@
 #include "backend/cpu/linear_train.h"
 #include "backend/cpu/train_ops.h"
 #include "core/error.h"
+#include "core/rng.h"
 #include "model/rope_scaling.h"
 #include "train/train_weights.h"
 
@@ -36,12 +37,8 @@ std::string train_method_name(TrainMethod method) {
 
 namespace {
 
-uint64_t mix_seed(uint64_t seed, uint64_t salt) {
-  uint64_t z = seed + 0x9e3779b97f4a7c15ull * (salt + 1);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
-}
+// The salt-th splitmix64 output after `seed`: an independent seed per (layer, projection).
+uint64_t mix_seed(uint64_t seed, uint64_t salt) { return mix64(seed + kSplitmixIncrement * (salt + 1)); }
 
 template <typename T>
 constexpr DType kScalarDType = std::is_same_v<T, double> ? DType::F64 : DType::F32;

@@ -10,23 +10,17 @@
 #include <limits>
 
 #include "core/error.h"
+#include "core/rng.h"
 #include "data/dataset_mix.h"
 
 namespace qlora {
 namespace {
 
-// splitmix64's finaliser: a bijective mix, so distinct (seed, step, micro) give distinct seeds.
-uint64_t mix64(uint64_t z) {
-  z += 0x9e3779b97f4a7c15ull;
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
-}
-
 // Dropout seed of micro-batch `micro` of optimizer step `step` (0-based): a function of the
-// position in the run only, so a resumed run draws the same masks.
+// position in the run only, so a resumed run draws the same masks. splitmix64 is a bijection, so
+// distinct (seed, step, micro) give distinct seeds.
 uint64_t dropout_seed(uint64_t seed, int64_t step, int64_t micro) {
-  return mix64(mix64(mix64(seed) ^ uint64_t(step)) ^ uint64_t(micro));
+  return splitmix64(splitmix64(splitmix64(seed) ^ uint64_t(step)) ^ uint64_t(micro));
 }
 
 std::unique_ptr<StateStore> make_store(const TrainerConfig& config) {

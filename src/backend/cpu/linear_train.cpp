@@ -52,6 +52,17 @@ void check_weight(const Tensor& w, const char* what) {
   }
 }
 
+// Calls fn(n0, rows, panel) for each panel of kPanelRows rows of a bf16 weight (N, K), widened to f32.
+template <typename Fn>
+void for_each_widened_panel(const Tensor& w, Fn&& fn) {
+  const int64_t N = w.dim(0), K = w.dim(1);
+  const uint16_t* w16 = w.data<uint16_t>();
+  for (int64_t n0 = 0; n0 < N; n0 += kPanelRows) {
+    const int64_t rows = std::min(kPanelRows, N - n0);
+    fn(n0, rows, widen_panel(w16, n0, rows, K));
+  }
+}
+
 }  // namespace
 
 template <>
@@ -78,13 +89,10 @@ void matmul_xwt(const T* x, const Tensor& w, T* y, int64_t M) {
   const int64_t N = w.dim(0), K = w.dim(1);
   if constexpr (std::is_same_v<T, float>) {
     if (w.dtype() == DType::BF16) {
-      const uint16_t* w16 = w.data<uint16_t>();
-      for (int64_t n0 = 0; n0 < N; n0 += kPanelRows) {
-        const int64_t rows = std::min(kPanelRows, N - n0);
-        const float* panel = widen_panel(w16, n0, rows, K);
-        // The panel's outputs are columns [n0, n0 + rows) of y: leading dimension N.
+      // The panel's outputs are columns [n0, n0 + rows) of y: leading dimension N.
+      for_each_widened_panel(w, [&](int64_t n0, int64_t rows, const float* panel) {
         gemm<float>(false, true, M, rows, K, 1.0f, x, K, panel, K, 0.0f, y + n0, N);
-      }
+      });
       return;
     }
   }
@@ -97,13 +105,10 @@ void matmul_dy_w_acc(const T* dy, const Tensor& w, T* dx, int64_t M) {
   const int64_t N = w.dim(0), K = w.dim(1);
   if constexpr (std::is_same_v<T, float>) {
     if (w.dtype() == DType::BF16) {
-      const uint16_t* w16 = w.data<uint16_t>();
-      for (int64_t n0 = 0; n0 < N; n0 += kPanelRows) {
-        const int64_t rows = std::min(kPanelRows, N - n0);
-        const float* panel = widen_panel(w16, n0, rows, K);
-        // dx += dy[:, n0:n0+rows] · panel: a sum over the panels of W's rows.
+      // dx += dy[:, n0:n0+rows] · panel: a sum over the panels of W's rows.
+      for_each_widened_panel(w, [&](int64_t n0, int64_t rows, const float* panel) {
         gemm<float>(false, false, M, K, rows, 1.0f, dy + n0, N, panel, K, 1.0f, dx, K);
-      }
+      });
       return;
     }
   }

@@ -54,7 +54,7 @@ EncodedExample ExampleEncoder::encode(const Example& example) const {
     bool has_eog = false;
     for (int32_t id : ids) {
       out.ids.push_back(id);
-      out.labels.push_back(label ? id : kIgnoreLabel);
+      out.labels.push_back(label ? id : kIgnoreIndex);
       has_eog = has_eog || tokenizer_.is_eog(id);
     }
     // A response ends with EOS so the model learns to stop (text chunks are not documents).
@@ -65,7 +65,7 @@ EncodedExample ExampleEncoder::encode(const Example& example) const {
   }
   if (tokenizer_.adds_bos() && bos >= 0 && (out.ids.empty() || out.ids[0] != bos)) {
     out.ids.insert(out.ids.begin(), bos);
-    out.labels.insert(out.labels.begin(), kIgnoreLabel);  // nothing predicts BOS
+    out.labels.insert(out.labels.begin(), kIgnoreIndex);  // nothing predicts BOS
   }
   if (options_.max_len > 0 && out.ids.size() > size_t(options_.max_len)) {
     out.ids.resize(size_t(options_.max_len));
@@ -89,7 +89,7 @@ std::vector<EncodedExample> ExampleEncoder::encode_all(const std::vector<Example
     ++s.examples;
     if (enc.truncated) ++s.truncated;
     bool any = false;
-    for (int32_t l : enc.labels) any = any || l != kIgnoreLabel;
+    for (int32_t l : enc.labels) any = any || l != kIgnoreIndex;
     if (!any) {
       ++s.no_labels;
       continue;

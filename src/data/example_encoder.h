@@ -14,13 +14,13 @@
 #include <utility>
 #include <vector>
 
+#include "core/ignore_index.h"
 #include "data/chat_template.h"
 #include "data/dataset.h"
 #include "data/tokenizer.h"
 
 namespace qlora {
 
-constexpr int32_t kIgnoreLabel = -100;  // PyTorch's CrossEntropyLoss ignore_index
 
 struct EncodeOptions {
   bool train_on_inputs = false;  // also label prompt tokens
@@ -29,7 +29,7 @@ struct EncodeOptions {
 
 struct EncodedExample {
   std::vector<int32_t> ids;     // (T)
-  std::vector<int32_t> labels;  // (T) the id where the loss applies, kIgnoreLabel elsewhere
+  std::vector<int32_t> labels;  // (T) the id where the loss applies, kIgnoreIndex elsewhere
   bool truncated = false;
 };
 

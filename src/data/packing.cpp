@@ -11,7 +11,7 @@ void append(TrainSequence& s, const EncodedExample& e, bool ignore_first_label) 
   const int32_t segment = s.n_examples++;
   for (size_t t = 0; t < e.ids.size(); ++t) {
     s.ids.push_back(e.ids[t]);
-    s.labels.push_back(t == 0 && ignore_first_label ? kIgnoreLabel : e.labels[t]);
+    s.labels.push_back(t == 0 && ignore_first_label ? kIgnoreIndex : e.labels[t]);
     s.position_ids.push_back(int32_t(t));
     s.segment_ids.push_back(segment);
   }
@@ -20,7 +20,7 @@ void append(TrainSequence& s, const EncodedExample& e, bool ignore_first_label) 
 void pad_to(TrainSequence& s, int seq_len, int32_t pad_id) {
   while (s.ids.size() < size_t(seq_len)) {
     s.ids.push_back(pad_id);
-    s.labels.push_back(kIgnoreLabel);
+    s.labels.push_back(kIgnoreIndex);
     s.position_ids.push_back(0);
     s.segment_ids.push_back(-1);
   }

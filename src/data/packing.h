@@ -15,7 +15,7 @@ namespace qlora {
 
 struct TrainSequence {
   std::vector<int32_t> ids;           // (T)
-  std::vector<int32_t> labels;        // (T) kIgnoreLabel on prompt and padding
+  std::vector<int32_t> labels;        // (T) kIgnoreIndex on prompt and padding
   std::vector<int32_t> position_ids;  // (T) restart at 0 per example; 0 on padding
   std::vector<int32_t> segment_ids;   // (T) example index within the sequence; -1 on padding
   int32_t n_examples = 0;

@@ -1,14 +1,13 @@
 // Tokenization cache: hashing, atomic write, validated read.
 #include "data/token_cache.h"
 
-#include <unistd.h>
-
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 
 #include "core/error.h"
+#include "io/atomic_file.h"
 
 namespace qlora {
 
@@ -84,23 +83,7 @@ void save_token_cache(const std::string& path, uint64_t key, const std::vector<E
     data.append(reinterpret_cast<const char*>(e.ids.data()), e.ids.size() * sizeof(int32_t));
     data.append(reinterpret_cast<const char*>(e.labels.data()), e.labels.size() * sizeof(int32_t));
   }
-  const std::string tmp = fmt::format("{}.tmp.{}", path, ::getpid());
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out) fail("cache", "cannot write {}", tmp);
-    out.write(data.data(), std::streamsize(data.size()));
-    out.flush();
-    if (!out) {
-      std::remove(tmp.c_str());
-      fail("cache", "writing {} failed (disk full?)", tmp);
-    }
-  }
-  std::error_code ec;
-  std::filesystem::rename(tmp, path, ec);
-  if (ec) {
-    std::remove(tmp.c_str());
-    fail("cache", "cannot rename {} to {}: {}", tmp, path, ec.message());
-  }
+  write_file_atomically(path, data, "cache");
 }
 
 std::optional<std::vector<EncodedExample>> load_token_cache(const std::string& path, uint64_t key) {

@@ -3,9 +3,6 @@
 // Tested in tests/unit/test_peft_adapter.cpp and tests/e2e/test_peft_roundtrip.cpp.
 #include "io/peft_adapter.h"
 
-#include <fcntl.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
@@ -16,6 +13,8 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "core/projections.h"
+#include "io/atomic_file.h"
 #include "io/safetensors.h"
 
 namespace qlora {
@@ -27,11 +26,6 @@ using json = nlohmann::json;
 constexpr const char* kConfigFile = "adapter_config.json";
 constexpr const char* kModelFile = "adapter_model.safetensors";
 constexpr const char* kKeyPrefix = "base_model.model.";
-
-const std::set<std::string>& known_modules() {
-  static const std::set<std::string> m = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
-  return m;
-}
 
 // "base_model.model.model.layers.3.self_attn.q_proj.lora_A.weight" -> ("model.layers.3.self_attn.q_proj", 'A').
 // Returns false for anything that is not a LoRA A/B key of a Llama decoder projection.
@@ -60,13 +54,6 @@ std::string read_text(const fs::path& path) {
   std::stringstream ss;
   ss << in.rdbuf();
   return ss.str();
-}
-
-void fsync_file(const fs::path& path, bool dir) {
-  const int fd = ::open(path.c_str(), dir ? O_RDONLY | O_DIRECTORY : O_RDONLY);
-  if (fd < 0) return;  // best effort: some filesystems refuse to open folders
-  ::fsync(fd);
-  ::close(fd);
 }
 
 PeftAdapterConfig parse_config(const json& j, const std::string& path) {
@@ -103,8 +90,10 @@ PeftAdapterConfig parse_config(const json& j, const std::string& path) {
   const json& targets = key_of("target_modules");
   if (targets.is_string()) {
     // peft treats a string as a regex over full module names, or "all-linear".
-    if (targets.get<std::string>() == "all-linear")
-      c.target_modules = {"down_proj", "gate_proj", "k_proj", "o_proj", "q_proj", "up_proj", "v_proj"};
+    if (targets.get<std::string>() == "all-linear") {
+      c.target_modules = all_projection_names();
+      std::sort(c.target_modules.begin(), c.target_modules.end());  // peft saves the set sorted
+    }
     else
       fail("peft", "{}: key 'target_modules' is the regex \"{}\"; only a list of module names (or \"all-linear\") "
                    "is supported",
@@ -113,10 +102,8 @@ PeftAdapterConfig parse_config(const json& j, const std::string& path) {
     for (const json& t : targets) {
       if (!t.is_string()) wrong("target_modules", "a list of module names");
       const std::string name = t.get<std::string>();
-      if (!known_modules().count(name))
-        fail("peft", "{}: key 'target_modules' names '{}'; supported: q_proj, k_proj, v_proj, o_proj, gate_proj, "
-                     "up_proj, down_proj",
-             path, name);
+      if (projection_index(name) < 0)
+        fail("peft", "{}: key 'target_modules' names '{}'; supported: {}", path, name, projection_list());
       c.target_modules.push_back(name);
     }
   } else {
@@ -258,21 +245,12 @@ PeftAdapter read_peft_adapter(const std::string& dir) {
 }
 
 static void write_config_file(const fs::path& path, const PeftAdapterConfig& config) {
-  const fs::path tmp = path.string() + ".tmp";
-  {
-    std::ofstream f(tmp, std::ios::binary);
-    f << config_json(config).dump(2) << "\n";
-    f.close();
-    if (!f) fail("peft", "cannot write {}", tmp.string());
-  }
-  fsync_file(tmp, false);
-  fs::rename(tmp, path);
+  write_file_atomically(path.string(), config_json(config).dump(2) + "\n", "peft");
 }
 
 void write_peft_adapter(const std::string& dir, const PeftAdapter& adapter) {
   validate_tensors(adapter, dir + "/" + kModelFile);
   const fs::path target(dir);
-  std::error_code ec;
   try {
     if (fs::exists(target)) {
       // An existing folder may hold other files (a training output dir): replace our two files,
@@ -280,23 +258,13 @@ void write_peft_adapter(const std::string& dir, const PeftAdapter& adapter) {
       if (!fs::is_directory(target)) fail("peft", "{} exists and is not a folder", dir);
       write_safetensors((target / kModelFile).string(), adapter.tensors, {{"format", "pt"}});
       write_config_file(target / kConfigFile, adapter.config);
-      fsync_file(target, true);
       return;
     }
-    // A new folder appears complete or not at all: build it beside, then rename.
-    const fs::path tmp = target.string() + ".tmp-" + std::to_string(::getpid());
-    fs::remove_all(tmp, ec);
-    fs::create_directories(tmp);
-    try {
-      write_safetensors((tmp / kModelFile).string(), adapter.tensors, {{"format", "pt"}});
-      write_config_file(tmp / kConfigFile, adapter.config);
-      fsync_file(tmp, true);
-      fs::rename(tmp, target);
-    } catch (...) {
-      fs::remove_all(tmp, ec);
-      throw;
-    }
-    fsync_file(fs::absolute(target).parent_path(), true);
+    // A new folder appears complete or not at all.
+    AtomicDirectory tmp(target.string(), "peft");
+    write_safetensors((fs::path(tmp.path()) / kModelFile).string(), adapter.tensors, {{"format", "pt"}});
+    write_config_file(fs::path(tmp.path()) / kConfigFile, adapter.config);
+    tmp.commit();
   } catch (const fs::filesystem_error& e) {
     fail("peft", "cannot write adapter to {}: {}", dir, e.what());
   }

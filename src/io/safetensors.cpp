@@ -3,9 +3,6 @@
 // then the byte buffer that every data_offsets pair indexes (relative to the buffer start).
 #include "io/safetensors.h"
 
-#include <fcntl.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
@@ -14,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "io/atomic_file.h"
 #include "io/mapped_file.h"
 
 namespace qlora {
@@ -54,17 +52,6 @@ uint64_t json_u64(const nlohmann::ordered_json& j, const std::string& path, cons
     fail("safetensors", "{}: tensor {}: {} must hold non-negative integers; got {}", path, tensor,
          field, j.dump());
   return j.get<uint64_t>();
-}
-
-void write_all(int fd, const void* data, size_t n, const std::string& path) {
-  const char* p = static_cast<const char*>(data);
-  while (n > 0) {
-    const ssize_t w = ::write(fd, p, n);
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) fail("safetensors", "cannot write {}: {}", path, std::strerror(errno));
-    p += w;
-    n -= size_t(w);
-  }
 }
 
 }  // namespace
@@ -213,38 +200,12 @@ void write_safetensors(const std::string& path, const std::vector<std::pair<std:
   json.append((8 - json.size() % 8) % 8, ' ');
   const uint64_t header_len = json.size();
 
-  // Write to a temp file in the same directory, fsync, then rename over the target: readers
-  // never see a half-written file.
-  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) fail("safetensors", "cannot create {}: {}", tmp, std::strerror(errno));
-  try {
-    write_all(fd, &header_len, 8, tmp);
-    write_all(fd, json.data(), json.size(), tmp);
-    for (const auto& [name, t] : tensors) write_all(fd, t.raw(), t.nbytes(), tmp);
-    if (::fsync(fd) != 0) fail("safetensors", "cannot fsync {}: {}", tmp, std::strerror(errno));
-  } catch (...) {
-    ::close(fd);
-    ::unlink(tmp.c_str());
-    throw;
-  }
-  if (::close(fd) != 0) {
-    ::unlink(tmp.c_str());
-    fail("safetensors", "cannot close {}: {}", tmp, std::strerror(errno));
-  }
-  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-    const int err = errno;
-    ::unlink(tmp.c_str());
-    fail("safetensors", "cannot rename {} to {}: {}", tmp, path, std::strerror(err));
-  }
-  // Persist the rename itself.
-  std::string dir = std::filesystem::path(path).parent_path().string();
-  if (dir.empty()) dir = ".";
-  const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd >= 0) {
-    ::fsync(dfd);
-    ::close(dfd);
-  }
+  // Readers never see a half-written file (io/atomic_file.h).
+  AtomicFile file(path, "safetensors");
+  file.write(&header_len, 8);
+  file.write(json.data(), json.size());
+  for (const auto& [name, t] : tensors) file.write(t.raw(), t.nbytes());
+  file.commit();
 }
 
 }  // namespace qlora

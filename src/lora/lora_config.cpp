@@ -3,23 +3,15 @@
 #include "lora/lora_config.h"
 
 #include <algorithm>
-#include <array>
 #include <cmath>
 #include <string_view>
 
 #include "core/error.h"
+#include "core/projections.h"
 
 namespace qlora {
 
 namespace {
-
-// The linears of a Llama block that can carry an adapter (PEFT's names for them).
-constexpr std::array<std::string_view, 7> kLlamaLinears = {"q_proj", "k_proj",  "v_proj",   "o_proj",
-                                                           "gate_proj", "up_proj", "down_proj"};
-
-bool is_llama_linear(std::string_view name) {
-  return std::find(kLlamaLinears.begin(), kLlamaLinears.end(), name) != kLlamaLinears.end();
-}
 
 // The last dotted component: "model.layers.3.self_attn.q_proj" -> "q_proj".
 std::string_view leaf_name(std::string_view name) {
@@ -42,13 +34,9 @@ void LoraConfig::validate() const {
   if (!(lora_dropout >= 0.0 && lora_dropout < 1.0))
     fail("lora", "lora_dropout must be in [0, 1); got {}", lora_dropout);
   if (target_modules.empty())
-    fail("lora", "target_modules is empty; expected some of q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, "
-                 "down_proj");
+    fail("lora", "target_modules is empty; expected some of {}", projection_list());
   for (const std::string& m : target_modules)
-    if (!is_llama_linear(m))
-      fail("lora", "target_modules: unknown module '{}'; expected q_proj, k_proj, v_proj, o_proj, gate_proj, "
-                   "up_proj or down_proj",
-           m);
+    if (projection_index(m) < 0) fail("lora", "target_modules: unknown module '{}'; expected one of {}", m, projection_list());
 }
 
 bool LoraConfig::targets(const std::string& module) const {

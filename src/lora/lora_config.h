@@ -3,6 +3,8 @@
 #pragma once
 #include <cstdint>
 #include <string>
+
+#include "core/projections.h"
 #include <vector>
 
 namespace qlora {
@@ -12,8 +14,7 @@ struct LoraConfig {
   double lora_alpha = 16;
   double lora_dropout = 0.0;
   bool use_rslora = false;  // scale alpha/sqrt(r) instead of alpha/r (Kalajdzievski 2023)
-  std::vector<std::string> target_modules = {"q_proj", "k_proj", "v_proj", "o_proj",
-                                             "gate_proj", "up_proj", "down_proj"};
+  std::vector<std::string> target_modules = all_projection_names();
   uint64_t seed = 0;  // initialisation of A
 
   double scale() const;

@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "core/projections.h"
 
 namespace qlora {
 namespace {
@@ -325,6 +326,19 @@ int64_t LlamaConfig::parameter_count() const {
   int64_t n = V * C + num_hidden_layers * per_layer + C;  // embedding, layers, final norm
   if (!tie_word_embeddings) n += V * C;
   return n;
+}
+
+std::pair<int64_t, int64_t> LlamaConfig::projection_shape(int index) const {
+  switch (index) {
+    case kProjQ: return {q_dim(), hidden_size};
+    case kProjK:
+    case kProjV: return {kv_dim(), hidden_size};
+    case kProjO: return {hidden_size, q_dim()};
+    case kProjGate:
+    case kProjUp: return {intermediate_size, hidden_size};
+    case kProjDown: return {hidden_size, intermediate_size};
+  }
+  fail("config", "projection index {} out of range [0, {})", index, int(kProjCount));
 }
 
 }  // namespace qlora

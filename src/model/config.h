@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace qlora {
@@ -53,6 +54,8 @@ struct LlamaConfig {
 
   int64_t q_dim() const { return num_attention_heads * head_dim; }
   int64_t kv_dim() const { return num_key_value_heads * head_dim; }
+  // (out, in) features of projection `index` (core/projections.h order).
+  std::pair<int64_t, int64_t> projection_shape(int index) const;
   // Total parameters, counting a tied LM head once.
   int64_t parameter_count() const;
 };

@@ -8,6 +8,7 @@
 #include "core/error.h"
 #include "io/gguf_writer.h"
 #include "model/hf_export.h"
+#include "model/load_common.h"
 #include "model/tokenizer_export.h"
 
 namespace qlora {
@@ -86,18 +87,20 @@ std::vector<std::string> export_gguf(const LlamaModelFile& model, const std::str
     const LlamaLayerWeights& lw = w.layers[size_t(l)];
     const std::string p = fmt::format("blk.{}.", l);
     auto rope = [&](const Tensor& t, int64_t heads) { return qwen2 ? t : permute_rope_rows(t, heads); };
+    // q and k rows go back to the interleaved RoPE order; v and the rest are as they are.
+    auto rope_heads = [&](int proj) -> int64_t {
+      return proj == kProjQ ? c.num_attention_heads : proj == kProjK ? c.num_key_value_heads : 0;
+    };
+    auto stored = [&](const Tensor& t, int proj) { return rope_heads(proj) ? rope(t, rope_heads(proj)) : t; };
+    auto name = [&](int proj, const char* suffix) { return p + std::string(gguf_projection_name(proj)) + suffix; };
+    // llama.cpp's order: attn_norm, q, k, v, their biases, attn_output, ffn_norm, gate, up, down.
     g.add_tensor(p + "attn_norm.weight", lw.input_layernorm, GgmlType::F32);
-    add_matrix(p + "attn_q.weight", rope(lw.q_proj, c.num_attention_heads));
-    add_matrix(p + "attn_k.weight", rope(lw.k_proj, c.num_key_value_heads));
-    add_matrix(p + "attn_v.weight", lw.v_proj);
-    if (lw.q_bias.defined()) g.add_tensor(p + "attn_q.bias", rope(lw.q_bias, c.num_attention_heads), GgmlType::F32);
-    if (lw.k_bias.defined()) g.add_tensor(p + "attn_k.bias", rope(lw.k_bias, c.num_key_value_heads), GgmlType::F32);
-    if (lw.v_bias.defined()) g.add_tensor(p + "attn_v.bias", lw.v_bias, GgmlType::F32);
-    add_matrix(p + "attn_output.weight", lw.o_proj);
+    for (int proj = kProjQ; proj <= kProjV; ++proj) add_matrix(name(proj, ".weight"), stored(lw.projection(proj), proj));
+    for (int proj = kProjQ; proj <= kProjV; ++proj)
+      if (lw.bias(proj)->defined()) g.add_tensor(name(proj, ".bias"), stored(*lw.bias(proj), proj), GgmlType::F32);
+    add_matrix(name(kProjO, ".weight"), lw.o_proj);
     g.add_tensor(p + "ffn_norm.weight", lw.post_attention_layernorm, GgmlType::F32);
-    add_matrix(p + "ffn_gate.weight", lw.gate_proj);
-    add_matrix(p + "ffn_up.weight", lw.up_proj);
-    add_matrix(p + "ffn_down.weight", lw.down_proj);
+    for (int proj = kProjGate; proj <= kProjDown; ++proj) add_matrix(name(proj, ".weight"), lw.projection(proj));
     if (options.progress) options.progress(l + 1, L, p);
   }
   g.add_tensor("output_norm.weight", w.norm, GgmlType::F32);

@@ -1,6 +1,7 @@
 // HF folder export. See hf_export.h.
 #include "model/hf_export.h"
 #include "model/load_common.h"
+#include "io/atomic_file.h"
 
 #include <fmt/core.h>
 
@@ -32,14 +33,7 @@ std::string torch_dtype_name(DType d) {
 }
 
 void write_text_atomic(const fs::path& path, const std::string& text) {
-  const fs::path tmp = path.string() + ".tmp";
-  {
-    std::ofstream f(tmp, std::ios::binary);
-    f << text;
-    f.close();
-    if (!f) fail("export", "cannot write {}", tmp.string());
-  }
-  fs::rename(tmp, path);
+  write_file_atomically(path.string(), text, "export");
 }
 
 json read_json(const fs::path& path) {
@@ -132,15 +126,13 @@ std::vector<std::string> export_hf_folder(const LlamaModelFile& model, const std
     const std::string p = fmt::format("model.layers.{}.", l);
     dense.emplace_back(p + "input_layernorm.weight", lw.input_layernorm.to(dt));
     dense.emplace_back(p + "post_attention_layernorm.weight", lw.post_attention_layernorm.to(dt));
-    if (lw.q_bias.defined()) dense.emplace_back(p + "self_attn.q_proj.bias", lw.q_bias.to(dt));
-    if (lw.k_bias.defined()) dense.emplace_back(p + "self_attn.k_proj.bias", lw.k_bias.to(dt));
-    if (lw.v_bias.defined()) dense.emplace_back(p + "self_attn.v_proj.bias", lw.v_bias.to(dt));
-    const std::pair<const char*, const Tensor*> linears[] = {
-        {"self_attn.q_proj", &lw.q_proj}, {"self_attn.k_proj", &lw.k_proj}, {"self_attn.v_proj", &lw.v_proj},
-        {"self_attn.o_proj", &lw.o_proj}, {"mlp.gate_proj", &lw.gate_proj}, {"mlp.up_proj", &lw.up_proj},
-        {"mlp.down_proj", &lw.down_proj}};
-    for (const auto& [module, t] : linears) {
-      const std::string name = p + module + ".weight";
+    for (int proj = 0; proj < kProjCount; ++proj) {
+      const Tensor* bias = lw.bias(proj);
+      if (bias && bias->defined()) dense.emplace_back(p + projection_path(proj) + ".bias", bias->to(dt));
+    }
+    for (int proj = 0; proj < kProjCount; ++proj) {
+      const Tensor* t = &lw.projection(proj);
+      const std::string name = p + projection_path(proj) + ".weight";
       if (options.quantize_nf4) {
         // Quantize the merged f32 weight once (merging into 4-bit would round the base twice).
         const Tensor f = t->to(DType::F32);

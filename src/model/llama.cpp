@@ -31,30 +31,8 @@ KvCache::KvCache(const LlamaConfig& config, int64_t max_seq) : max_seq_(max_seq)
 
 namespace {
 
-// The decoder linears, in the order quantized_ stores them.
-enum LinearIndex { kQ, kK, kV, kO, kGate, kUp, kDown, kLinearCount };
-
-std::array<Tensor*, kLinearCount> layer_linears(LlamaLayerWeights& lw) {
-  return {&lw.q_proj, &lw.k_proj, &lw.v_proj, &lw.o_proj, &lw.gate_proj, &lw.up_proj, &lw.down_proj};
-}
-
-constexpr std::array<const char*, kLinearCount> kLinearNames = {"self_attn.q_proj", "self_attn.k_proj",
-                                                                "self_attn.v_proj", "self_attn.o_proj",
-                                                                "mlp.gate_proj",    "mlp.up_proj",
-                                                                "mlp.down_proj"};
-
-// (out, in) of linear `index` from the config (the dense copies are gone when quantized).
-std::pair<int64_t, int64_t> linear_shape(const LlamaConfig& c, int index) {
-  switch (index) {
-    case kQ: return {c.q_dim(), c.hidden_size};
-    case kK:
-    case kV: return {c.kv_dim(), c.hidden_size};
-    case kO: return {c.hidden_size, c.q_dim()};
-    case kGate:
-    case kUp: return {c.intermediate_size, c.hidden_size};
-    default: return {c.hidden_size, c.intermediate_size};
-  }
-}
+enum LinearIndex { kQ = kProjQ, kK = kProjK, kV = kProjV, kO = kProjO, kGate = kProjGate, kUp = kProjUp,
+                   kDown = kProjDown, kLinearCount = kProjCount };
 
 // A PEFT key "base_model.model.model.layers.{i}.{module}.lora_{A|B}.weight" split into layer,
 // linear index and which factor; throws naming the key when it is anything else.
@@ -88,7 +66,7 @@ LoraKey parse_lora_key(const std::string& key, int64_t n_layers) {
     return bad("not a lora_A/lora_B weight");
   }
   for (int i = 0; i < kLinearCount; ++i)
-    if (k == kLinearNames[size_t(i)]) out.index = i;
+    if (k == projection_path(i)) out.index = i;
   if (out.index < 0) return bad(fmt::format("unknown module '{}'", k));
   return out;
 }
@@ -120,9 +98,10 @@ LlamaModel::LlamaModel(LlamaModelFile file, ForwardOptions options)
   const QuantizeOptions& q = options_.quantize;
   for (LlamaLayerWeights& lw : file_.weights.layers) {
     std::vector<QuantTensor> quantized;
-    for (Tensor* w : layer_linears(lw)) {
-      quantized.push_back(quantize_4bit(*w, q.type, q.block_size, q.double_quant));
-      *w = Tensor();  // release the dense copy: only the 4-bit form stays resident
+    for (int p = 0; p < kProjCount; ++p) {
+      Tensor& w = lw.projection(p);
+      quantized.push_back(quantize_4bit(w, q.type, q.block_size, q.double_quant));
+      w = Tensor();  // release the dense copy: only the 4-bit form stays resident
     }
     quantized_.push_back(std::move(quantized));
   }
@@ -137,7 +116,7 @@ void LlamaModel::set_adapter(const PeftAdapter& adapter) {
   const float scale = float(adapter.config.scale());
   for (const auto& [key, tensor] : adapter.tensors) {
     const LoraKey k = parse_lora_key(key, c.num_hidden_layers);
-    const auto [out, in] = linear_shape(c, k.index);
+    const auto [out, in] = c.projection_shape(k.index);
     if (tensor.ndim() != 2 || tensor.dtype() != DType::F32)
       fail("adapter", "tensor {}: expected a 2-D f32 tensor, got {} {}", key, dtype_name(tensor.dtype()),
            shape_str(tensor.shape()));

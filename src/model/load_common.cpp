@@ -3,6 +3,7 @@
 #include "model/load_common.h"
 
 #include <algorithm>
+#include <array>
 #include <cstring>
 #include <map>
 
@@ -88,8 +89,7 @@ void assemble_weights(LlamaModelFile& model, const TensorLookup& lookup, const L
   if (options.weight_dtype != DType::F32 && options.weight_dtype != DType::BF16)
     fail("load", "weight dtype must be f32 or bf16; got {}", dtype_name(options.weight_dtype));
   const LlamaConfig& c = model.config;
-  const int64_t C = c.hidden_size, F = c.intermediate_size, V = c.vocab_size;
-  const int64_t Q = c.q_dim(), KV = c.kv_dim();
+  const int64_t C = c.hidden_size, V = c.vocab_size;
   Assembler a(lookup, options, where);
   LlamaWeights& w = model.weights;
 
@@ -99,24 +99,25 @@ void assemble_weights(LlamaModelFile& model, const TensorLookup& lookup, const L
     const std::string p = "model.layers." + std::to_string(l) + ".";
     LlamaLayerWeights& L = w.layers[size_t(l)];
     L.input_layernorm = a.get(p + "input_layernorm.weight", {C}, false);
-    L.q_proj = a.get(p + "self_attn.q_proj.weight", {Q, C}, true);
-    L.k_proj = a.get(p + "self_attn.k_proj.weight", {KV, C}, true);
-    L.v_proj = a.get(p + "self_attn.v_proj.weight", {KV, C}, true);
-    if (c.attention_bias) {
-      L.q_bias = a.get(p + "self_attn.q_proj.bias", {Q}, false);
-      L.k_bias = a.get(p + "self_attn.k_proj.bias", {KV}, false);
-      L.v_bias = a.get(p + "self_attn.v_proj.bias", {KV}, false);
+    for (int proj = 0; proj < kProjCount; ++proj) {
+      const auto [out, in] = c.projection_shape(proj);
+      L.projection(proj) = a.get(p + projection_path(proj) + ".weight", {out, in}, true);
+      Tensor* bias = L.bias(proj);
+      if (bias && c.attention_bias) *bias = a.get(p + projection_path(proj) + ".bias", {out}, false);
     }
-    L.o_proj = a.get(p + "self_attn.o_proj.weight", {C, Q}, true);
     L.post_attention_layernorm = a.get(p + "post_attention_layernorm.weight", {C}, false);
-    L.gate_proj = a.get(p + "mlp.gate_proj.weight", {F, C}, true);
-    L.up_proj = a.get(p + "mlp.up_proj.weight", {F, C}, true);
-    L.down_proj = a.get(p + "mlp.down_proj.weight", {C, F}, true);
   }
   w.norm = a.get("model.norm.weight", {C}, false);
   // Tied: the head is the embedding (HF ignores a stored lm_head.weight then, and so do we).
   w.lm_head = c.tie_word_embeddings ? w.embed_tokens : a.get("lm_head.weight", {V, C}, true);
   model.file_dtype = a.stored_types();
+}
+
+std::string_view gguf_projection_name(int index) {
+  static constexpr std::array<std::string_view, kProjCount> kNames = {"attn_q",   "attn_k", "attn_v",  "attn_output",
+                                                                      "ffn_gate", "ffn_up", "ffn_down"};
+  QLORA_ASSERT(index >= 0 && index < kProjCount, "projection index {}", index);
+  return kNames[size_t(index)];
 }
 
 }  // namespace qlora

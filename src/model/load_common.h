@@ -41,6 +41,9 @@ Tensor unpermute_rope_rows(const Tensor& w, int64_t n_heads);
 // pairs of GGUF "llama" / llama2.c (row 2*i+j). to_adjacent_pairs = true goes HF -> GGUF.
 Tensor reorder_rope_rows(const Tensor& w, int64_t n_heads, bool to_adjacent_pairs);
 
+// llama.cpp's name of projection `index` in a GGUF block: "attn_q", ..., "ffn_down".
+std::string_view gguf_projection_name(int index);
+
 LlamaModelFile load_hf_folder(const std::string& dir, const LoadOptions& options);
 LlamaModelFile load_gguf_model(const std::string& path, const LoadOptions& options);
 LlamaModelFile load_llama2c_model(const std::string& path, const LoadOptions& options);

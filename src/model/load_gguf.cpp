@@ -14,20 +14,16 @@ namespace {
 
 // HF suffix (after model.layers.N.) -> GGUF suffix (after blk.N.).
 const std::map<std::string, std::string>& layer_names() {
-  static const std::map<std::string, std::string> names = {
-      {"input_layernorm.weight", "attn_norm.weight"},
-      {"self_attn.q_proj.weight", "attn_q.weight"},
-      {"self_attn.k_proj.weight", "attn_k.weight"},
-      {"self_attn.v_proj.weight", "attn_v.weight"},
-      {"self_attn.q_proj.bias", "attn_q.bias"},
-      {"self_attn.k_proj.bias", "attn_k.bias"},
-      {"self_attn.v_proj.bias", "attn_v.bias"},
-      {"self_attn.o_proj.weight", "attn_output.weight"},
-      {"post_attention_layernorm.weight", "ffn_norm.weight"},
-      {"mlp.gate_proj.weight", "ffn_gate.weight"},
-      {"mlp.up_proj.weight", "ffn_up.weight"},
-      {"mlp.down_proj.weight", "ffn_down.weight"},
-  };
+  static const std::map<std::string, std::string> names = [] {
+    std::map<std::string, std::string> m = {{"input_layernorm.weight", "attn_norm.weight"},
+                                            {"post_attention_layernorm.weight", "ffn_norm.weight"}};
+    for (int p = 0; p < kProjCount; ++p) {
+      const std::string gguf(gguf_projection_name(p));
+      m[projection_path(p) + ".weight"] = gguf + ".weight";
+      if (p <= kProjV) m[projection_path(p) + ".bias"] = gguf + ".bias";
+    }
+    return m;
+  }();
   return names;
 }
 

@@ -4,6 +4,7 @@
 #include <string>
 #include <vector>
 
+#include "core/projections.h"
 #include "core/tensor.h"
 #include "model/config.h"
 
@@ -17,6 +18,12 @@ struct LlamaLayerWeights {
   Tensor post_attention_layernorm;  // (C)
   Tensor gate_proj, up_proj;        // (F, C)
   Tensor down_proj;                 // (C, F)
+
+  // Projection `index` (ProjectionIndex order), and its bias (q/k/v only; null for the others).
+  Tensor& projection(int index);
+  const Tensor& projection(int index) const;
+  Tensor* bias(int index);
+  const Tensor* bias(int index) const;
 };
 
 struct LlamaWeights {

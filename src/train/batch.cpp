@@ -6,11 +6,12 @@
 #include <algorithm>
 
 #include "core/error.h"
+#include "core/ignore_index.h"
 
 namespace qlora {
 
 int64_t Batch::target_count() const {
-  return int64_t(std::count_if(targets.begin(), targets.end(), [](int32_t t) { return t != kIgnoreLabel; }));
+  return int64_t(std::count_if(targets.begin(), targets.end(), [](int32_t t) { return t != kIgnoreIndex; }));
 }
 
 Batch make_batch(const std::vector<TrainSequence>& sequences, const std::vector<size_t>& indices) {
@@ -49,7 +50,7 @@ Batch make_batch(const std::vector<TrainSequence>& sequences, const std::vector<
     for (size_t t = 0; t < T; ++t) {
       batch.position_ids[base + t] = s.position_ids[t];
       // The last position has no next token to predict.
-      batch.targets[base + t] = t + 1 < T ? s.labels[t + 1] : kIgnoreLabel;
+      batch.targets[base + t] = t + 1 < T ? s.labels[t + 1] : kIgnoreIndex;
     }
   }
   return batch;

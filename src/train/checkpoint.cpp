@@ -3,18 +3,13 @@
 //   optimizer.safetensors  Optimizer::state_dict()
 //   trainer_state.json     format version, step, data position (epoch, index), seed, the config and
 //                          a fingerprint of the param names and shapes
-// Written atomically: everything goes into "<dir>.tmp-<pid>", each file and the folder are fsynced,
-// then the folder is renamed to <dir> and the parent fsynced, so a crash leaves either the old
-// checkpoint or the new one, never a mix. The epoch order is not stored: it is a function of
+// Written atomically (io/atomic_file.h): everything goes into "<dir>.tmp-<pid>", each file and the
+// folder are fsynced, then the folder is renamed to <dir> and the parent fsynced, so a crash leaves
+// either the old checkpoint or the new one, never a mix. The epoch order is not stored: it is a function of
 // (seed, epoch). resume() validates all three files before changing anything, so a failed resume
 // leaves the trainer as it was. Tested in tests/unit/test_trainer.cpp.
-#include <fcntl.h>
-#include <unistd.h>
-
 #include <algorithm>
-#include <cerrno>
 #include <cstdio>
-#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -24,6 +19,7 @@
 #include <string_view>
 
 #include "core/error.h"
+#include "io/atomic_file.h"
 #include "io/safetensors.h"
 #include "train/trainer.h"
 
@@ -58,37 +54,6 @@ std::string param_fingerprint(const std::vector<Param>& params) {
   char buf[17];
   std::snprintf(buf, sizeof(buf), "%016llx", static_cast<unsigned long long>(h));
   return buf;
-}
-
-void fsync_path(const std::string& path, bool directory) {
-  const int fd = ::open(path.c_str(), (directory ? O_RDONLY | O_DIRECTORY : O_RDONLY) | O_CLOEXEC);
-  if (fd < 0) fail("train", "cannot open {} to fsync it: {}", path, std::strerror(errno));
-  const int rc = ::fsync(fd);
-  const int err = errno;
-  ::close(fd);
-  if (rc != 0) fail("train", "cannot fsync {}: {}", path, std::strerror(err));
-}
-
-void write_text_file(const std::string& path, const std::string& text) {
-  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) fail("train", "cannot create {}: {}", path, std::strerror(errno));
-  const char* p = text.data();
-  size_t n = text.size();
-  while (n > 0) {
-    const ssize_t w = ::write(fd, p, n);
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) {
-      const int err = errno;
-      ::close(fd);
-      fail("train", "cannot write {}: {}", path, std::strerror(err));
-    }
-    p += w;
-    n -= size_t(w);
-  }
-  const int rc = ::fsync(fd);
-  const int err = errno;
-  ::close(fd);
-  if (rc != 0) fail("train", "cannot fsync {}: {}", path, std::strerror(err));
 }
 
 nlohmann::json config_json(const TrainerConfig& c) {
@@ -177,56 +142,35 @@ std::string Trainer::save_checkpoint(const std::string& dir_in) {
   fs::create_directories(parent, ec);
   if (ec) fail("train", "cannot create {}: {}", parent.string(), ec.message());
 
-  const std::string pid = std::to_string(::getpid());
-  const fs::path tmp = target.string() + ".tmp-" + pid;
-  fs::remove_all(tmp, ec);  // a leftover of an earlier attempt by a process with our pid
-  if (!fs::create_directory(tmp, ec) || ec)
-    fail("train", "cannot create {}: {}", tmp.string(), ec ? ec.message() : "it exists");
-  try {
-    const std::vector<Param> params = model_.parameters();
-    std::vector<std::pair<std::string, Tensor>> values;
-    values.reserve(params.size());
-    for (const Param& p : params) values.emplace_back(p.name, p.value);
-    write_safetensors((tmp / kModelFile).string(), values, {{"format", "pt"}});
+  AtomicDirectory tmp_dir(target.string(), "train");
+  const fs::path tmp(tmp_dir.path());
+  const std::vector<Param> params = model_.parameters();
+  std::vector<std::pair<std::string, Tensor>> values;
+  values.reserve(params.size());
+  for (const Param& p : params) values.emplace_back(p.name, p.value);
+  write_safetensors((tmp / kModelFile).string(), values, {{"format", "pt"}});
 
-    std::vector<std::pair<std::string, Tensor>> state;
-    for (auto& [name, t] : optimizer_->state_dict()) state.emplace_back(name, t);
-    write_safetensors((tmp / kOptimizerFile).string(), state,
-                      {{"format", "qlora.cpp optimizer"}, {"optimizer", optimizer_kind_name(config_.optimizer)}});
+  std::vector<std::pair<std::string, Tensor>> state;
+  for (auto& [name, t] : optimizer_->state_dict()) state.emplace_back(name, t);
+  write_safetensors((tmp / kOptimizerFile).string(), state,
+                    {{"format", "qlora.cpp optimizer"}, {"optimizer", optimizer_kind_name(config_.optimizer)}});
 
-    nlohmann::json j;
-    j["format"] = kStateFormat;
-    j["format_version"] = kStateFormatVersion;
-    j["step"] = step_;
-    j["epoch"] = position_.epoch;
-    j["index"] = position_.index;
-    j["seed"] = config_.seed;
-    j["train_sequences"] = train_.size();
-    j["optimizer_steps"] = optimizer_->steps_taken();
-    j["param_count"] = params.size();
-    j["param_fingerprint"] = param_fingerprint(params);
-    j["config"] = config_json(config_);
-    write_text_file((tmp / kStateFile).string(), j.dump(2) + "\n");
-    fsync_path(tmp.string(), true);
-
-    // rename() cannot replace a non-empty folder: move an existing one aside first, put the new
-    // one in place, then delete the old. A crash in between leaves "<dir>.old-<pid>" (ignored by
-    // latest_checkpoint) and at worst no <dir>, never a half-written <dir>.
-    const fs::path old = target.string() + ".old-" + pid;
-    const bool replacing = fs::exists(target, ec);
-    if (replacing) {
-      fs::remove_all(old, ec);
-      fs::rename(target, old, ec);
-      if (ec) fail("train", "cannot move the existing {} aside: {}", target.string(), ec.message());
-    }
-    fs::rename(tmp, target, ec);
-    if (ec) fail("train", "cannot rename {} to {}: {}", tmp.string(), target.string(), ec.message());
-    fsync_path(parent.string(), true);
-    if (replacing) fs::remove_all(old, ec);
-  } catch (...) {
-    fs::remove_all(tmp, ec);
-    throw;
-  }
+  nlohmann::json j;
+  j["format"] = kStateFormat;
+  j["format_version"] = kStateFormatVersion;
+  j["step"] = step_;
+  j["epoch"] = position_.epoch;
+  j["index"] = position_.index;
+  j["seed"] = config_.seed;
+  j["train_sequences"] = train_.size();
+  j["optimizer_steps"] = optimizer_->steps_taken();
+  j["param_count"] = params.size();
+  j["param_fingerprint"] = param_fingerprint(params);
+  j["config"] = config_json(config_);
+  write_file_atomically((tmp / kStateFile).string(), j.dump(2) + "\n", "train");
+  // Leaves either the old checkpoint or the new one, never a mix; a crash may leave
+  // "<dir>.old-<pid>" or "<dir>.tmp-<pid>", which latest_checkpoint ignores.
+  tmp_dir.commit();
   return target.string();
 }
 

@@ -15,7 +15,10 @@
 #include <cmath>
 #include <map>
 
+#include "backend/cpu/cross_entropy.h"
 #include "core/error.h"
+#include "core/projections.h"
+#include "optim/adamw_8bit.h"
 
 namespace qlora {
 
@@ -27,12 +30,6 @@ namespace {
 constexpr size_t kProcessOverheadBytes = size_t(32) << 20;
 // The paged optimizer store maps one page (1 MiB) of state at a time.
 constexpr size_t kPagedResidentBytes = size_t(1) << 20;
-// bitsandbytes / optim/adamw_8bit.cpp: block of 256 state values, tensors under 4096 elements stay f32.
-constexpr int64_t k8bitBlock = 256, k8bitMinElements = 4096;
-constexpr int64_t kLossChunkRows = 256;  // cross_entropy_forward_backward's row chunk
-
-const std::vector<std::string> kProjections = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
-                                               "down_proj"};
 
 // A parameter tensor of the model.
 struct TensorSpec {
@@ -44,26 +41,21 @@ struct TensorSpec {
 };
 
 std::vector<TensorSpec> model_tensors(const LlamaConfig& c, int64_t E) {
-  const int64_t C = c.hidden_size, F = c.intermediate_size, qd = c.q_dim(), kvd = c.kv_dim();
+  const int64_t C = c.hidden_size;
   std::vector<TensorSpec> out;
+  auto projection = [&](int p) {
+    const auto [rows, cols] = c.projection_shape(p);
+    out.push_back({TensorSpec::Projection, rows, cols, std::string(projection_name(p))});
+  };
   out.push_back({TensorSpec::Embed, c.vocab_size, C, ""});
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     out.push_back({TensorSpec::Norm, C, 1, ""});
     out.push_back({TensorSpec::Norm, C, 1, ""});
-    out.push_back({TensorSpec::Projection, qd, C, "q_proj"});
-    out.push_back({TensorSpec::Projection, kvd, C, "k_proj"});
-    out.push_back({TensorSpec::Projection, kvd, C, "v_proj"});
-    out.push_back({TensorSpec::Projection, C, qd, "o_proj"});
-    if (c.attention_bias) {
-      out.push_back({TensorSpec::Bias, qd, 1, ""});
-      out.push_back({TensorSpec::Bias, kvd, 1, ""});
-      out.push_back({TensorSpec::Bias, kvd, 1, ""});
-    }
-    for (int64_t e = 0; e < E; ++e) {
-      out.push_back({TensorSpec::Projection, F, C, "gate_proj"});
-      out.push_back({TensorSpec::Projection, F, C, "up_proj"});
-      out.push_back({TensorSpec::Projection, C, F, "down_proj"});
-    }
+    for (int p = kProjQ; p <= kProjO; ++p) projection(p);
+    if (c.attention_bias)
+      for (int p = kProjQ; p <= kProjV; ++p) out.push_back({TensorSpec::Bias, c.projection_shape(p).first, 1, ""});
+    for (int64_t e = 0; e < E; ++e)
+      for (int p = kProjGate; p <= kProjDown; ++p) projection(p);
     if (E > 1) out.push_back({TensorSpec::Router, E, C, ""});
   }
   out.push_back({TensorSpec::Norm, C, 1, ""});
@@ -82,8 +74,8 @@ std::string lower(std::string s) {
 size_t optimizer_bytes(const std::string& optimizer, const std::vector<int64_t>& sizes) {
   size_t total = 0;
   for (int64_t n : sizes) {
-    if (optimizer == "adamw8bit" && n >= k8bitMinElements)
-      total += 2 * size_t(n) + 2 * sizeof(float) * ceil_div(size_t(n), k8bitBlock);
+    if (optimizer == "adamw8bit" && n >= kOptim8bitMinElements)
+      total += 2 * size_t(n) + 2 * sizeof(float) * ceil_div(size_t(n), size_t(kOptim8bitBlock));
     else
       total += 2 * sizeof(float) * size_t(n);
   }
@@ -104,9 +96,7 @@ void check_options(const EstimateOptions& o) {
     fail("estimate", "experts: need 1 <= experts_per_token <= n_experts; got {} of {}", o.experts_per_token,
          o.n_experts);
   for (const std::string& m : o.target_modules)
-    if (std::find(kProjections.begin(), kProjections.end(), m) == kProjections.end())
-      fail("estimate", "unknown target module '{}'; expected q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj or "
-                       "down_proj", m);
+    if (projection_index(m) < 0) fail("estimate", "unknown target module '{}'; expected one of {}", m, projection_list());
   if (o.method != "full" && o.target_modules.empty()) fail("estimate", "no LoRA target modules");
   const int64_t bs = o.quant_block_size;
   if (bs <= 0) fail("estimate", "quantization block size must be positive; got {}", bs);
@@ -281,7 +271,7 @@ MemoryEstimate estimate_memory(const LlamaConfig& c, const EstimateOptions& o) {
   // a scratch output (N, C) each, the block gradient buffers, and the activations of every kept
   // block (or, with checkpointing, one working block that is recomputed).
   const size_t inputs = (L + 1) * N * C + N * C + N;
-  const size_t chunk = std::min<size_t>(N, kLossChunkRows);
+  const size_t chunk = std::min<size_t>(N, size_t(cpu::kLossChunkRows));
   // Its own accounting (MemoryStats::activations_peak): saved + working, where the working set
   // counts the recompute block and scratch (checkpointing only), grads, dx, dhf, and the loss
   // chunk as logits and their gradient.

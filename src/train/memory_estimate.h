@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "core/projections.h"
 #include "model/config.h"
 
 namespace qlora {
@@ -28,8 +29,7 @@ struct EstimateOptions {
   bool checkpointing = false;     // recompute every block in the backward (checkpoint_every = 1)
   std::string optimizer = "adamw";  // adamw | adamw8bit | paged (AdamW f32 state in a paged, spilled store)
   int64_t lora_r = 8;
-  std::vector<std::string> target_modules = {"q_proj", "k_proj", "v_proj", "o_proj",
-                                             "gate_proj", "up_proj", "down_proj"};
+  std::vector<std::string> target_modules = all_projection_names();
   // Classic per-parameter arithmetic only: no activations, overhead or load transient; see
   // textbook_bytes_per_param() for the per-precision table.
   bool textbook = false;

@@ -36,16 +36,10 @@ LlamaModelFile model_file_from_params(TrainModel& model, const LlamaModelFile& s
     LlamaLayerWeights lw;
     lw.input_layernorm = take(p + "input_layernorm.weight");
     lw.post_attention_layernorm = take(p + "post_attention_layernorm.weight");
-    lw.q_proj = take(p + "self_attn.q_proj.weight");
-    lw.k_proj = take(p + "self_attn.k_proj.weight");
-    lw.v_proj = take(p + "self_attn.v_proj.weight");
-    lw.o_proj = take(p + "self_attn.o_proj.weight");
-    lw.q_bias = take_optional(p + "self_attn.q_proj.bias");
-    lw.k_bias = take_optional(p + "self_attn.k_proj.bias");
-    lw.v_bias = take_optional(p + "self_attn.v_proj.bias");
-    lw.gate_proj = take(p + "mlp.gate_proj.weight");
-    lw.up_proj = take(p + "mlp.up_proj.weight");
-    lw.down_proj = take(p + "mlp.down_proj.weight");
+    for (int proj = 0; proj < kProjCount; ++proj) {
+      lw.projection(proj) = take(p + projection_path(proj) + ".weight");
+      if (Tensor* bias = lw.bias(proj)) *bias = take_optional(p + projection_path(proj) + ".bias");
+    }
     w.layers.push_back(std::move(lw));
   }
   return out;

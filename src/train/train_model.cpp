@@ -329,8 +329,8 @@ struct TrainModel::Impl {
     if (w.grad_embed.defined()) cpu::embedding_backward<T>(dx.data<T>(), batch.ids.data(), N, C, w.grad_embed.data<T>());
 
     working_bytes += ws.grads.bytes() + dx.nbytes() + ws.dhf.nbytes();
-    // The loss chunk: at most 256 rows of (V) logits and their gradient.
-    working_bytes += size_t(std::min<int64_t>(N, 256)) * size_t(c.vocab_size) * sizeof(T) * 2;
+    // The loss chunk: at most kLossChunkRows rows of (V) logits and their gradient.
+    working_bytes += size_t(std::min<int64_t>(N, cpu::kLossChunkRows)) * size_t(c.vocab_size) * sizeof(T) * 2;
     stats.activations_saved_peak = std::max(stats.activations_saved_peak, saved_bytes);
     stats.activations_peak = std::max(stats.activations_peak, saved_bytes + working_bytes);
     return result;

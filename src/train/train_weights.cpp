@@ -8,13 +8,6 @@
 
 namespace qlora {
 
-const char* projection_name(int index) {
-  static const char* kNames[kProjCount] = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
-  return kNames[index];
-}
-
-const char* projection_parent(int index) { return index <= kProjO ? "self_attn" : "mlp"; }
-
 namespace {
 
 DType master_dtype(DType compute) { return compute == DType::F64 ? DType::F64 : DType::F32; }
@@ -77,16 +70,13 @@ TrainWeights build_train_weights(LlamaWeights& w, const LlamaConfig& config, con
       layer.input_norm = b.frozen(lw.input_layernorm);
       layer.post_norm = b.frozen(lw.post_attention_layernorm);
     }
-    std::array<Tensor*, kProjCount> weights = {&lw.q_proj, &lw.k_proj, &lw.v_proj, &lw.o_proj,
-                                               &lw.gate_proj, &lw.up_proj, &lw.down_proj};
-    std::array<Tensor*, kProjCount> biases = {&lw.q_bias, &lw.k_bias, &lw.v_bias, nullptr, nullptr, nullptr, nullptr};
     for (int p = 0; p < kProjCount; ++p) {
       Linear& lin = layer.linears[size_t(p)];
-      const Tensor& weight = *weights[size_t(p)];
-      lin.name = prefix + projection_parent(p) + "." + projection_name(p);
+      Tensor& weight = lw.projection(p);
+      lin.name = prefix + projection_path(p);
       lin.out = weight.dim(0);
       lin.in = weight.dim(1);
-      Tensor* bias = biases[size_t(p)];
+      Tensor* bias = lw.bias(p);
       if (full) {
         lin.train_weight = true;
         lin.weight = b.trainable(weight, lin.name + ".weight", true, lin.grad_weight);
@@ -99,14 +89,14 @@ TrainWeights build_train_weights(LlamaWeights& w, const LlamaConfig& config, con
           lin.weight = b.frozen(weight);
         }
         if (bias && bias->defined()) lin.bias = convert(*bias, b.master);
-        if (options.lora.targets(projection_name(p))) {
+        if (options.lora.targets(std::string(projection_name(p)))) {
           attach_lora(lin, options.lora, b.master);
           const std::string key = "base_model.model." + lin.name;
           out.params.push_back({key + ".lora_A.weight", lin.lora->A, lin.lora->grad_A, true});
           out.params.push_back({key + ".lora_B.weight", lin.lora->B, lin.lora->grad_B, true});
         }
       }
-      *weights[size_t(p)] = Tensor();  // release the loaded dense copy
+      weight = Tensor();  // release the loaded dense copy
       if (bias) *bias = Tensor();
     }
     out.layers.push_back(std::move(layer));

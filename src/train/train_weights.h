@@ -9,6 +9,7 @@
 #include <utility>
 #include <vector>
 
+#include "core/projections.h"
 #include "lora/lora_linear.h"
 #include "model/weights.h"
 #include "optim/param.h"
@@ -16,15 +17,10 @@
 
 namespace qlora {
 
-// The projections of a block, in the order TrainLayer::linears holds them.
-enum ProjectionIndex { kProjQ, kProjK, kProjV, kProjO, kProjGate, kProjUp, kProjDown, kProjCount };
-const char* projection_name(int index);     // "q_proj", ...
-const char* projection_parent(int index);   // "self_attn" | "mlp"
-
 struct TrainLayer {
   Tensor input_norm, post_norm;            // (C) in the master dtype (f32, or f64)
   Tensor grad_input_norm, grad_post_norm;  // (C) full fine-tuning only
-  std::array<Linear, kProjCount> linears;
+  std::array<Linear, kProjCount> linears;  // core/projections.h order
 };
 
 struct TrainWeights {

@@ -24,7 +24,7 @@ std::string labelled_text(const Tokenizer& tok, const EncodedExample& e) {
   std::string out;
   bool in_run = false;
   for (size_t t = 0; t < e.ids.size(); ++t) {
-    if (e.labels[t] == kIgnoreLabel) {
+    if (e.labels[t] == kIgnoreIndex) {
       if (in_run) out += "|";
       in_run = false;
       continue;
@@ -61,13 +61,13 @@ TEST(ExampleEncoder, AlpacaMasksThePrompt) {
   EXPECT_EQ(e.ids.back(), ToyTokenizer::kEos);
   EXPECT_EQ(e.labels.back(), ToyTokenizer::kEos) << "the EOS ending the response is a label even when pad == eos";
   EXPECT_EQ(labelled_text(tok, e), "3</s>");
-  for (size_t t = 0; t + 2 < e.ids.size(); ++t) EXPECT_EQ(e.labels[t], kIgnoreLabel) << t;
+  for (size_t t = 0; t + 2 < e.ids.size(); ++t) EXPECT_EQ(e.labels[t], kIgnoreIndex) << t;
 
   EncodeOptions all;
   all.train_on_inputs = true;
   const EncodedExample f = ExampleEncoder(tok, ChatTemplate::builtin("alpaca", "<s>", "</s>"), all).encode(instruction("Add.", "1 2", "3"));
   EXPECT_EQ(f.ids, e.ids);
-  EXPECT_EQ(f.labels[0], kIgnoreLabel);  // nothing predicts BOS
+  EXPECT_EQ(f.labels[0], kIgnoreIndex);  // nothing predicts BOS
   for (size_t t = 1; t < f.ids.size(); ++t) EXPECT_EQ(f.labels[t], f.ids[t]);
 }
 

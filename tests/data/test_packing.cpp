@@ -13,7 +13,7 @@ EncodedExample make(int32_t first, size_t n) {
   EncodedExample e;
   for (size_t i = 0; i < n; ++i) {
     e.ids.push_back(first + int32_t(i));
-    e.labels.push_back(i == 0 ? kIgnoreLabel : first + int32_t(i));
+    e.labels.push_back(i == 0 ? kIgnoreIndex : first + int32_t(i));
   }
   return e;
 }
@@ -28,7 +28,7 @@ TEST(Packing, PacksInOrderWithSegmentsAndPositions) {
   EXPECT_EQ(seqs[0].ids, (std::vector<int32_t>{100, 101, 102, 200, 201, 202, 203, kPad}));
   EXPECT_EQ(seqs[0].position_ids, (std::vector<int32_t>{0, 1, 2, 0, 1, 2, 3, 0}));
   EXPECT_EQ(seqs[0].segment_ids, (std::vector<int32_t>{0, 0, 0, 1, 1, 1, 1, -1}));
-  EXPECT_EQ(seqs[0].labels, (std::vector<int32_t>{kIgnoreLabel, 101, 102, kIgnoreLabel, 201, 202, 203, kIgnoreLabel}));
+  EXPECT_EQ(seqs[0].labels, (std::vector<int32_t>{kIgnoreIndex, 101, 102, kIgnoreIndex, 201, 202, 203, kIgnoreIndex}));
   EXPECT_EQ(seqs[1].ids, (std::vector<int32_t>{300, 301, 302, 303, 304, 400, 401, kPad}));
   // No attention crosses examples; causal within one; padding attends to nothing.
   const TrainSequence& s = seqs[0];
@@ -45,14 +45,14 @@ TEST(Packing, FirstLabelOfAPackedExampleIsIgnored) {
   b.labels[0] = 20;  // train_on_inputs without BOS: the first token has a label of its own
   const auto seqs = pack_examples({a, b}, 4, 0);
   ASSERT_EQ(seqs.size(), 1u);
-  EXPECT_EQ(seqs[0].labels, (std::vector<int32_t>{kIgnoreLabel, 11, kIgnoreLabel, 21}));
+  EXPECT_EQ(seqs[0].labels, (std::vector<int32_t>{kIgnoreIndex, 11, kIgnoreIndex, 21}));
 }
 
 TEST(Packing, PaddingKeepsOneExamplePerSequence) {
   const auto seqs = pad_examples({make(1, 3), make(5, 1)}, 4, 9);
   ASSERT_EQ(seqs.size(), 2u);
   EXPECT_EQ(seqs[0].ids, (std::vector<int32_t>{1, 2, 3, 9}));
-  EXPECT_EQ(seqs[0].labels, (std::vector<int32_t>{kIgnoreLabel, 2, 3, kIgnoreLabel}));
+  EXPECT_EQ(seqs[0].labels, (std::vector<int32_t>{kIgnoreIndex, 2, 3, kIgnoreIndex}));
   EXPECT_EQ(seqs[1].segment_ids, (std::vector<int32_t>{0, -1, -1, -1}));
   EXPECT_THROW(pad_examples({make(1, 5)}, 4, 0), Error);
   EXPECT_THROW(pack_examples({make(1, 5)}, 4, 0), Error);

@@ -16,7 +16,7 @@ TrainSequence make_sequence(int k, int T) {
   for (int t = 0; t < T; ++t) {
     s.ids.push_back(100 * k + t);
     // Every third position ignored, like a prompt token.
-    s.labels.push_back(t % 3 == 0 ? kIgnoreLabel : 1000 * k + t);
+    s.labels.push_back(t % 3 == 0 ? kIgnoreIndex : 1000 * k + t);
     s.position_ids.push_back(t < 2 ? t : t - 2);  // two packed examples: positions restart at 2
     s.segment_ids.push_back(t < 2 ? 0 : (t == T - 1 ? -1 : 1));
   }
@@ -42,7 +42,7 @@ TEST(Batch, LayoutAndShiftedTargets) {
     for (int t = 0; t < T; ++t) {
       const size_t i = size_t(row * T + t);
       EXPECT_EQ(b.ids[i], s.ids[size_t(t)]) << "row " << row << " t " << t;
-      EXPECT_EQ(b.targets[i], t + 1 < T ? s.labels[size_t(t + 1)] : kIgnoreLabel) << "row " << row << " t " << t;
+      EXPECT_EQ(b.targets[i], t + 1 < T ? s.labels[size_t(t + 1)] : kIgnoreIndex) << "row " << row << " t " << t;
       EXPECT_EQ(b.position_ids[i], int64_t(s.position_ids[size_t(t)]));
       EXPECT_EQ(b.segment_ids[i], s.segment_ids[size_t(t)]);
     }
@@ -61,12 +61,12 @@ TEST(Batch, IndexListKeepsTheGivenOrder) {
   EXPECT_EQ(b.ids[4], 0);
   EXPECT_EQ(b.ids[8], 300);
   EXPECT_EQ(b.targets[1], 3002);
-  EXPECT_EQ(b.targets[3], kIgnoreLabel);
+  EXPECT_EQ(b.targets[3], kIgnoreIndex);
 }
 
 TEST(Batch, TargetCountAllIgnored) {
   TrainSequence s = make_sequence(0, 3);
-  for (auto& l : s.labels) l = kIgnoreLabel;
+  for (auto& l : s.labels) l = kIgnoreIndex;
   EXPECT_EQ(make_batch({s}, 0, 1).target_count(), 0);
 }
 

@@ -3,6 +3,7 @@
 // (errors naming key and file), validation, and parameter counts checked against published ones.
 #include <gtest/gtest.h>
 
+#include "core/projections.h"
 #include "model/config.h"
 #include "io_test_util.h"
 
@@ -21,6 +22,23 @@ json smollm2() {
     "rms_norm_eps": 1e-05, "rope_theta": 100000, "rope_scaling": null, "tie_word_embeddings": true,
     "attention_bias": false, "mlp_bias": false, "bos_token_id": 1, "eos_token_id": 2,
     "pad_token_id": 2, "torch_dtype": "bfloat16", "hidden_act": "silu"})");
+}
+
+// One projection table for every module: names, module paths, lookup and (out, in) shapes.
+TEST(Config, ProjectionTable) {
+  EXPECT_EQ(projection_list(), "q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj");
+  EXPECT_EQ(projection_path(kProjQ), "self_attn.q_proj");
+  EXPECT_EQ(projection_path(kProjO), "self_attn.o_proj");
+  EXPECT_EQ(projection_path(kProjGate), "mlp.gate_proj");
+  EXPECT_EQ(projection_index("down_proj"), kProjDown);
+  EXPECT_EQ(projection_index("lm_head"), -1);
+  EXPECT_EQ(all_projection_names().size(), size_t(kProjCount));
+  const LlamaConfig c = LlamaConfig::from_hf_json(smollm2(), "smol/config.json");
+  EXPECT_EQ(c.projection_shape(kProjQ), (std::pair<int64_t, int64_t>{576, 576}));
+  EXPECT_EQ(c.projection_shape(kProjK), (std::pair<int64_t, int64_t>{192, 576}));
+  EXPECT_EQ(c.projection_shape(kProjO), (std::pair<int64_t, int64_t>{576, 576}));
+  EXPECT_EQ(c.projection_shape(kProjUp), (std::pair<int64_t, int64_t>{1536, 576}));
+  EXPECT_EQ(c.projection_shape(kProjDown), (std::pair<int64_t, int64_t>{576, 1536}));
 }
 
 TEST(Config, ParsesSmolLM2) {

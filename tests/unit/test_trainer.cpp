@@ -106,7 +106,7 @@ class ToyModel final : public Trainable {
         const bool keep = !drop || rng.uniform() >= dropout_;  // drawn for every row: masks depend on the seed only
         x[size_t(f)] = keep ? double(xr[f]) / (drop ? 1.0 - dropout_ : 1.0) : 0.0;
       }
-      if (target == kIgnoreLabel) continue;
+      if (target == kIgnoreIndex) continue;
       double mx = -1e300;
       for (int64_t k = 0; k < V_; ++k) {
         double z = b_.data<float>()[k];
@@ -150,7 +150,7 @@ std::vector<TrainSequence> make_data(size_t n, uint64_t seed) {
     for (int64_t t = 0; t < kT; ++t) {
       const int32_t id = int32_t(rng.next_u64() % uint64_t(kV));
       s.ids.push_back(id);
-      s.labels.push_back(t == 0 ? kIgnoreLabel : id);
+      s.labels.push_back(t == 0 ? kIgnoreIndex : id);
       s.position_ids.push_back(int32_t(t));
       s.segment_ids.push_back(0);
     }
@@ -415,7 +415,7 @@ TEST(Trainer, ReportsClippingAndScheduleValues) {
 TEST(Trainer, EvaluateIsTheTokenWeightedMeanLoss) {
   const auto data = make_data(6, 41);
   auto validation = make_data(5, 42);
-  validation[3].labels.assign(kT, kIgnoreLabel);  // fewer tokens in one sequence: weights matter
+  validation[3].labels.assign(kT, kIgnoreIndex);  // fewer tokens in one sequence: weights matter
   ToyModel model(kV, kF, 3, 0.5f);
   Trainer trainer(model, data, validation, base_config());
   double loss = 0;

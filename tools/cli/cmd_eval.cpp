@@ -81,7 +81,7 @@ EvalSet load_set(const std::string& path, const EvalOptions& o, bool use_fields,
   while ((o.max_examples <= 0 || int64_t(set.examples.size()) < o.max_examples) && reader.next(e)) {
     EncodedExample enc = encoder.encode(e);
     bool any = false;
-    for (size_t t = 1; t < enc.labels.size(); ++t) any = any || enc.labels[t] != kIgnoreLabel;
+    for (size_t t = 1; t < enc.labels.size(); ++t) any = any || enc.labels[t] != kIgnoreIndex;
     if (!any) continue;  // truncated to nothing but prompt
     set.examples.push_back(e);
     set.encoded.push_back(std::move(enc));
@@ -100,7 +100,7 @@ std::pair<double, int64_t> masked_nll(const LlamaModel& model, const EncodedExam
   double sum = 0;
   int64_t count = 0;
   for (size_t t = 1; t < enc.ids.size(); ++t) {
-    if (enc.labels[t] == kIgnoreLabel) continue;
+    if (enc.labels[t] == kIgnoreIndex) continue;
     sum += token_nll(logits.data<float>() + int64_t(t - 1) * V, V, enc.labels[t]);
     ++count;
   }
@@ -111,7 +111,7 @@ std::pair<double, int64_t> masked_nll(const LlamaModel& model, const EncodedExam
 std::string answer(const LlamaModel& model, const Tokenizer& tokenizer, const EncodedExample& enc,
                    int64_t max_new_tokens) {
   size_t prompt_len = 1;
-  while (prompt_len < enc.labels.size() && enc.labels[prompt_len] == kIgnoreLabel) ++prompt_len;
+  while (prompt_len < enc.labels.size() && enc.labels[prompt_len] == kIgnoreIndex) ++prompt_len;
   const int64_t capacity = std::min<int64_t>(model.config().max_position_embeddings,
                                              int64_t(prompt_len) + max_new_tokens + 1);
   if (int64_t(prompt_len) >= capacity) return "";

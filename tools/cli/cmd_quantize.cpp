@@ -23,6 +23,7 @@
 
 #include "commands.h"
 #include "core/error.h"
+#include "io/atomic_file.h"
 #include "model/loader.h"
 #include "progress.h"
 #include "quant/bnb_format.h"
@@ -128,22 +129,20 @@ void run_quantize(const QuantizeCliOptions& o) {
   if (!c.tie_word_embeddings) dense.emplace_back("lm_head.weight", w.lm_head.to(keep));
 
   const int64_t n_layers = int64_t(w.layers.size());
-  ProgressBar bar("quantize", n_layers * 7);
+  ProgressBar bar("quantize", n_layers * kProjCount);
   int64_t done = 0;
   for (int64_t l = 0; l < n_layers; ++l) {
     const LlamaLayerWeights& L = w.layers[size_t(l)];
     const std::string p = fmt::format("model.layers.{}.", l);
     dense.emplace_back(p + "input_layernorm.weight", L.input_layernorm.to(keep));
     dense.emplace_back(p + "post_attention_layernorm.weight", L.post_attention_layernorm.to(keep));
-    if (L.q_bias.defined()) dense.emplace_back(p + "self_attn.q_proj.bias", L.q_bias.to(keep));
-    if (L.k_bias.defined()) dense.emplace_back(p + "self_attn.k_proj.bias", L.k_bias.to(keep));
-    if (L.v_bias.defined()) dense.emplace_back(p + "self_attn.v_proj.bias", L.v_bias.to(keep));
-    const std::pair<const char*, const Tensor*> linears[] = {
-        {"self_attn.q_proj", &L.q_proj}, {"self_attn.k_proj", &L.k_proj}, {"self_attn.v_proj", &L.v_proj},
-        {"self_attn.o_proj", &L.o_proj}, {"mlp.gate_proj", &L.gate_proj}, {"mlp.up_proj", &L.up_proj},
-        {"mlp.down_proj", &L.down_proj}};
-    for (const auto& [module, tensor] : linears) {
-      const std::string name = p + module + ".weight";
+    for (int proj = 0; proj < kProjCount; ++proj) {
+      const Tensor* bias = L.bias(proj);
+      if (bias && bias->defined()) dense.emplace_back(p + projection_path(proj) + ".bias", bias->to(keep));
+    }
+    for (int proj = 0; proj < kProjCount; ++proj) {
+      const Tensor* tensor = &L.projection(proj);
+      const std::string name = p + projection_path(proj) + ".weight";
       const Tensor x = tensor->to(DType::F32);
       const int64_t n = x.numel();
       std::vector<float> back(static_cast<size_t>(n));
@@ -161,7 +160,7 @@ void run_quantize(const QuantizeCliOptions& o) {
         Tensor values = Tensor::zeros(x.shape(), DType::I8);
         std::copy(q8.values.begin(), q8.values.end(), values.data<int8_t>());
         dense.emplace_back(name, values);
-        const std::string scale_name = block > 0 ? name + ".absmax" : p + module + ".SCB";
+        const std::string scale_name = block > 0 ? name + ".absmax" : p + projection_path(proj) + ".SCB";
         dense.emplace_back(scale_name, Tensor::from_vector(q8.absmax, {int64_t(q8.absmax.size())}));
       }
       const ErrorStats s = compare(x.data<float>(), back.data(), n);
@@ -183,14 +182,7 @@ void run_quantize(const QuantizeCliOptions& o) {
   write_bnb_quantized((out / "model.safetensors").string(), quantized, dense);
   nlohmann::json config = source_config(file);
   config["quantization_config"] = quantization_config(o);
-  {
-    const fs::path tmp = out / "config.json.tmp";
-    std::ofstream f(tmp);
-    f << config.dump(2) << "\n";
-    f.close();
-    if (!f) fail("quantize", "cannot write {}", tmp.string());
-    fs::rename(tmp, out / "config.json");
-  }
+  write_file_atomically((out / "config.json").string(), config.dump(2) + "\n", "quantize");
   copy_tokenizer_files(file, out);
 
   const double rmse = total_n ? std::sqrt(total_sq / double(total_n)) : 0.0;

@@ -108,9 +108,12 @@ size_t weight_memory_bytes(const LlamaWeights& weights) {
   add(weights.norm);
   add(weights.lm_head);
   for (const auto& l : weights.layers) {
-    for (const Tensor* t : {&l.input_layernorm, &l.q_proj, &l.k_proj, &l.v_proj, &l.q_bias, &l.k_bias, &l.v_bias,
-                            &l.o_proj, &l.post_attention_layernorm, &l.gate_proj, &l.up_proj, &l.down_proj})
-      add(*t);
+    add(l.input_layernorm);
+    add(l.post_attention_layernorm);
+    for (int p = 0; p < kProjCount; ++p) {
+      add(l.projection(p));
+      if (const Tensor* bias = l.bias(p)) add(*bias);
+    }
   }
   return total;
 }

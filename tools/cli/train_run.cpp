@@ -20,6 +20,7 @@
 #include "data/packing.h"
 #include "data/token_cache.h"
 #include "model/sampler.h"
+#include "io/atomic_file.h"
 #include "io/peft_adapter.h"
 #include "model/hf_export.h"
 #include "model/loader.h"
@@ -194,16 +195,7 @@ std::vector<std::string> sample_answers(const LlamaModel& model, const Tokenizer
   return out;
 }
 
-void write_atomically(const std::string& path, const std::string& text) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
-    if (!f) fail("train", "cannot write {}", tmp);
-    f << text;
-    if (!f) fail("train", "cannot write {}", tmp);
-  }
-  fs::rename(tmp, path);
-}
+void write_atomically(const std::string& path, const std::string& text) { write_file_atomically(path, text, "train"); }
 
 std::string mib(size_t bytes) { return fmt::format("{:.0f} MiB", double(bytes) / (1 << 20)); }
 

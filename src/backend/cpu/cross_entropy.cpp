@@ -15,12 +15,11 @@
 #include "backend/cpu/fast_exp.h"
 #include "backend/cpu/linear_train.h"
 #include "core/error.h"
+#include "core/ignore_index.h"
 
 namespace qlora::cpu {
 
 namespace {
-
-constexpr int32_t kIgnoreIndex = -100;  // PyTorch's CrossEntropyLoss default
 
 // Validates the arguments (before any parallel region: exceptions cannot leave one).
 void check_inputs(const Tensor& w, const int32_t* targets, int64_t N, int64_t chunk_rows) {

@@ -11,6 +11,9 @@
 
 namespace qlora::cpu {
 
+// Rows of (V) logits alive at once: 256 x 49152 f32 (SmolLM2) = 48 MiB with their gradient.
+inline constexpr int64_t kLossChunkRows = 256;
+
 struct CrossEntropyResult {
   double loss_sum = 0;   // summed over rows with a target
   int64_t count = 0;     // rows with a target
@@ -19,10 +22,10 @@ struct CrossEntropyResult {
 // Loss only (evaluation). row_losses (N) may be null; ignored rows get 0.
 template <typename T>
 CrossEntropyResult cross_entropy_forward(const T* h, const Tensor& w, const int32_t* targets, int64_t N,
-                                         T* row_losses = nullptr, int64_t chunk_rows = 256);
+                                         T* row_losses = nullptr, int64_t chunk_rows = kLossChunkRows);
 // Loss and gradients: dh (N, C) written (ignored rows get 0); dw (V, C) += (may be null: frozen head).
 template <typename T>
 CrossEntropyResult cross_entropy_forward_backward(const T* h, const Tensor& w, const int32_t* targets, int64_t N,
-                                                  T grad_scale, T* dh, T* dw, int64_t chunk_rows = 256);
+                                                  T grad_scale, T* dh, T* dw, int64_t chunk_rows = kLossChunkRows);
 
 }  // namespace qlora::cpu

@@ -1,23 +1,19 @@
 // LoRA merge into dense weights. See merge.h. Legend: N out features, K in features, R rank.
 #include "model/merge.h"
 
-#include <cblas.h>
-
 #include <map>
 
 #include "core/error.h"
+#include "lora/lora_linear.h"
 
 namespace qlora {
 namespace {
 
+// The weight of a module path ("self_attn.q_proj"), or null when a layer has no such module.
 Tensor* module_weight(LlamaLayerWeights& L, const std::string& module) {
-  static const std::map<std::string, Tensor LlamaLayerWeights::*> kMembers = {
-      {"self_attn.q_proj", &LlamaLayerWeights::q_proj},   {"self_attn.k_proj", &LlamaLayerWeights::k_proj},
-      {"self_attn.v_proj", &LlamaLayerWeights::v_proj},   {"self_attn.o_proj", &LlamaLayerWeights::o_proj},
-      {"mlp.gate_proj", &LlamaLayerWeights::gate_proj}, {"mlp.up_proj", &LlamaLayerWeights::up_proj},
-      {"mlp.down_proj", &LlamaLayerWeights::down_proj}};
-  auto it = kMembers.find(module);
-  return it == kMembers.end() ? nullptr : &(L.*(it->second));
+  for (int p = 0; p < kProjCount; ++p)
+    if (module == projection_path(p)) return &L.projection(p);
+  return nullptr;
 }
 
 }  // namespace
@@ -61,14 +57,15 @@ void merge_adapter(LlamaWeights& weights, const LlamaConfig& config, const PeftA
       fail("merge", "adapter module '{}': lora_A {} and lora_B {} do not fit the weight {} (expected A (R, {}) and "
                     "B ({}, R))",
            module_name, shape_str(A.shape()), shape_str(B.shape()), shape_str(w->shape()), K, N);
-    const DType dtype = w->dtype();
-    Tensor merged = dtype == DType::F32 ? w->clone() : w->to(DType::F32);  // (N, K)
-    const Tensor a = A.to(DType::F32), b = B.to(DType::F32);
-    // merged (N, K) += scale · B (N, R) · A (R, K)
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(N), int(K), int(R), float(scale), b.data<float>(),
-                int(R), a.data<float>(), int(K), 1.0f, merged.data<float>(), int(K));
+    Linear linear;
+    linear.name = module_name;
+    linear.out = N, linear.in = K;
+    linear.weight = *w;
+    linear.lora = std::make_unique<LoraAdapter>();
+    linear.lora->A = A, linear.lora->B = B, linear.lora->scale = scale;
+    const Tensor merged = merged_weight(linear);  // (N, K) f32, a new tensor
     // Replace (not write through): the tensor may view a read-only mapping or share storage.
-    *w = dtype == DType::F32 ? merged : merged.to(dtype);
+    *w = w->dtype() == DType::F32 ? merged : merged.to(w->dtype());
   }
 }
 

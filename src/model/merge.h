@@ -1,7 +1,8 @@
 // Merging a PEFT LoRA adapter into dense weights: W ← W + scale·B·A for every adapted projection,
-// computed in f32 whatever the weights' dtype (bf16 weights are widened, merged and rounded once;
-// a 4-bit source is already dequantized by load_model, and merging happens before any
-// re-quantization so the base is not rounded twice). Tested in tests/unit/test_merge_export.cpp
+// through the one merge of lora/lora_linear.h (merged_weight): the delta is formed in f64 and added
+// to the widened base before a single rounding to f32 (then to the weight's dtype), so the result
+// does not depend on the BLAS kernel's summation order. A 4-bit source is already dequantized by
+// load_model, and merging happens before any re-quantization so the base is not rounded twice. Tested in tests/unit/test_merge_export.cpp
 // (merged forward == unmerged TrainModel forward) and tests/e2e/test_peft_roundtrip.cpp (against
 // peft's merge_and_unload).
 #pragma once

@@ -10,7 +10,8 @@
 //       tensors are byte-identical to gguf-py's reference quantizer applied to our merged weights
 //       (checked by the script), and a fresh Q8_0 export is byte-identical to that file.
 // Regenerate: QLORA_REGENERATE_PEFT_GOLDEN=1 build/tests/test_peft_roundtrip (writes the adapter,
-// merged folder and GGUF into the source tree), then run the script.
+// merged folder and GGUF into the source tree; =exports keeps the committed adapter and rewrites
+// the merged folder and GGUFs from it), then run the script.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -39,9 +40,11 @@ const std::string kFixture = "tests/golden/fixtures/llama-gqa";
 const std::string kGolden = "tests/e2e/golden/peft_llama_gqa";
 
 // The retrained adapter vs the committed one: bit-identical on the machine that made it; other
-// BLAS kernels may sum in another order, and 3 Adam steps keep such 1-ulp differences at the
-// 1e-7 level for values of magnitude ~0.1 (lr 1e-2), so allow 1e-6.
-constexpr double kAdapterTol = 1e-6;
+// BLAS kernels sum in another order, and Adam's m/sqrt(v) turns those ulp-level gradient
+// differences into parameter differences measured at 0.9e-6 (OpenBLAS SkylakeX kernels),
+// 1.2e-6 (Cooperlake) and 1.6e-6 (Prescott, the generic fallback) after 3 steps at lr 1e-2.
+// 1e-5 = lr/1000 holds across those with room, and a wrong update (a step is ~lr) still fails.
+constexpr double kAdapterTol = 1e-5;
 // Logits vs transformers/peft (f32 both sides, C = 64, magnitudes ~1): the inference and training
 // forwards match transformers to ~1e-6 in tests/golden; 1e-5 as the brief asks.
 constexpr double kLogitTol = 1e-5;
@@ -100,10 +103,12 @@ double compare_inference(const LlamaModel& model, const nlohmann::json& g, const
 
 TEST(PeftRoundTrip, RegenerateOrRetrainAdapter) {
   const PeftAdapter ours = train_adapter();
-  if (std::getenv("QLORA_REGENERATE_PEFT_GOLDEN")) {
-    write_peft_adapter(test::source_path(kGolden + "/adapter"), ours);
+  if (const char* regenerate = std::getenv("QLORA_REGENERATE_PEFT_GOLDEN")) {
+    // "exports" keeps the committed adapter and rewrites only what is derived from it.
+    if (std::string(regenerate) != "exports") write_peft_adapter(test::source_path(kGolden + "/adapter"), ours);
+    const PeftAdapter adapter = read_peft_adapter(test::source_path(kGolden + "/adapter"));
     LlamaModelFile merged = load_model(test::source_path(kFixture));
-    merge_adapter(merged.weights, merged.config, ours);
+    merge_adapter(merged.weights, merged.config, adapter);
     export_hf_folder(merged, test::source_path(kGolden + "/merged"));
     GgufExportOptions o;
     o.type = GgmlType::F16;

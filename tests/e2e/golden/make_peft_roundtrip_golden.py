@@ -20,6 +20,7 @@ Outputs (step 2, this script):
 
 Regenerate:
   1. QLORA_REGENERATE_PEFT_GOLDEN=1 build/tests/test_peft_roundtrip
+     (=exports keeps the committed adapter and rewrites merged/ and the GGUFs from it)
   2. venv/bin/python tests/e2e/golden/make_peft_roundtrip_golden.py
 """
 import json

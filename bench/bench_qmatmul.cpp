@@ -18,7 +18,10 @@
 #include "core/error.h"
 #include "core/rng.h"
 #include "quant/nf4.h"
-#include "quant/qmatmul.h"
+#include "backend/cpu/qmatmul.h"
+
+using qlora::cpu::qmatmul_backward_input;
+using qlora::cpu::qmatmul_forward;
 
 using namespace qlora;
 

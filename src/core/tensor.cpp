@@ -33,11 +33,25 @@ std::shared_ptr<Storage> Storage::allocate(size_t bytes) {
 }
 
 std::shared_ptr<Storage> Storage::borrow(void* data, size_t bytes, std::shared_ptr<void> owner) {
+  return adopt(data, bytes, kHostDevice, std::move(owner));
+}
+
+std::shared_ptr<Storage> Storage::adopt(void* data, size_t bytes, Device device, std::shared_ptr<void> owner) {
   auto storage = std::make_shared<Storage>();
   storage->data = data;
   storage->bytes = bytes;
+  storage->device = device;
   storage->owner = std::move(owner);
   return storage;
+}
+
+std::string Device::name() const {
+  switch (kind) {
+    case DeviceKind::Cpu: return "cpu";
+    case DeviceKind::Cuda: return "cuda:" + std::to_string(index);
+    case DeviceKind::Emulated: return "emulated:" + std::to_string(index);
+  }
+  return "?";
 }
 
 Tensor::Tensor(Shape shape, DType dtype, std::shared_ptr<Storage> storage, size_t offset)
@@ -84,6 +98,7 @@ Tensor Tensor::slice_rows(int64_t begin, int64_t end) const {
 }
 
 Tensor Tensor::clone() const {
+  QLORA_ASSERT(on_host(), "clone of {}: device tensors are copied by their backend", describe());
   Tensor out = zeros(shape_, dtype_);
   std::memcpy(out.raw(), raw(), nbytes());
   return out;
@@ -91,6 +106,8 @@ Tensor Tensor::clone() const {
 
 Tensor Tensor::to(DType target) const {
   if (target == dtype_) return *this;
+  QLORA_ASSERT(on_host(), "to({}) of {}: device tensors are converted by their backend", dtype_name(target),
+               describe());
   Tensor out = zeros(shape_, target);
   const size_t n = size_t(numel());
   auto src16 = data<uint16_t>();
@@ -121,7 +138,8 @@ Tensor Tensor::to(DType target) const {
 }
 
 std::string Tensor::describe() const {
-  return std::string(dtype_name(dtype_)) + " " + shape_str(shape_);
+  std::string s = std::string(dtype_name(dtype_)) + " " + shape_str(shape_);
+  return on_host() ? s : s + " on " + device().name();
 }
 
 }  // namespace qlora

@@ -1,41 +1,57 @@
-// Llama-family inference forward on the CPU backend. Per block, for n new tokens:
-//   h = rmsnorm(x) ; q,k,v = h·Wqᵀ(+b), h·Wkᵀ(+b), h·Wvᵀ(+b) ; rope(q, k) ; append k, v to the cache
-//   x += attention(q, cache)·Woᵀ ; h = rmsnorm(x) ; x += (silu(h·Wgᵀ) * h·Wuᵀ)·Wdᵀ
-// then logits = rmsnorm(x)·Wheadᵀ. With bf16 compute every activation is rounded to bf16 where
-// torch would store a bf16 tensor; matmuls accumulate in f32.
-// An unmerged LoRA adapter adds scale·(x·Aᵀ)·Bᵀ to each adapted projection, computed in f32 as two
-// thin products (n, in)·(in, R) and (n, R)·(R, out): cheap next to the base product even at n = 1.
+// LlamaModel: construction on a backend, the public training and inference entry points, and PEFT
+// adapters applied unmerged to an inference model (each adapted projection's Linear gets a frozen
+// LoraAdapter, so the block code adds scale·(x·Aᵀ)·Bᵀ exactly as in training). The block code
+// itself is in llama_blocks.cpp.
 #include "model/llama.h"
 
-#include <array>
 #include <charconv>
 #include <cstring>
 #include <string_view>
 
-#include "backend/cpu/attention.h"
-#include "backend/cpu/linear.h"
-#include "backend/cpu/ops.h"
+#include "backend/cpu/cpu_backend.h"
 #include "core/error.h"
+#include "model/llama_engine.h"
 #include "model/rope_scaling.h"
-#include "quant/nf4.h"
-#include "quant/qmatmul.h"
 
 namespace qlora {
 
-KvCache::KvCache(const LlamaConfig& config, int64_t max_seq) : max_seq_(max_seq) {
-  for (int64_t l = 0; l < config.num_hidden_layers; ++l) {
-    k_.push_back(Tensor::zeros({max_seq, config.kv_dim()}));
-    v_.push_back(Tensor::zeros({max_seq, config.kv_dim()}));
+TrainMethod train_method_from_name(const std::string& name) {
+  if (name == "full") return TrainMethod::Full;
+  if (name == "lora") return TrainMethod::Lora;
+  if (name == "qlora") return TrainMethod::Qlora;
+  fail("train", "unknown method '{}'; expected full, lora or qlora", name);
+}
+
+std::string train_method_name(TrainMethod method) {
+  switch (method) {
+    case TrainMethod::Full: return "full";
+    case TrainMethod::Lora: return "lora";
+    case TrainMethod::Qlora: return "qlora";
   }
+  return "?";
+}
+
+ModelOptions inference_options(const ForwardOptions& forward) {
+  if (forward.compute != DType::F32 && forward.compute != DType::BF16)
+    fail("model", "compute dtype {} not supported; expected f32 or bf16", dtype_name(forward.compute));
+  ModelOptions o;
+  o.frozen = true;
+  o.method = forward.quantize.enabled ? TrainMethod::Qlora : TrainMethod::Lora;
+  o.compute = forward.compute;
+  o.quantize = forward.quantize;
+  o.backend = forward.backend;
+  return o;
+}
+
+KvCache::KvCache(const LlamaConfig& config, int64_t max_seq)
+    : max_seq_(max_seq), layers_(config.num_hidden_layers), kv_dim_(config.kv_dim()) {
+  if (max_seq < 1) fail("forward", "a KV cache needs room for at least 1 position; got {}", max_seq);
 }
 
 namespace {
 
-enum LinearIndex { kQ = kProjQ, kK = kProjK, kV = kProjV, kO = kProjO, kGate = kProjGate, kUp = kProjUp,
-                   kDown = kProjDown, kLinearCount = kProjCount };
-
 // A PEFT key "base_model.model.model.layers.{i}.{module}.lora_{A|B}.weight" split into layer,
-// linear index and which factor; throws naming the key when it is anything else.
+// projection index and which factor; throws naming the key when it is anything else.
 struct LoraKey {
   int64_t layer = -1;
   int index = -1;
@@ -49,7 +65,7 @@ LoraKey parse_lora_key(const std::string& key, int64_t n_layers) {
          key, why);
   };
   constexpr std::string_view kPrefix = "base_model.model.model.layers.";
-  if (!k.starts_with(kPrefix)) return bad("not a decoder-layer LoRA weight (only q/k/v/o/gate/up/down_proj are supported)");
+  if (!k.starts_with(kPrefix)) return bad("not a decoder-layer LoRA weight (only " + projection_list() + " are supported)");
   k.remove_prefix(kPrefix.size());
   LoraKey out;
   const auto [end, ec] = std::from_chars(k.data(), k.data() + k.size(), out.layer);
@@ -65,183 +81,181 @@ LoraKey parse_lora_key(const std::string& key, int64_t n_layers) {
   } else {
     return bad("not a lora_A/lora_B weight");
   }
-  for (int i = 0; i < kLinearCount; ++i)
+  for (int i = 0; i < kProjCount; ++i)
     if (k == projection_path(i)) out.index = i;
   if (out.index < 0) return bad(fmt::format("unknown module '{}'", k));
   return out;
 }
 
-const float* bias_or_null(const Tensor& t) { return t.defined() ? t.data<float>() : nullptr; }
-
-// Scratch buffers for n tokens (rows), sized once per forward call.
-struct Activations {
-  Tensor x, h, q, k, v, attn, proj, gate, up;
-  Activations(const LlamaConfig& c, int64_t n)
-      : x(Tensor::zeros({n, c.hidden_size})),
-        h(Tensor::zeros({n, c.hidden_size})),
-        q(Tensor::zeros({n, c.q_dim()})),
-        k(Tensor::zeros({n, c.kv_dim()})),
-        v(Tensor::zeros({n, c.kv_dim()})),
-        attn(Tensor::zeros({n, c.q_dim()})),
-        proj(Tensor::zeros({n, c.hidden_size})),
-        gate(Tensor::zeros({n, c.intermediate_size})),
-        up(Tensor::zeros({n, c.intermediate_size})) {}
-};
-
 }  // namespace
 
-LlamaModel::LlamaModel(LlamaModelFile file, ForwardOptions options)
-    : file_(std::move(file)), options_(options), rope_inv_freq_(rope_inverse_frequencies(file_.config)) {
-  if (options_.compute != DType::F32 && options_.compute != DType::BF16)
-    fail("model", "compute dtype {} not supported; expected f32 or bf16", dtype_name(options_.compute));
-  if (!options_.quantize.enabled) return;
-  const QuantizeOptions& q = options_.quantize;
-  for (LlamaLayerWeights& lw : file_.weights.layers) {
-    std::vector<QuantTensor> quantized;
-    for (int p = 0; p < kProjCount; ++p) {
-      Tensor& w = lw.projection(p);
-      quantized.push_back(quantize_4bit(w, q.type, q.block_size, q.double_quant));
-      w = Tensor();  // release the dense copy: only the 4-bit form stays resident
-    }
-    quantized_.push_back(std::move(quantized));
+LlamaModel::LlamaModel(LlamaModelFile file, ModelOptions options) : impl_(std::make_unique<Impl>()) {
+  Impl& m = *impl_;
+  if (!options.backend) options.backend = make_cpu_backend();
+  m.config = file.config;
+  m.options = options;
+  m.backend = options.backend;
+  if (options.checkpoint_every < 0)
+    fail("train", "checkpoint_every must be >= 0 (0 = off, k = recompute every k-th block); got {}",
+         options.checkpoint_every);
+  const std::vector<float> inv_freq = rope_inverse_frequencies(file.config);
+  m.inv_freq = m.backend->to_device(Tensor::from_vector(inv_freq, {int64_t(inv_freq.size())}));
+  m.w = build_model_weights(*m.backend, file.weights, file.config, options);
+  m.stats.weights = m.w.weight_bytes;
+  for (const Param& p : m.w.params) {
+    m.stats.gradients += p.grad.nbytes();
+    // Full fine-tuning in f32/f64 trains the weights in place: no separate master copy.
+    const bool in_place = options.method == TrainMethod::Full && options.compute != DType::BF16;
+    if (!in_place) m.stats.trainable += p.value.nbytes();
   }
+  m.group_of_block.assign(size_t(m.config.num_hidden_layers + 2), -1);
+  for (size_t g = 0; g < m.w.groups.size(); ++g) m.group_of_block[size_t(m.w.groups[g].block + 1)] = int(g);
+}
+
+LlamaModel::LlamaModel(LlamaModelFile file, ForwardOptions options)
+    : LlamaModel(std::move(file), inference_options(options)) {}
+
+LlamaModel::~LlamaModel() = default;
+LlamaModel::LlamaModel(LlamaModel&&) noexcept = default;
+LlamaModel& LlamaModel::operator=(LlamaModel&&) noexcept = default;
+
+LossSum LlamaModel::forward_backward(const Batch& batch, double grad_scale, uint64_t dropout_seed) {
+  return impl_->dispatch([&](auto scalar) {
+    using T = decltype(scalar);
+    return impl_->run<T>(batch, Impl::Mode::Train, grad_scale, dropout_seed, nullptr);
+  });
+}
+
+LossSum LlamaModel::evaluate(const Batch& batch) {
+  return impl_->dispatch([&](auto scalar) {
+    using T = decltype(scalar);
+    return impl_->run<T>(batch, Impl::Mode::Evaluate, 0.0, 0, nullptr);
+  });
+}
+
+Tensor LlamaModel::logits(const Batch& batch) {
+  Tensor out;
+  impl_->dispatch([&](auto scalar) {
+    using T = decltype(scalar);
+    return impl_->run<T>(batch, Impl::Mode::Logits, 0.0, 0, &out);
+  });
+  return out;
+}
+
+std::vector<Param> LlamaModel::parameters() const { return impl_->w.params; }
+const Tensor& LlamaModel::flat_parameters() const { return impl_->w.flat_values; }
+const Tensor& LlamaModel::flat_gradients() const { return impl_->w.flat_grads; }
+
+void LlamaModel::zero_grad() {
+  const Tensor& g = impl_->w.flat_grads;
+  if (g.defined()) impl_->backend->memset(g.raw(), 0, g.nbytes());
+}
+
+void LlamaModel::parameters_updated() {
+  for (auto& [master, compute] : impl_->w.refreshes)
+    impl_->backend->convert_f32_to_bf16(master.data<float>(), compute.data<uint16_t>(), master.numel());
+}
+
+MemoryStats LlamaModel::memory() const { return impl_->stats; }
+
+void LlamaModel::set_gradients_ready_hook(std::function<void(const GradientsReady&)> hook) {
+  impl_->hook = std::move(hook);
+}
+
+Tensor LlamaModel::forward(KvCache& cache, const int32_t* ids, int64_t n, bool all_logits) const {
+  return impl_->dispatch([&](auto scalar) {
+    using T = decltype(scalar);
+    return impl_->infer<T>(cache, ids, n, all_logits);
+  });
+}
+
+Tensor LlamaModel::forward_sequence(const std::vector<int32_t>& ids) const {
+  KvCache cache(impl_->config, std::max<int64_t>(1, int64_t(ids.size())));
+  return forward(cache, ids.data(), int64_t(ids.size()), true);
 }
 
 void LlamaModel::set_adapter(const PeftAdapter& adapter) {
-  const LlamaConfig& c = file_.config;
+  Impl& m = *impl_;
+  const LlamaConfig& c = m.config;
+  if (!m.options.frozen)
+    fail("adapter", "set_adapter: this model trains its own parameters (method {}); load the PEFT adapter into an "
+                    "inference model",
+         train_method_name(m.options.method));
   // Built aside and swapped in, so a bad adapter leaves the model as it was.
-  std::vector<std::vector<LoraDelta>> lora(size_t(c.num_hidden_layers), std::vector<LoraDelta>(kLinearCount));
-  std::vector<std::vector<std::array<std::string, 2>>> keys(size_t(c.num_hidden_layers),
-                                                           std::vector<std::array<std::string, 2>>(kLinearCount));
-  const float scale = float(adapter.config.scale());
+  struct Pair {
+    Tensor a, b;
+    std::string key_a, key_b;
+  };
+  std::vector<std::vector<Pair>> pairs(size_t(c.num_hidden_layers), std::vector<Pair>(kProjCount));
   for (const auto& [key, tensor] : adapter.tensors) {
     const LoraKey k = parse_lora_key(key, c.num_hidden_layers);
     const auto [out, in] = c.projection_shape(k.index);
     if (tensor.ndim() != 2 || tensor.dtype() != DType::F32)
       fail("adapter", "tensor {}: expected a 2-D f32 tensor, got {} {}", key, dtype_name(tensor.dtype()),
            shape_str(tensor.shape()));
-    LoraDelta& d = lora[size_t(k.layer)][size_t(k.index)];
+    Pair& p = pairs[size_t(k.layer)][size_t(k.index)];
     if (k.is_a) {
       if (tensor.dim(1) != in)
         fail("adapter", "tensor {}: shape {}; expected (R, {}) for this model", key, shape_str(tensor.shape()), in);
-      d.a = tensor;
+      p.a = tensor, p.key_a = key;
     } else {
       if (tensor.dim(0) != out)
         fail("adapter", "tensor {}: shape {}; expected ({}, R) for this model", key, shape_str(tensor.shape()), out);
-      d.b = tensor;
+      p.b = tensor, p.key_b = key;
     }
-    keys[size_t(k.layer)][size_t(k.index)][k.is_a ? 0 : 1] = key;
-    d.scale = scale;
   }
   bool any = false;
-  for (size_t l = 0; l < lora.size(); ++l)
-    for (size_t i = 0; i < kLinearCount; ++i) {
-      LoraDelta& d = lora[l][i];
-      if (!d.a.defined() && !d.b.defined()) continue;
-      const std::string& named = keys[l][i][d.a.defined() ? 0 : 1];
-      if (!d.a.defined() || !d.b.defined())
-        fail("adapter", "tensor {} has no {} partner", named, d.a.defined() ? "lora_B" : "lora_A");
-      if (d.a.dim(0) != d.b.dim(1))
-        fail("adapter", "tensor {}: rank {} but its lora_B has rank {}", named, d.a.dim(0), d.b.dim(1));
+  for (const auto& layer : pairs)
+    for (const Pair& p : layer) {
+      if (!p.a.defined() && !p.b.defined()) continue;
+      const std::string& named = p.a.defined() ? p.key_a : p.key_b;
+      if (!p.a.defined() || !p.b.defined())
+        fail("adapter", "tensor {} has no {} partner", named, p.a.defined() ? "lora_B" : "lora_A");
+      if (p.a.dim(0) != p.b.dim(1))
+        fail("adapter", "tensor {}: rank {} but its lora_B has rank {}", named, p.a.dim(0), p.b.dim(1));
       any = true;
     }
   if (!any) fail("adapter", "adapter holds no LoRA weights");
-  lora_ = std::move(lora);
+
+  clear_adapter();
+  const DType dtype = m.options.compute == DType::F64 ? DType::F64 : DType::F32;
+  const double scale = adapter.config.scale();
+  for (size_t l = 0; l < pairs.size(); ++l)
+    for (int p = 0; p < kProjCount; ++p) {
+      const Pair& pair = pairs[l][size_t(p)];
+      if (!pair.a.defined()) continue;
+      auto lora = std::make_unique<LoraAdapter>();
+      lora->A = m.backend->to_device(pair.a.to(dtype));
+      lora->B = m.backend->to_device(pair.b.to(dtype));
+      lora->scale = scale;  // no dropout: inference
+      m.w.layers[l].linears[size_t(p)].lora = std::move(lora);
+    }
 }
 
-void LlamaModel::clear_adapter() { lora_.clear(); }
-
-void LlamaModel::project(int64_t layer, int index, const Tensor& dense, const float* x, const float* bias, float* y,
-                         int64_t n) const {
-  if (quantized_.empty()) {
-    cpu::linear(x, dense, bias, y, n);
-  } else {
-    const QuantTensor& w = quantized_[size_t(layer)][size_t(index)];
-    qmatmul_forward(x, w, y, n);
-    cpu::add_row_bias(y, bias, n, w.shape[0]);
-  }
-  if (lora_.empty()) return;
-  const LoraDelta& d = lora_[size_t(layer)][size_t(index)];
-  if (!d.a.defined()) return;
-  const int64_t R = d.a.dim(0), in = d.a.dim(1), out = d.b.dim(0);
-  std::vector<float> t(size_t(n * R));      // (n, R) = x · Aᵀ
-  std::vector<float> delta(size_t(n * out));  // (n, out) = scale·t · Bᵀ
-  cpu::linear_f32(x, d.a.data<float>(), nullptr, t.data(), n, R, in);
-  for (float& v : t) v *= d.scale;
-  cpu::linear_f32(t.data(), d.b.data<float>(), nullptr, delta.data(), n, out, R);
-  cpu::add_inplace(y, delta.data(), n * out);
+void LlamaModel::clear_adapter() {
+  if (!impl_->options.frozen) return;  // a training model's adapters are its parameters
+  for (ModelLayer& layer : impl_->w.layers)
+    for (Linear& lin : layer.linears) lin.lora.reset();
 }
 
-Tensor LlamaModel::forward(KvCache& cache, const int32_t* ids, int64_t n, bool all_logits) const {
-  const LlamaConfig& c = file_.config;
-  const LlamaWeights& w = file_.weights;
-  const int64_t p0 = cache.size();
-  if (n <= 0) fail("forward", "no tokens to run");
-  if (p0 + n > cache.capacity())
-    fail("forward", "sequence of {} tokens exceeds the context of {}", p0 + n, cache.capacity());
-  const int64_t C = c.hidden_size, F = c.intermediate_size, D = c.head_dim;
-  const bool bf16 = options_.compute == DType::BF16;
-  auto round = [bf16](Tensor& t) {
-    if (bf16) round_to_bf16(t.data<float>(), size_t(t.numel()));
-  };
-
-  Activations a(c, n);
-  std::vector<int64_t> positions(static_cast<size_t>(n));
-  for (int64_t i = 0; i < n; ++i) positions[size_t(i)] = p0 + i;
-
-  cpu::embedding(w.embed_tokens, ids, n, a.x.data<float>());  // (n, C)
-  round(a.x);
-  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
-    const LlamaLayerWeights& lw = w.layers[size_t(l)];
-    // Attention half.
-    cpu::rmsnorm(a.x.data<float>(), lw.input_layernorm.data<float>(), a.h.data<float>(), n, C, float(c.rms_norm_eps));
-    round(a.h);
-    project(l, kQ, lw.q_proj, a.h.data<float>(), bias_or_null(lw.q_bias), a.q.data<float>(), n);  // (n, H*D)
-    project(l, kK, lw.k_proj, a.h.data<float>(), bias_or_null(lw.k_bias), a.k.data<float>(), n);  // (n, Hkv*D)
-    project(l, kV, lw.v_proj, a.h.data<float>(), bias_or_null(lw.v_bias), a.v.data<float>(), n);  // (n, Hkv*D)
-    round(a.q), round(a.k), round(a.v);
-    cpu::rope(a.q.data<float>(), positions.data(), rope_inv_freq_.data(), n, c.num_attention_heads, D);
-    cpu::rope(a.k.data<float>(), positions.data(), rope_inv_freq_.data(), n, c.num_key_value_heads, D);
-    round(a.q), round(a.k);
-    float* keys = cache.keys(l);
-    float* values = cache.values(l);
-    std::memcpy(keys + p0 * c.kv_dim(), a.k.data<float>(), size_t(n * c.kv_dim()) * 4);
-    std::memcpy(values + p0 * c.kv_dim(), a.v.data<float>(), size_t(n * c.kv_dim()) * 4);
-    cpu::attention_causal(a.q.data<float>(), keys, values, a.attn.data<float>(), n, p0, c.num_attention_heads,
-                          c.num_key_value_heads, D, c.sliding_window);
-    round(a.attn);
-    project(l, kO, lw.o_proj, a.attn.data<float>(), nullptr, a.proj.data<float>(), n);  // (n, C)
-    round(a.proj);
-    cpu::add_inplace(a.x.data<float>(), a.proj.data<float>(), n * C);
-    round(a.x);
-    // MLP half.
-    cpu::rmsnorm(a.x.data<float>(), lw.post_attention_layernorm.data<float>(), a.h.data<float>(), n, C,
-                 float(c.rms_norm_eps));
-    round(a.h);
-    project(l, kGate, lw.gate_proj, a.h.data<float>(), nullptr, a.gate.data<float>(), n);  // (n, F)
-    project(l, kUp, lw.up_proj, a.h.data<float>(), nullptr, a.up.data<float>(), n);      // (n, F)
-    round(a.gate), round(a.up);
-    cpu::swiglu(a.gate.data<float>(), a.up.data<float>(), a.gate.data<float>(), n * F);
-    round(a.gate);
-    project(l, kDown, lw.down_proj, a.gate.data<float>(), nullptr, a.proj.data<float>(), n);  // (n, C)
-    round(a.proj);
-    cpu::add_inplace(a.x.data<float>(), a.proj.data<float>(), n * C);
-    round(a.x);
-  }
-  cache.advance(n);
-
-  const int64_t rows = all_logits ? n : 1;
-  const float* last = a.x.data<float>() + (n - rows) * C;
-  cpu::rmsnorm(last, w.norm.data<float>(), a.h.data<float>(), rows, C, float(c.rms_norm_eps));
-  round(a.h);
-  Tensor logits = Tensor::zeros({rows, c.vocab_size});  // (rows, V)
-  cpu::linear(a.h.data<float>(), w.lm_head, nullptr, logits.data<float>(), rows);
-  return logits;
+bool LlamaModel::has_adapter() const {
+  if (!impl_->options.frozen) return false;
+  for (const ModelLayer& layer : impl_->w.layers)
+    for (const Linear& lin : layer.linears)
+      if (lin.lora) return true;
+  return false;
 }
 
-Tensor LlamaModel::forward_sequence(const std::vector<int32_t>& ids) const {
-  KvCache cache(file_.config, int64_t(ids.size()));
-  return forward(cache, ids.data(), int64_t(ids.size()), true);
+const LlamaConfig& LlamaModel::config() const { return impl_->config; }
+const ModelOptions& LlamaModel::options() const { return impl_->options; }
+Backend& LlamaModel::backend() const { return *impl_->backend; }
+
+std::vector<const Linear*> LlamaModel::layer_linears(int64_t layer) const {
+  if (layer < 0 || layer >= int64_t(impl_->w.layers.size()))
+    fail("train", "layer {} out of range [0, {})", layer, impl_->w.layers.size());
+  std::vector<const Linear*> out;
+  for (const Linear& lin : impl_->w.layers[size_t(layer)].linears) out.push_back(&lin);
+  return out;
 }
 
 }  // namespace qlora

@@ -1,37 +1,66 @@
-// Inference forward pass of a Llama-family model on the CPU backend: embedding, per block
-// x + attn(rmsnorm(x)) and x + mlp(rmsnorm(x)), final norm, LM head. Causal GQA attention with a
-// KV cache; f32 or bf16 compute (bf16 rounds activations between ops, accumulates in f32).
-// A PEFT LoRA adapter can be applied unmerged (set_adapter): every adapted projection adds
-// scale·(x·Aᵀ)·Bᵀ to the base product, dense or 4-bit, so one base serves with or without it.
-// Proven against transformers' logits in tests/golden/test_golden_logits.cpp; the adapter path
-// against weights merged by hand in tests/unit/test_inference_adapter.cpp.
+// LlamaModel: the one engine of qlora.cpp. A Llama-family model (Llama 2/3, Mistral, Qwen2,
+// SmolLM2) with an explicit forward and backward per block (no autograd), as llm.c writes it:
+//   block: x_mid = x + o(attn(rope(q(h1)), rope(k(h1)), v(h1))), h1 = rmsnorm(x)
+//          x_out = x_mid + down(silu(gate(h2)) * up(h2)),       h2 = rmsnorm(x_mid)
+//   head:  loss = cross_entropy(rmsnorm(x_L)·lm_headᵀ, shifted labels), fused and chunked.
+// The same block code serves training (full fine-tuning, LoRA over a dense base, QLoRA over a
+// frozen 4-bit base) and inference (generate, chat, eval, perplexity), which runs it with a KV cache
+// and keeps no activations, as llm.c samples with its training forward. Every projection is a
+// Linear (lora/lora_linear.h), the one place LoRA is applied. All memory and compute go through
+// the model's Backend.
+// Compute in f32, in bf16 (frozen weights stored bf16, activations rounded to bf16 where torch
+// would store bf16 tensors, f32 master copies and gradients), or in f64 for finite-difference
+// checks of the whole model. Gradient checkpointing: blocks l with l % checkpoint_every == 0 keep
+// only their input and recompute their activations inside the backward (same dropout seeds).
+// Legend: B batch, T sequence, N = B*T rows, C hidden, H heads, Hkv kv heads, D head dim,
+// F ffn, V vocab, L layers, R rank.
+// Tested in tests/golden/test_golden_logits.cpp (logits vs transformers), tests/grad/
+// test_model_grads.cpp (finite differences of the whole model in f64), tests/parity/
+// test_train_parity.cpp (loss, gradients and 10-step curves vs transformers + PEFT),
+// tests/unit/test_inference_adapter.cpp (adapters unmerged) and tests/unit/test_backend_seam.cpp
+// (no memory touched outside the backend).
 #pragma once
 #include <cstdint>
+#include <functional>
+#include <memory>
 #include <vector>
 
+#include "core/param.h"
 #include "core/tensor.h"
 #include "io/peft_adapter.h"
+#include "lora/lora_linear.h"
+#include "model/batch.h"
+#include "model/model_options.h"
 #include "model/weights.h"
-#include "quant/quant_tensor.h"
 
 namespace qlora {
 
-// Optional 4-bit storage of the decoder's linear weights (q/k/v/o/gate/up/down), as QLoRA keeps its
-// frozen base: quantized once at construction, the dense copies released, every product computed
-// by the fused dequant-matmul (quant/qmatmul.h). Embeddings, norms and the LM head stay dense.
-struct QuantizeOptions {
-  bool enabled = false;
-  QuantType type = QuantType::NF4;
-  int64_t block_size = 64;
-  bool double_quant = true;
+struct LossSum {
+  double loss = 0;     // summed cross-entropy over rows with a target
+  int64_t tokens = 0;  // rows with a target
+  double mean() const { return tokens ? loss / double(tokens) : 0.0; }
 };
 
-struct ForwardOptions {
-  DType compute = DType::F32;  // f32 or bf16 activations
-  QuantizeOptions quantize;
+struct MemoryStats {
+  size_t weights = 0;             // frozen and trainable weights as stored (4-bit codes + constants for QLoRA)
+  size_t trainable = 0;           // master copies of trainable params
+  size_t gradients = 0;           // gradient buffers
+  size_t activations_peak = 0;    // peak bytes of activations kept for the backward + working buffers
+  size_t activations_saved_peak = 0;  // of which: kept between forward and backward
 };
 
-// Keys and values of every layer for positions [0, size()).
+// Passed to the gradients-ready hook during a backward: the params of `block` (-1: the embedding,
+// L: the final norm and LM head) have their gradients of this micro-batch complete, in bytes
+// [offset, offset + bytes) of the flat gradient buffer (params [first_param, + param_count)).
+// Order: L (head), L-1, ..., 0, then -1 (embedding); blocks without trainable params are skipped.
+struct GradientsReady {
+  int64_t block = 0;
+  size_t first_param = 0, param_count = 0;
+  size_t offset = 0, bytes = 0;
+};
+
+// Keys and values of every layer for positions [0, size()), on the model's backend (allocated by
+// the first forward that uses the cache).
 class KvCache {
  public:
   KvCache(const LlamaConfig& config, int64_t max_seq);
@@ -40,53 +69,64 @@ class KvCache {
   void clear() { size_ = 0; }
   // Forgets positions [n, size()) so a conversation can re-run from a shared prefix.
   void truncate(int64_t n) { size_ = n < size_ ? (n < 0 ? 0 : n) : size_; }
-  float* keys(int64_t layer) { return k_[size_t(layer)].data<float>(); }    // (max_seq, Hkv*D)
-  float* values(int64_t layer) { return v_[size_t(layer)].data<float>(); }  // (max_seq, Hkv*D)
-  void advance(int64_t n) { size_ += n; }
 
  private:
-  int64_t max_seq_ = 0;
+  friend class LlamaModel;
+  int64_t max_seq_ = 0, layers_ = 0, kv_dim_ = 0;
   int64_t size_ = 0;
-  std::vector<Tensor> k_, v_;
+  std::vector<Tensor> k_, v_;  // per layer (max_seq, Hkv*D)
 };
 
 class LlamaModel {
  public:
+  LlamaModel(LlamaModelFile file, ModelOptions options);
+  // An inference model (no trainable parameters).
   explicit LlamaModel(LlamaModelFile file, ForwardOptions options = {});
-  const LlamaConfig& config() const { return file_.config; }
-  const LlamaModelFile& file() const { return file_; }
+  ~LlamaModel();
+  LlamaModel(LlamaModel&&) noexcept;
+  LlamaModel& operator=(LlamaModel&&) noexcept;
 
+  // ---- training ----
+  // Forward and backward of one micro-batch: gradients accumulate (+=) scaled by grad_scale;
+  // returns the summed (unscaled) loss.
+  LossSum forward_backward(const Batch& batch, double grad_scale, uint64_t dropout_seed);
+  LossSum evaluate(const Batch& batch);  // loss only, no dropout
+  // Logits (B*T, V) in f32 on the host for a batch (adapters applied, no dropout).
+  Tensor logits(const Batch& batch);
+  // LoRA/QLoRA: every lora_A / lora_B under PEFT's saved key names
+  // ("base_model.model.model.layers.{i}.self_attn.q_proj.lora_A.weight"); full: HF parameter names.
+  // Views of the flat buffers below, in registration order.
+  std::vector<Param> parameters() const;
+  const Tensor& flat_parameters() const;  // (n) every trainable value, undefined when frozen
+  const Tensor& flat_gradients() const;   // (n) their gradients, same layout
+  void zero_grad();
+  void parameters_updated();  // refreshes bf16 compute copies after an optimizer step
+  MemoryStats memory() const;
+  void set_gradients_ready_hook(std::function<void(const GradientsReady&)> hook);
+
+  // ---- inference ----
   // Runs `n` tokens at positions [cache.size(), cache.size() + n), appends them to the cache,
-  // and returns logits (n, V) f32 — or (1, V) for the last token when !all_logits.
+  // and returns host logits (n, V) f32, or (1, V) for the last token when !all_logits.
   Tensor forward(KvCache& cache, const int32_t* ids, int64_t n, bool all_logits) const;
-
-  // Convenience: a fresh cache, one sequence; logits (T, V).
+  // A fresh cache, one sequence; logits (T, V).
   Tensor forward_sequence(const std::vector<int32_t>& ids) const;
-
-  // Applies a LoRA adapter unmerged, replacing any previous one. Validates every key (a decoder
-  // projection q/k/v/o/gate/up/down_proj of a layer in range, A (R, in) and B (out, R) matching
-  // the base's shapes); throws Error naming the key otherwise, leaving the model unchanged.
+  // Applies a PEFT LoRA adapter unmerged (inference models only), replacing any previous one.
+  // Validates every key (a decoder projection of a layer in range, A (R, in) and B (out, R) fitting
+  // the base); throws Error naming the key otherwise, leaving the model unchanged.
   void set_adapter(const PeftAdapter& adapter);
   void clear_adapter();
-  bool has_adapter() const { return !lora_.empty(); }
+  bool has_adapter() const;
+
+  const LlamaConfig& config() const;
+  const ModelOptions& options() const;
+  Backend& backend() const;
+  // The decoder's projections of layer `layer` in core/projections.h order.
+  std::vector<const Linear*> layer_linears(int64_t layer) const;
+
+  struct Impl;
 
  private:
-  // y (n, out) = x (n, in) · Wᵀ (+ bias) for linear `index` of layer `layer`, dense or 4-bit.
-  void project(int64_t layer, int index, const Tensor& dense, const float* x, const float* bias, float* y,
-               int64_t n) const;
-
-  LlamaModelFile file_;
-  ForwardOptions options_;
-  // Per layer, the 7 linears in LinearIndex order when options_.quantize.enabled.
-  std::vector<std::vector<QuantTensor>> quantized_;
-  std::vector<float> rope_inv_freq_;  // (D/2) after rope_scaling
-  // LoRA delta of one projection: y += scale·(x·Aᵀ)·Bᵀ; `a` undefined when not adapted.
-  struct LoraDelta {
-    Tensor a;  // (R, in) f32
-    Tensor b;  // (out, R) f32
-    float scale = 0.0f;
-  };
-  std::vector<std::vector<LoraDelta>> lora_;  // per layer, 7 linears in LinearIndex order; empty: none
+  std::unique_ptr<Impl> impl_;
 };
 
 }  // namespace qlora

@@ -3,6 +3,7 @@
 
 #include <map>
 
+#include "backend/cpu/cpu_backend.h"
 #include "core/error.h"
 #include "lora/lora_linear.h"
 
@@ -21,6 +22,7 @@ Tensor* module_weight(LlamaLayerWeights& L, const std::string& module) {
 void merge_adapter(LlamaWeights& weights, const LlamaConfig& config, const PeftAdapter& adapter) {
   const std::string prefix = "base_model.model.model.layers.";
   const double scale = adapter.config.scale();
+  const std::shared_ptr<Backend> cpu = make_cpu_backend();  // the weights are host tensors
   std::map<std::string, bool> done;
   for (const auto& [key, tensor] : adapter.tensors) {
     // key: base_model.model.model.layers.{l}.{self_attn|mlp}.{x}_proj.lora_{A|B}.weight
@@ -63,7 +65,7 @@ void merge_adapter(LlamaWeights& weights, const LlamaConfig& config, const PeftA
     linear.weight = *w;
     linear.lora = std::make_unique<LoraAdapter>();
     linear.lora->A = A, linear.lora->B = B, linear.lora->scale = scale;
-    const Tensor merged = merged_weight(linear);  // (N, K) f32, a new tensor
+    const Tensor merged = merged_weight(*cpu, linear);  // (N, K) f32, a new tensor
     // Replace (not write through): the tensor may view a read-only mapping or share storage.
     *w = w->dtype() == DType::F32 ? merged : merged.to(w->dtype());
   }

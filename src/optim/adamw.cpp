@@ -8,61 +8,15 @@
 // with every Python-float scalar computed in double and rounded to f32 once, as ATen does.
 // One known difference: torch's CPU sqrt is MKL's vsSqrt, not IEEE-rounded (1 ulp off on ~1 in 6
 // elements); ours is IEEE, so p agrees with torch to ~1 ulp (2.3e-7 relative in the parity test).
-// State: "<param>.exp_avg" and "<param>.exp_avg_sq" (torch's names), walked page by page.
+// State: "<param>.exp_avg" and "<param>.exp_avg_sq" (torch's names), walked page by page; the
+// element loop is the backend's adamw_step (backend/cpu/optimizer_ops.cpp on the CPU).
 // Tested against torch in tests/parity/test_optim_parity.cpp and in tests/unit/test_optim.cpp.
 #include <cmath>
-#if defined(__AVX2__) && defined(__FMA__)
-#include <immintrin.h>
-#endif
 
 #include "optim/adamw_base.h"
 
 namespace qlora {
 namespace {
-
-struct AdamWScalars {
-  float decay_mul, w1, b2, c2, bc2_sqrt, neg_step, eps;
-};
-
-// The element loop, on n elements. Written with AVX2 intrinsics where available because GCC does
-// not vectorise std::sqrt under -fmath-errno (its default). Lanes do the scalar loop's operations;
-// the scalar tail (n % 8) may differ by an FMA contraction the compiler chooses, but tails only
-// occur at a param's end (pages and spans are multiples of 8 elements), the same for every store.
-void adamw_kernel(float* __restrict p, const float* __restrict g, float* __restrict m, float* __restrict v,
-                  int64_t n, const AdamWScalars k) {
-  int64_t j = 0;
-#if defined(__AVX2__) && defined(__FMA__)
-  const __m256 decay = _mm256_set1_ps(k.decay_mul), w1 = _mm256_set1_ps(k.w1), b2 = _mm256_set1_ps(k.b2);
-  const __m256 c2 = _mm256_set1_ps(k.c2), bc2 = _mm256_set1_ps(k.bc2_sqrt), step = _mm256_set1_ps(k.neg_step);
-  const __m256 eps = _mm256_set1_ps(k.eps);
-  for (; j + 8 <= n; j += 8) {
-    const __m256 x = _mm256_mul_ps(_mm256_loadu_ps(p + j), decay);
-    const __m256 gj = _mm256_loadu_ps(g + j), m0 = _mm256_loadu_ps(m + j);
-    const __m256 mj = _mm256_fmadd_ps(w1, _mm256_sub_ps(gj, m0), m0);
-    __m256 vj = _mm256_mul_ps(_mm256_loadu_ps(v + j), b2);
-    vj = _mm256_add_ps(vj, _mm256_mul_ps(_mm256_mul_ps(c2, gj), gj));
-    const __m256 denom = _mm256_add_ps(_mm256_div_ps(_mm256_sqrt_ps(vj), bc2), eps);
-    _mm256_storeu_ps(p + j, _mm256_add_ps(x, _mm256_div_ps(_mm256_mul_ps(step, mj), denom)));
-    _mm256_storeu_ps(m + j, mj);
-    _mm256_storeu_ps(v + j, vj);
-  }
-#endif
-  for (; j < n; ++j) {
-    const float x = p[j] * k.decay_mul;  // x * 1.0f is exact: params without decay pass 1
-    const float gj = g[j];
-    const float mj = std::fma(k.w1, gj - m[j], m[j]);
-    float vj = v[j] * k.b2;
-    vj = vj + k.c2 * gj * gj;
-    const float denom = std::sqrt(vj) / k.bc2_sqrt + k.eps;
-    p[j] = x + k.neg_step * mj / denom;
-    m[j] = mj;
-    v[j] = vj;
-  }
-}
-
-// Elements per OpenMP work item.
-constexpr int64_t kKernelSpan = 8192;
-
 
 class AdamW final : public AdamWBase {
  public:
@@ -101,19 +55,12 @@ class AdamW final : public AdamWBase {
       for_each_chunk(n, chunk, [&](int64_t lo, int64_t hi) {
         const int64_t len = hi - lo;
         const size_t off = size_t(lo) * sizeof(float), bytes = size_t(len) * sizeof(float);
-        float* m = reinterpret_cast<float*>(store_->map(state_[i].m, off, bytes));
-        float* v = reinterpret_cast<float*>(store_->map(state_[i].v, off, bytes));
-        float* pv = value + lo;
-        const float* g = grad + lo;
+        float* m = reinterpret_cast<float*>(acquire(state_[i].m, off, bytes, 0));
+        float* v = reinterpret_cast<float*>(acquire(state_[i].v, off, bytes, 1));
         const AdamWScalars k{decay_mul, w1, b2, c2, bc2_sqrt, neg_step, eps};
-        const int64_t spans = (len + kKernelSpan - 1) / kKernelSpan;
-#pragma omp parallel for if (len >= kOptimOmpMinElements) schedule(static)
-        for (int64_t c = 0; c < spans; ++c) {
-          const int64_t e0 = c * kKernelSpan, e1 = std::min(len, e0 + kKernelSpan);
-          adamw_kernel(pv + e0, g + e0, m + e0, v + e0, e1 - e0, k);
-        }
-        store_->unmap(state_[i].m, off, bytes);
-        store_->unmap(state_[i].v, off, bytes);
+        backend_->adamw_step(value + lo, grad + lo, m, v, len, k);
+        release(state_[i].m, off, bytes, 0);
+        release(state_[i].v, off, bytes, 1);
       });
     }
   }
@@ -127,8 +74,9 @@ class AdamW final : public AdamWBase {
 
 }  // namespace
 
-std::unique_ptr<Optimizer> make_adamw_f32(const AdamWConfig& config, std::unique_ptr<StateStore> store) {
-  return std::make_unique<AdamW>(config, std::move(store));
+std::unique_ptr<Optimizer> make_adamw_f32(const AdamWConfig& config, std::unique_ptr<StateStore> store,
+                                          std::shared_ptr<Backend> backend) {
+  return std::make_unique<AdamW>(config, std::move(store), std::move(backend));
 }
 
 }  // namespace qlora

@@ -1,25 +1,26 @@
 // Internal to src/optim: what AdamW and AdamW8bit share. Param validation (the same names, shapes
 // and order on every step), the step counter, state buffers in a StateStore with their checkpoint
-// keys, dtypes and shapes, state_dict / load_state_dict over those buffers, and the page walk.
+// keys, dtypes and shapes, state_dict / load_state_dict over those buffers, the page walk, and the
+// staging of state pages onto the backend's device (the CPU backend reads the mapped pages
+// directly; a device backend gets each page copied in before its kernel and back after).
 // Tested through the optimizers in tests/unit/test_optim.cpp and tests/parity/test_optim_parity.cpp.
 #pragma once
 #include <algorithm>
+#include <array>
 #include <cstdint>
 #include <map>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "backend/backend.h"
 #include "optim/optimizer.h"
 
 namespace qlora {
 
-// Elements below this run single-threaded (an OpenMP fork costs more than the update).
-inline constexpr int64_t kOptimOmpMinElements = 1 << 14;
-
 class AdamWBase : public Optimizer {
  public:
-  AdamWBase(const AdamWConfig& config, std::unique_ptr<StateStore> store);
+  AdamWBase(const AdamWConfig& config, std::unique_ptr<StateStore> store, std::shared_ptr<Backend> backend);
 
   void step(const std::vector<Param>& params, double lr) final;
   int64_t steps_taken() const final { return step_; }
@@ -49,8 +50,15 @@ class AdamWBase : public Optimizer {
     for (int64_t b = 0; b < n; b += chunk) fn(b, std::min(n, b + chunk));
   }
 
+  // A pointer the backend's kernels can use for bytes [offset, offset + bytes) of state buffer
+  // `handle`; `slot` (0..3) names one of the ranges used at once. release() ends the use, copying a
+  // staged page back to the store.
+  uint8_t* acquire(size_t handle, size_t offset, size_t bytes, int slot);
+  void release(size_t handle, size_t offset, size_t bytes, int slot);
+
   AdamWConfig config_;
   std::unique_ptr<StateStore> store_;
+  std::shared_ptr<Backend> backend_;
 
  private:
   struct Buffer {
@@ -68,9 +76,13 @@ class AdamWBase : public Optimizer {
   std::vector<Shape> shapes_;
   std::vector<Buffer> buffers_;
   std::map<std::string, Tensor> pending_;  // loaded before the state existed
+  std::array<Tensor, 4> staging_;          // device copies of state pages (non-host backends)
+  std::array<uint8_t*, 4> mapped_{};       // the host pages behind them
 };
 
-std::unique_ptr<Optimizer> make_adamw_f32(const AdamWConfig& config, std::unique_ptr<StateStore> store);
-std::unique_ptr<Optimizer> make_adamw_8bit(const AdamWConfig& config, std::unique_ptr<StateStore> store);
+std::unique_ptr<Optimizer> make_adamw_f32(const AdamWConfig& config, std::unique_ptr<StateStore> store,
+                                          std::shared_ptr<Backend> backend);
+std::unique_ptr<Optimizer> make_adamw_8bit(const AdamWConfig& config, std::unique_ptr<StateStore> store,
+                                           std::shared_ptr<Backend> backend);
 
 }  // namespace qlora

@@ -4,6 +4,7 @@
 #include <cstring>
 #include <set>
 
+#include "backend/cpu/cpu_backend.h"
 #include "core/error.h"
 #include "optim/adamw_base.h"
 
@@ -25,22 +26,38 @@ std::string optimizer_kind_name(OptimizerKind kind) {
 }
 
 std::unique_ptr<Optimizer> make_optimizer(OptimizerKind kind, const AdamWConfig& config,
-                                          std::unique_ptr<StateStore> store) {
+                                          std::unique_ptr<StateStore> store, std::shared_ptr<Backend> backend) {
   if (!store) store = make_heap_state_store();
+  if (!backend) backend = make_cpu_backend();
   if (!(config.beta1 >= 0 && config.beta1 < 1) || !(config.beta2 >= 0 && config.beta2 < 1))
     fail("optim", "betas must be in [0, 1); got ({}, {})", config.beta1, config.beta2);
   if (!(config.eps >= 0) || !(config.weight_decay >= 0))
     fail("optim", "eps and weight_decay must be >= 0; got eps {}, weight_decay {}", config.eps, config.weight_decay);
   switch (kind) {
-    case OptimizerKind::AdamW: return make_adamw_f32(config, std::move(store));
-    case OptimizerKind::AdamW8bit: return make_adamw_8bit(config, std::move(store));
+    case OptimizerKind::AdamW: return make_adamw_f32(config, std::move(store), std::move(backend));
+    case OptimizerKind::AdamW8bit: return make_adamw_8bit(config, std::move(store), std::move(backend));
   }
   QLORA_ASSERT(false, "bad OptimizerKind {}", int(kind));
   return nullptr;
 }
 
-AdamWBase::AdamWBase(const AdamWConfig& config, std::unique_ptr<StateStore> store)
-    : config_(config), store_(std::move(store)) {}
+AdamWBase::AdamWBase(const AdamWConfig& config, std::unique_ptr<StateStore> store, std::shared_ptr<Backend> backend)
+    : config_(config), store_(std::move(store)), backend_(std::move(backend)) {}
+
+uint8_t* AdamWBase::acquire(size_t handle, size_t offset, size_t bytes, int slot) {
+  uint8_t* host = store_->map(handle, offset, bytes);
+  if (backend_->device().host_accessible()) return host;
+  Tensor& stage = staging_[size_t(slot)];
+  if (!stage.defined() || stage.nbytes() < bytes) stage = backend_->zeros({int64_t(bytes)}, DType::U8);
+  backend_->copy_from_host(stage.raw(), host, bytes);
+  mapped_[size_t(slot)] = host;
+  return stage.data<uint8_t>();
+}
+
+void AdamWBase::release(size_t handle, size_t offset, size_t bytes, int slot) {
+  if (!backend_->device().host_accessible()) backend_->copy_to_host(mapped_[size_t(slot)], staging_[size_t(slot)].raw(), bytes);
+  store_->unmap(handle, offset, bytes);
+}
 
 void AdamWBase::check_params(const std::vector<Param>& params) const {
   if (has_state_ && params.size() != names_.size())
@@ -54,6 +71,9 @@ void AdamWBase::check_params(const std::vector<Param>& params) const {
     if (p.value.dtype() != DType::F32 || p.grad.dtype() != DType::F32)
       fail("optim", "param '{}': optimizers take f32 values and grads; got {} and {}", p.name,
            p.value.describe(), p.grad.describe());
+    if (p.value.device() != backend_->device() || p.grad.device() != backend_->device())
+      fail("optim", "param '{}' lives on {}; the optimizer runs on {}", p.name, p.value.device().name(),
+           backend_->device().name());
     if (p.value.shape() != p.grad.shape())
       fail("optim", "param '{}': grad shape {} differs from value shape {}", p.name, shape_str(p.grad.shape()),
            shape_str(p.value.shape()));

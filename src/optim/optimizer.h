@@ -11,8 +11,9 @@
 #include <string>
 #include <vector>
 
+#include "backend/backend.h"
 #include "core/tensor.h"
-#include "optim/param.h"
+#include "core/param.h"
 #include "optim/state_store.h"
 
 namespace qlora {
@@ -41,7 +42,9 @@ class Optimizer {
   virtual void load_state_dict(const std::map<std::string, Tensor>& state) = 0;
 };
 
+// Params live on `backend`'s device (null: a CPU backend, params on the host); its kernels run
+// the update.
 std::unique_ptr<Optimizer> make_optimizer(OptimizerKind kind, const AdamWConfig& config,
-                                          std::unique_ptr<StateStore> store);
+                                          std::unique_ptr<StateStore> store, std::shared_ptr<Backend> backend = nullptr);
 
 }  // namespace qlora

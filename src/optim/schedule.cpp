@@ -5,7 +5,7 @@
 #include <numbers>
 
 #include "core/error.h"
-#include "optim/adamw_base.h"
+#include "backend/cpu/cpu_backend.h"
 #include "optim/schedule.h"
 
 namespace qlora {
@@ -47,54 +47,53 @@ double Schedule::lr_at(int64_t step) const {
 
 namespace {
 
-void check_grad(const Param& p) {
+void check_grad(const Param& p, const Backend& backend) {
   if (!p.grad.defined() || p.grad.dtype() != DType::F32)
     fail("optim", "param '{}' needs an f32 grad; got {}", p.name, p.grad.defined() ? p.grad.describe() : "none");
+  if (p.grad.device() != backend.device())
+    fail("optim", "param '{}': its grad lives on {}, the reduction runs on {}", p.name, p.grad.device().name(),
+         backend.device().name());
+}
+
+// The given backend, or a CPU one for host params.
+Backend& backend_or_cpu(Backend* backend, std::shared_ptr<Backend>& holder) {
+  if (backend) return *backend;
+  holder = make_cpu_backend();
+  return *holder;
 }
 
 }  // namespace
 
-double grad_norm(const std::vector<Param>& params) {
+double grad_norm(const std::vector<Param>& params, Backend* backend) {
+  std::shared_ptr<Backend> holder;
+  Backend& be = backend_or_cpu(backend, holder);
   double sum = 0.0;
   for (const Param& p : params) {
-    check_grad(p);
-    const float* g = p.grad.data<float>();
-    const int64_t n = p.grad.numel();
-    double s = 0.0;
-#pragma omp parallel for reduction(+ : s) if (n >= kOptimOmpMinElements) schedule(static)
-    for (int64_t i = 0; i < n; ++i) s += double(g[i]) * double(g[i]);
-    sum += s;
+    check_grad(p, be);
+    sum += be.sum_squares(p.grad.data<float>(), p.grad.numel());
   }
   return std::sqrt(sum);
 }
 
-bool grads_finite(const std::vector<Param>& params) {
+bool grads_finite(const std::vector<Param>& params, Backend* backend) {
+  std::shared_ptr<Backend> holder;
+  Backend& be = backend_or_cpu(backend, holder);
   for (const Param& p : params) {
-    check_grad(p);
-    const float* g = p.grad.data<float>();
-    const int64_t n = p.grad.numel();
-    int bad = 0;
-    // g - g is 0 for finite g and NaN for NaN/Inf: one branch-free test that vectorises.
-#pragma omp parallel for reduction(| : bad) if (n >= kOptimOmpMinElements) schedule(static)
-    for (int64_t i = 0; i < n; ++i) bad |= !(g[i] - g[i] == 0.0f);
-    if (bad) return false;
+    check_grad(p, be);
+    if (!be.all_finite(p.grad.data<float>(), p.grad.numel())) return false;
   }
   return true;
 }
 
-double clip_grad_norm(const std::vector<Param>& params, double max_norm) {
-  const double norm = grad_norm(params);
+double clip_grad_norm(const std::vector<Param>& params, double max_norm, Backend* backend) {
+  std::shared_ptr<Backend> holder;
+  Backend& be = backend_or_cpu(backend, holder);
+  const double norm = grad_norm(params, &be);
   if (max_norm <= 0.0) return norm;
   // torch: clip_coef = max_norm / (total_norm + 1e-6), clamped to 1.0, then grads.mul_(clip_coef).
   const double coef = max_norm / (norm + 1e-6);
   if (!(coef < 1.0)) return norm;  // a NaN norm leaves the grads alone (grads_finite reports it)
-  const float c = float(coef);
-  for (const Param& p : params) {
-    float* g = p.grad.data<float>();
-    const int64_t n = p.grad.numel();
-#pragma omp parallel for if (n >= kOptimOmpMinElements) schedule(static)
-    for (int64_t i = 0; i < n; ++i) g[i] *= c;
-  }
+  for (const Param& p : params) be.scale(p.grad.data<float>(), p.grad.numel(), float(coef));
   return norm;
 }
 

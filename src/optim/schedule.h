@@ -7,7 +7,8 @@
 #include <string>
 #include <vector>
 
-#include "optim/param.h"
+#include "backend/backend.h"
+#include "core/param.h"
 
 namespace qlora {
 
@@ -25,11 +26,12 @@ struct Schedule {
 };
 
 // The global L2 norm of all grads (computed in double), as torch returns it.
-double grad_norm(const std::vector<Param>& params);
+// The reductions run on `backend` (the params' device); without one, on a CPU backend (host params).
+double grad_norm(const std::vector<Param>& params, Backend* backend = nullptr);
 // Whether every gradient element is finite.
-bool grads_finite(const std::vector<Param>& params);
+bool grads_finite(const std::vector<Param>& params, Backend* backend = nullptr);
 // Scales grads by max_norm / (norm + 1e-6) when that is < 1 (torch's rule). Returns the pre-clip
 // norm. max_norm <= 0 disables clipping (the norm is still returned).
-double clip_grad_norm(const std::vector<Param>& params, double max_norm);
+double clip_grad_norm(const std::vector<Param>& params, double max_norm, Backend* backend = nullptr);
 
 }  // namespace qlora

@@ -46,10 +46,8 @@ Tensor get_checked(const SafetensorsFile& file, const std::string& key, DType dt
   return t;
 }
 
-std::vector<float> to_floats(const Tensor& t) {
-  const float* p = t.data<float>();
-  return std::vector<float>(p, p + t.numel());
-}
+// An owned 1-D copy (the file's tensor may view a mapping the QuantTensor must not keep alive).
+Tensor owned_1d(const Tensor& t) { return t.clone().reshape({t.numel()}); }
 
 template <size_t N>
 void check_code(const SafetensorsFile& file, const std::string& key, const Tensor& t,
@@ -140,17 +138,18 @@ BnbWeight read_bnb_4bit(const SafetensorsFile& file, const std::string& name) {
 
   const int64_t n_blocks = q.n_blocks();
   const Tensor packed = get_checked(file, name, DType::U8, (q.numel() + 1) / 2);
-  q.codes.assign(packed.data<uint8_t>(), packed.data<uint8_t>() + packed.numel());
+  q.codes = owned_1d(packed);
   check_code(file, name + ".quant_map", get_checked(file, name + ".quant_map", DType::F32, 16), code_4bit(q.type));
+  q.code = code_4bit_tensor(q.type);
   if (q.double_quant) {
-    const Tensor codes = get_checked(file, name + ".absmax", DType::U8, n_blocks);
-    q.absmax_codes.assign(codes.data<uint8_t>(), codes.data<uint8_t>() + n_blocks);
+    q.absmax_codes = owned_1d(get_checked(file, name + ".absmax", DType::U8, n_blocks));
     const int64_t n_nested = (n_blocks + q.nested_block_size - 1) / q.nested_block_size;
-    q.nested_absmax = to_floats(get_checked(file, name + ".nested_absmax", DType::F32, n_nested));
+    q.nested_absmax = owned_1d(get_checked(file, name + ".nested_absmax", DType::F32, n_nested));
     check_code(file, name + ".nested_quant_map", get_checked(file, name + ".nested_quant_map", DType::F32, 256),
                kDynamicCode);
+    q.nested_code = dynamic_code_tensor();
   } else {
-    q.absmax = to_floats(get_checked(file, name + ".absmax", DType::F32, n_blocks));
+    q.absmax = owned_1d(get_checked(file, name + ".absmax", DType::F32, n_blocks));
   }
   return w;
 }
@@ -175,20 +174,16 @@ std::string bnb_quant_state_json(const QuantTensor& q, const std::string& dtype)
 
 std::vector<std::pair<std::string, Tensor>> bnb_4bit_tensors(const std::string& name, const BnbWeight& w) {
   const QuantTensor& q = w.q;
-  if (int64_t(q.codes.size()) != (q.numel() + 1) / 2)
-    fail("bnb", "{}: {} codes for shape {}; expected {}", name, q.codes.size(), shape_str(q.shape),
-         (q.numel() + 1) / 2);
+  if (!q.codes.defined() || q.codes.numel() != (q.numel() + 1) / 2)
+    fail("bnb", "{}: {} codes for shape {}; expected {}", name, q.codes.defined() ? q.codes.numel() : 0,
+         shape_str(q.shape), (q.numel() + 1) / 2);
+  if (!q.on_host()) fail("bnb", "{}: the 4-bit weight lives on {}; copy it to the host first", name, q.device().name());
   std::vector<std::pair<std::string, Tensor>> out;
-  out.emplace_back(name, bytes_tensor(q.codes.data(), q.codes.size(), DType::U8, {int64_t(q.codes.size()), 1}));
-  if (q.double_quant) {
-    out.emplace_back(name + ".absmax", bytes_tensor(q.absmax_codes.data(), q.absmax_codes.size(), DType::U8,
-                                                    {int64_t(q.absmax_codes.size())}));
-  } else {
-    out.emplace_back(name + ".absmax", f32_tensor(q.absmax.data(), q.absmax.size()));
-  }
+  out.emplace_back(name, q.codes.reshape({q.codes.numel(), 1}));
+  out.emplace_back(name + ".absmax", q.double_quant ? q.absmax_codes : q.absmax);
   out.emplace_back(name + ".quant_map", f32_tensor(code_4bit(q.type).data(), 16));
   if (q.double_quant) {
-    out.emplace_back(name + ".nested_absmax", f32_tensor(q.nested_absmax.data(), q.nested_absmax.size()));
+    out.emplace_back(name + ".nested_absmax", q.nested_absmax);
     out.emplace_back(name + ".nested_quant_map", f32_tensor(kDynamicCode.data(), 256));
   }
   const std::string json = bnb_quant_state_json(q, w.dtype);

@@ -21,7 +21,7 @@
 
 #include "core/tensor.h"
 #include "io/safetensors.h"
-#include "quant/quant_tensor.h"
+#include "core/quant_tensor.h"
 
 namespace qlora {
 

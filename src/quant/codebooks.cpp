@@ -5,6 +5,9 @@
 #include "quant/codebooks.h"
 
 #include <algorithm>
+#include <cmath>
+#include <memory>
+#include <vector>
 
 #include "core/error.h"
 
@@ -147,6 +150,34 @@ const CodeBounds<16>& bounds_4bit(QuantType type) {
 const CodeBounds<256>& bounds_dynamic() {
   static const CodeBounds<256> b = make_bounds_dynamic();
   return b;
+}
+
+const std::array<uint8_t, 65536>& bnb_cpu_lut() {
+  // bitsandbytes csrc/cpu_ops.cpp build_quantize_lut: for each of 65536 points spread over [-1, 1],
+  // the first sorted code whose upper midpoint is not below the point.
+  static const auto lut = [] {
+    constexpr int kLutSize = 65536;
+    auto t = std::make_unique<std::array<uint8_t, kLutSize>>();
+    float mid[255];
+    for (int i = 0; i < 255; ++i) mid[i] = 0.5f * (kDynamicCode[i] + kDynamicCode[i + 1]);
+    int c = 0;
+    for (int i = 0; i < kLutSize; ++i) {
+      const float val = -1.0f + (2.0f * float(i)) / float(kLutSize - 1);
+      while (c < 255 && mid[c] < val) ++c;
+      (*t)[size_t(i)] = uint8_t(c);
+    }
+    return t;
+  }();
+  return *lut;
+}
+
+Tensor code_4bit_tensor(QuantType type) {
+  const std::array<float, 16>& code = code_4bit(type);
+  return Tensor::from_vector(std::vector<float>(code.begin(), code.end()), {16});
+}
+
+Tensor dynamic_code_tensor() {
+  return Tensor::from_vector(std::vector<float>(kDynamicCode.begin(), kDynamicCode.end()), {256});
 }
 
 }  // namespace qlora

@@ -8,7 +8,8 @@
 #include <array>
 #include <cstdint>
 
-#include "quant/quant_tensor.h"
+#include "backend/cpu/quantize.h"
+#include "core/quant_tensor.h"
 
 namespace qlora {
 
@@ -19,25 +20,21 @@ extern const std::array<float, 16> kInt4Code;      // (i - 8) / 7: absmax int4; 
 
 const std::array<float, 16>& code_4bit(QuantType type);
 
-// Sorted-code midpoints and the code index of each sorted position.
-template <int N>
-struct CodeBounds {
-  std::array<float, N - 1> bounds{};
-  std::array<uint8_t, N> order{};
+// bitsandbytes.functional.create_dynamic_map(signed, max_exponent_bits=7, total_bits=8), derived
+// the way it derives it (torch.linspace in f32, midpoints, f32 scaling by 10^-k, sorted). The
+// signed map is kDynamicCode; the unsigned one holds 8-bit AdamW's second moment.
+std::array<float, 256> create_dynamic_map(bool is_signed);
+const std::array<float, 256>& dynamic_map_unsigned();  // create_dynamic_map(false), cached
 
-  // The code index for a scaled value (finite, in [-1, 1]).
-  uint8_t encode(float v) const {
-    int lo = 0, hi = N - 1;  // first bound >= v, by binary search over [lo, hi)
-    while (lo < hi) {
-      int mid = (lo + hi) / 2;
-      if (bounds[mid] < v) lo = mid + 1;
-      else hi = mid;
-    }
-    return order[lo];
-  }
-};
-
+// The rounding tables (sorted-code midpoints, backend/cpu/quantize.h's CodeBounds).
+using cpu::CodeBounds;
 const CodeBounds<16>& bounds_4bit(QuantType type);
 const CodeBounds<256>& bounds_dynamic();
+// bitsandbytes' CPU lookup table for 8-bit codes (Rounding8::BnbCpuLut, double_quant.h).
+const std::array<uint8_t, 65536>& bnb_cpu_lut();
+
+// The code tables as host tensors: a QuantTensor's `code` (16) and `nested_code` (256).
+Tensor code_4bit_tensor(QuantType type);
+Tensor dynamic_code_tensor();
 
 }  // namespace qlora

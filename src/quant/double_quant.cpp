@@ -5,69 +5,17 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
-#include <memory>
 
 #include "core/error.h"
 #include "quant/codebooks.h"
 
 namespace qlora {
-namespace {
-
-constexpr int kLutSize = 65536;
-
-// bitsandbytes csrc/cpu_ops.cpp build_quantize_lut: for each of 65536 points spread over [-1, 1],
-// the first sorted code whose upper midpoint is not below the point.
-const std::array<uint8_t, kLutSize>& bnb_cpu_lut() {
-  static const auto lut = [] {
-    auto t = std::make_unique<std::array<uint8_t, kLutSize>>();
-    float mid[255];
-    for (int i = 0; i < 255; ++i) mid[i] = 0.5f * (kDynamicCode[i] + kDynamicCode[i + 1]);
-    int c = 0;
-    for (int i = 0; i < kLutSize; ++i) {
-      float val = -1.0f + (2.0f * float(i)) / float(kLutSize - 1);
-      while (c < 255 && mid[c] < val) ++c;
-      (*t)[i] = uint8_t(c);
-    }
-    return t;
-  }();
-  return *lut;
-}
-
-uint8_t bnb_cpu_lut_encode(float v) {
-  v = std::clamp(v, -1.0f, 1.0f);
-  auto idx = static_cast<uint16_t>((v + 1.0f) * 0.5f * float(kLutSize - 1) + 0.5f);
-  return bnb_cpu_lut()[idx];
-}
-
-}  // namespace
 
 void quantize_blockwise_8bit(const float* x, int64_t n, int64_t block_size, uint8_t* codes, float* absmax,
                              Rounding8 rounding) {
   if (block_size <= 0) fail("quant", "quantize_blockwise_8bit: block size must be positive, got {}", block_size);
-  const CodeBounds<256>& bounds = bounds_dynamic();
-  const int64_t n_blocks = (n + block_size - 1) / block_size;
-#pragma omp parallel for schedule(static)
-  for (int64_t b = 0; b < n_blocks; ++b) {
-    const int64_t begin = b * block_size, end = std::min(n, begin + block_size);
-    float am = 0.0f;
-    for (int64_t i = begin; i < end; ++i) am = std::max(am, std::fabs(x[i]));
-    absmax[b] = am;
-    if (rounding == Rounding8::BnbCpuLut) {
-      // cpu_ops.cpp quantize_cpu_impl: a zero block writes code 0; otherwise v * (1 / absmax).
-      const float inv = am == 0.0f ? 0.0f : 1.0f / am;
-      for (int64_t i = begin; i < end; ++i) codes[i] = am == 0.0f ? 0 : bnb_cpu_lut_encode(x[i] * inv);
-    } else {
-      // backends/default/ops.py: clamp(v * (1 / max(absmax, 1e-38)), -1, 1) for whole blocks,
-      // v / max(absmax, 1e-38) for the last partial block; then bucketize against midpoints.
-      const float am_safe = std::max(am, 1e-38f);
-      const bool partial = end - begin < block_size;
-      const float inv = 1.0f / am_safe;
-      for (int64_t i = begin; i < end; ++i) {
-        float v = partial ? x[i] / am_safe : x[i] * inv;
-        codes[i] = bounds.encode(std::clamp(v, -1.0f, 1.0f));
-      }
-    }
-  }
+  cpu::quantize_blocks_8bit(x, n, block_size, bounds_dynamic(), rounding == Rounding8::BnbCpuLut ? &bnb_cpu_lut() : nullptr,
+                            codes, absmax);
 }
 
 void dequantize_blockwise_8bit(const uint8_t* codes, const float* absmax, int64_t n, int64_t block_size,

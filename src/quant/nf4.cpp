@@ -1,11 +1,8 @@
 // NF4 / FP4 block-wise quantization, following bitsandbytes' quantize_4bit (backends/default/ops.py,
-// the path bitsandbytes takes on CPU) and dequantize_4bit. See nf4.h.
+// the path bitsandbytes takes on CPU) and dequantize_4bit: validation, layout and double
+// quantization here; the block loops are backend/cpu/quantize.h's kernels. See nf4.h.
 #include "quant/nf4.h"
 
-#include <immintrin.h>
-
-#include <algorithm>
-#include <array>
 #include <cmath>
 
 #include "core/error.h"
@@ -31,46 +28,17 @@ void check_finite(const float* x, int64_t n) {
 
 void check_layout(const QuantTensor& q) {
   const int64_t n = q.numel();
-  if (int64_t(q.codes.size()) != (n + 1) / 2)
-    fail("quant", "dequantize_4bit: {} holds {} code bytes; expected {}", shape_str(q.shape), q.codes.size(),
-         (n + 1) / 2);
-  const size_t consts = q.double_quant ? q.absmax_codes.size() : q.absmax.size();
-  if (int64_t(consts) != q.n_blocks())
+  if (!q.on_host())
+    fail("quant", "dequantize_4bit: {} lives on {}; dequantize it through its backend", shape_str(q.shape),
+         q.device().name());
+  if (!q.codes.defined() || q.codes.numel() != (n + 1) / 2)
+    fail("quant", "dequantize_4bit: {} holds {} code bytes; expected {}", shape_str(q.shape),
+         q.codes.defined() ? q.codes.numel() : 0, (n + 1) / 2);
+  const Tensor& consts = q.double_quant ? q.absmax_codes : q.absmax;
+  if (!consts.defined() || consts.numel() != q.n_blocks())
     fail("quant", "dequantize_4bit: {} with block {} needs {} absmax values; got {}", shape_str(q.shape),
-         q.block_size, q.n_blocks(), consts);
+         q.block_size, q.n_blocks(), consts.defined() ? consts.numel() : 0);
 }
-
-#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
-constexpr bool kVectorEncode = true;
-
-// 16 scaled values -> their 4-bit codes as epi32, by the same rule as CodeBounds::encode:
-// sorted position = #{bounds < v}, then the code at that position.
-inline __m512i encode16(__m512 v, const CodeBounds<16>& bounds, __m512i order) {
-  __m512i count = _mm512_setzero_si512();
-  const __m512i one = _mm512_set1_epi32(1);
-  for (int j = 0; j < 15; ++j) {
-    const __mmask16 above = _mm512_cmp_ps_mask(v, _mm512_set1_ps(bounds.bounds[size_t(j)]), _CMP_GT_OQ);
-    count = _mm512_mask_add_epi32(count, above, count, one);
-  }
-  return _mm512_permutexvar_epi32(count, order);
-}
-
-// Encodes 32 values scaled by `inv` into 16 bytes (first value of each pair in the high nibble).
-inline void encode32(const float* x, float inv, const CodeBounds<16>& bounds, __m512i order, uint8_t* out) {
-  const __m512 scale = _mm512_set1_ps(inv), lo = _mm512_set1_ps(-1.0f), hi = _mm512_set1_ps(1.0f);
-  const __m512 v0 = _mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(_mm512_loadu_ps(x), scale), lo), hi);
-  const __m512 v1 = _mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(_mm512_loadu_ps(x + 16), scale), lo), hi);
-  const __m128i c0 = _mm512_cvtepi32_epi8(encode16(v0, bounds, order));
-  const __m128i c1 = _mm512_cvtepi32_epi8(encode16(v1, bounds, order));
-  // Each 16-bit lane holds (even code, odd code) as (low byte, high byte).
-  const __m256i pairs = _mm256_set_m128i(c1, c0);
-  const __m256i packed = _mm256_or_si256(_mm256_slli_epi16(_mm256_and_si256(pairs, _mm256_set1_epi16(0x00ff)), 4),
-                                         _mm256_srli_epi16(pairs, 8));
-  _mm_storeu_si128(reinterpret_cast<__m128i*>(out), _mm256_cvtepi16_epi8(packed));
-}
-#else
-constexpr bool kVectorEncode = false;
-#endif
 
 }  // namespace
 
@@ -102,51 +70,23 @@ QuantTensor quantize_4bit(const float* x, const Shape& shape, QuantType type, in
   q.type = type;
   q.shape = shape;
   q.block_size = block_size;
+  q.code = code_4bit_tensor(type);
   const int64_t n_blocks = q.n_blocks();
   std::vector<float> absmax(size_t(n_blocks), 0.0f);
-  q.codes.assign(size_t((n + 1) / 2), 0);
-  const CodeBounds<16>& bounds = bounds_4bit(type);
-  // A missing last element (odd numel) is encoded as 0.0, as bitsandbytes pads the scaled values.
-  const uint8_t pad = bounds.encode(0.0f);
-
-#pragma omp parallel for schedule(static)
-  for (int64_t b = 0; b < n_blocks; ++b) {
-    const int64_t begin = b * block_size, end = std::min(n, begin + block_size);
-    float am = 0.0f;
-    for (int64_t i = begin; i < end; ++i) am = std::max(am, std::fabs(x[i]));
-    absmax[size_t(b)] = am;
-    // bitsandbytes: whole blocks scale by x * (1 / max(absmax, 1e-38)), the partial last block by
-    // x / max(absmax, 1e-38) (the two differ in the last bit); then clamp to [-1, 1].
-    const float am_safe = std::max(am, 1e-38f);
-    const float inv = 1.0f / am_safe;
-    const bool partial = end - begin < block_size;
-    // Blocks hold an even count of values (block_size >= 32) except the last, so a byte never
-    // straddles two threads' blocks.
-    int64_t i = begin;
-#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
-    if (kVectorEncode && !partial) {  // whole blocks: a multiple of 32 values, byte-aligned
-      const __m512i order = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(bounds.order.data())));
-      for (; i + 32 <= end; i += 32) encode32(x + i, inv, bounds, order, q.codes.data() + i / 2);
-    }
-#endif
-    for (; i < end; ++i) {
-      float v = partial ? x[i] / am_safe : x[i] * inv;
-      uint8_t c = bounds.encode(std::clamp(v, -1.0f, 1.0f));
-      uint8_t& byte = q.codes[size_t(i / 2)];
-      byte = (i % 2 == 0) ? uint8_t((c << 4) | (byte & 0x0f)) : uint8_t((byte & 0xf0) | c);
-    }
-    if (end == n && n % 2 == 1) q.codes[size_t(n / 2)] = uint8_t((q.codes[size_t(n / 2)] & 0xf0) | pad);
-  }
+  q.codes = Tensor::zeros({(n + 1) / 2}, DType::U8);
+  cpu::quantize_blocks_4bit(x, n, block_size, bounds_4bit(type), q.codes.data<uint8_t>(), absmax.data());
 
   if (double_quant) {
-    DoubleQuantized dq = double_quantize(absmax, absmax_rounding);
+    const DoubleQuantized dq = double_quantize(absmax, absmax_rounding);
     q.double_quant = true;
-    q.absmax_codes = std::move(dq.codes);
-    q.nested_absmax = std::move(dq.nested_absmax);
+    q.absmax_codes = Tensor::zeros({n_blocks}, DType::U8);
+    std::copy(dq.codes.begin(), dq.codes.end(), q.absmax_codes.data<uint8_t>());
+    q.nested_absmax = Tensor::from_vector(dq.nested_absmax, {int64_t(dq.nested_absmax.size())});
+    q.nested_code = dynamic_code_tensor();
     q.nested_block_size = dq.nested_block_size;
     q.offset = dq.offset;
   } else {
-    q.absmax = std::move(absmax);
+    q.absmax = Tensor::from_vector(absmax, {n_blocks});
   }
   return q;
 }
@@ -158,21 +98,22 @@ QuantTensor quantize_4bit(const Tensor& x, QuantType type, int64_t block_size, b
 }
 
 std::vector<float> block_absmax(const QuantTensor& q) {
-  if (!q.double_quant) return q.absmax;
-  return double_dequantize(q.absmax_codes, q.nested_absmax, q.offset, q.nested_block_size);
+  check_layout(q);
+  if (!q.double_quant) {
+    const float* a = q.absmax.data<float>();
+    return std::vector<float>(a, a + q.absmax.numel());
+  }
+  const uint8_t* c = q.absmax_codes.data<uint8_t>();
+  const float* nested = q.nested_absmax.data<float>();
+  return double_dequantize(std::vector<uint8_t>(c, c + q.absmax_codes.numel()),
+                           std::vector<float>(nested, nested + q.nested_absmax.numel()), q.offset,
+                           q.nested_block_size);
 }
 
 void dequantize_4bit(const QuantTensor& q, float* out) {
-  check_layout(q);
   const std::vector<float> absmax = block_absmax(q);
-  const std::array<float, 16>& code = code_4bit(q.type);
-  const int64_t n = q.numel();
-#pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < n; ++i) {
-    const uint8_t byte = q.codes[size_t(i / 2)];
-    const uint8_t c = (i % 2 == 0) ? uint8_t(byte >> 4) : uint8_t(byte & 0x0f);
-    out[i] = code[c] * absmax[size_t(i / q.block_size)];
-  }
+  cpu::dequantize_blocks_4bit(q.codes.data<uint8_t>(), absmax.data(), code_4bit(q.type).data(), q.numel(),
+                              q.block_size, out);
 }
 
 void dequantize_4bit_bf16(const QuantTensor& q, uint16_t* out) {

@@ -11,7 +11,7 @@
 
 #include "core/tensor.h"
 #include "quant/double_quant.h"
-#include "quant/quant_tensor.h"
+#include "core/quant_tensor.h"
 
 namespace qlora {
 

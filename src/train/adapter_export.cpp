@@ -113,7 +113,8 @@ PeftAdapter peft_adapter_from_model(TrainModel& model, const std::string& base_m
   a.config.base_model_name_or_path = base_model_name_or_path;
   for (Param& p : model.parameters()) {
     if (p.name.find(".lora_A.") == std::string::npos && p.name.find(".lora_B.") == std::string::npos) continue;
-    a.tensors.emplace_back(p.name, p.value.dtype() == DType::F32 ? p.value.clone() : p.value.to(DType::F32));
+    const Tensor host = model.backend().to_host(p.value);
+    a.tensors.emplace_back(p.name, host.dtype() == DType::F32 ? host.clone() : host.to(DType::F32));
   }
   if (a.tensors.empty()) fail("peft", "the model has no LoRA parameters to export");
   return a;
@@ -162,10 +163,7 @@ void load_adapter_into_model(TrainModel& model, const PeftAdapter& adapter) {
       if (!known) fail("peft", "adapter key '{}' has no matching module in the model", key);
     }
   }
-  for (Param& p : params) {
-    const Tensor src = by_name.at(p.name)->to(p.value.dtype());
-    std::copy_n(static_cast<const char*>(src.raw()), p.value.nbytes(), static_cast<char*>(p.value.raw()));
-  }
+  for (Param& p : params) model.backend().upload(p.value, by_name.at(p.name)->to(p.value.dtype()).raw());
   model.parameters_updated();
 }
 

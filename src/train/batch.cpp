@@ -10,10 +10,6 @@
 
 namespace qlora {
 
-int64_t Batch::target_count() const {
-  return int64_t(std::count_if(targets.begin(), targets.end(), [](int32_t t) { return t != kIgnoreIndex; }));
-}
-
 Batch make_batch(const std::vector<TrainSequence>& sequences, const std::vector<size_t>& indices) {
   if (indices.empty()) fail("batch", "cannot make a batch of 0 sequences");
   for (size_t i : indices)

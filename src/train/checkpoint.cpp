@@ -147,7 +147,7 @@ std::string Trainer::save_checkpoint(const std::string& dir_in) {
   const std::vector<Param> params = model_.parameters();
   std::vector<std::pair<std::string, Tensor>> values;
   values.reserve(params.size());
-  for (const Param& p : params) values.emplace_back(p.name, p.value);
+  for (const Param& p : params) values.emplace_back(p.name, model_.backend().to_host(p.value));
   write_safetensors((tmp / kModelFile).string(), values, {{"format", "pt"}});
 
   std::vector<std::pair<std::string, Tensor>> state;
@@ -280,8 +280,7 @@ void Trainer::resume(const std::string& checkpoint_dir) {
   }
 
   // Everything validated and the optimizer loaded: now change the trainer.
-  for (size_t i = 0; i < params.size(); ++i)
-    std::memcpy(params[i].value.raw(), values[i].raw(), values[i].nbytes());
+  for (size_t i = 0; i < params.size(); ++i) model_.backend().upload(params[i].value, values[i].raw());
   step_ = step;
   position_ = position;
   // The order is a function of (seed, epoch): adopt the checkpoint's so the data continues as it

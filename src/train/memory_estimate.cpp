@@ -15,10 +15,9 @@
 #include <cmath>
 #include <map>
 
-#include "backend/cpu/cross_entropy.h"
 #include "core/error.h"
 #include "core/projections.h"
-#include "optim/adamw_8bit.h"
+#include "backend/backend.h"
 
 namespace qlora {
 
@@ -271,7 +270,7 @@ MemoryEstimate estimate_memory(const LlamaConfig& c, const EstimateOptions& o) {
   // a scratch output (N, C) each, the block gradient buffers, and the activations of every kept
   // block (or, with checkpointing, one working block that is recomputed).
   const size_t inputs = (L + 1) * N * C + N * C + N;
-  const size_t chunk = std::min<size_t>(N, size_t(cpu::kLossChunkRows));
+  const size_t chunk = std::min<size_t>(N, size_t(kLossChunkRows));
   // Its own accounting (MemoryStats::activations_peak): saved + working, where the working set
   // counts the recompute block and scratch (checkpointing only), grads, dx, dhf, and the loss
   // chunk as logits and their gradient.

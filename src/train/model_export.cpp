@@ -12,7 +12,7 @@ LlamaModelFile model_file_from_params(TrainModel& model, const LlamaModelFile& s
     fail("export", "model_file_from_params needs a fully fine-tuned model; this one trained {} adapters",
          train_method_name(model.options().method));
   std::map<std::string, Tensor> by_name;
-  for (const Param& p : model.parameters()) by_name[p.name] = p.value.to(DType::F32).clone();
+  for (const Param& p : model.parameters()) by_name[p.name] = model.backend().to_host(p.value).to(DType::F32).clone();
   auto take = [&](const std::string& name) {
     auto it = by_name.find(name);
     if (it == by_name.end()) fail("export", "trained model has no parameter {}", name);

@@ -1,29 +1,18 @@
 // Trainable: what the Trainer needs from a model: forward + backward on a micro-batch accumulating
-// gradients, loss-only evaluation, the trainable parameters, and memory figures. TrainModel (the
-// Llama engine) implements it; tests drive the Trainer with small models implementing it too.
+// gradients, loss-only evaluation, the trainable parameters, memory figures and the backend they
+// live on (LossSum and MemoryStats are the engine's, model/llama.h). TrainModel (the Llama engine)
+// implements it; tests drive the Trainer with small models implementing it too.
 #pragma once
 #include <cstddef>
 #include <cstdint>
 #include <vector>
 
-#include "optim/param.h"
+#include "backend/backend.h"
+#include "core/param.h"
+#include "model/llama.h"
 #include "train/batch.h"
 
 namespace qlora {
-
-struct LossSum {
-  double loss = 0;     // summed cross-entropy over rows with a target
-  int64_t tokens = 0;  // rows with a target
-  double mean() const { return tokens ? loss / double(tokens) : 0.0; }
-};
-
-struct MemoryStats {
-  size_t weights = 0;             // frozen and trainable weights as stored (4-bit codes + constants for QLoRA)
-  size_t trainable = 0;           // master copies of trainable params
-  size_t gradients = 0;           // gradient buffers
-  size_t activations_peak = 0;    // peak bytes of activations kept for the backward + working buffers
-  size_t activations_saved_peak = 0;  // of which: kept between forward and backward
-};
 
 class Trainable {
  public:
@@ -40,6 +29,8 @@ class Trainable {
   // Called after the optimizer changed the masters (e.g. to refresh bf16 compute copies).
   virtual void parameters_updated() = 0;
   virtual MemoryStats memory() const = 0;
+  // Where the params and grads live and the Trainer's reductions and optimizer run.
+  virtual Backend& backend() = 0;
 };
 
 }  // namespace qlora

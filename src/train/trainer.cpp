@@ -44,7 +44,7 @@ Trainer::Trainer(Trainable& model, std::vector<TrainSequence> train, std::vector
   schedule_.peak_lr = config_.lr;
   schedule_.warmup_steps = config_.warmup_steps;
   schedule_.total_steps = config_.max_steps;
-  optimizer_ = make_optimizer(config_.optimizer, config_.adamw, make_store(config_));
+  optimizer_ = make_optimizer(config_.optimizer, config_.adamw, make_store(config_), model_.backend().shared_from_this());
 }
 
 Trainer::~Trainer() = default;
@@ -105,15 +105,16 @@ StepResult Trainer::step() {
 
   const std::vector<Param> params = model_.parameters();
   r.lr = schedule_.lr_at(step_);
-  if (!std::isfinite(loss_sum) || !grads_finite(params)) {
+  Backend& be = model_.backend();
+  if (!std::isfinite(loss_sum) || !grads_finite(params, &be)) {
     // Skip the update but still count the step: the schedule and the data position move on, so a
     // bad batch is not retried forever and the run stays aligned with its step budget. Grads are
     // cleared so nothing non-finite lingers in the buffers.
     r.skipped = true;
-    r.grad_norm = grad_norm(params);
+    r.grad_norm = grad_norm(params, &be);
     model_.zero_grad();
   } else {
-    r.grad_norm = clip_grad_norm(params, config_.max_grad_norm);
+    r.grad_norm = clip_grad_norm(params, config_.max_grad_norm, &be);
     optimizer_->step(params, r.lr);
     model_.parameters_updated();
   }

@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "backend/cpu/cpu_backend.h"
 #include "core/error.h"
 #include "core/rng.h"
 #include "lora/lora_linear.h"
@@ -22,6 +23,12 @@
 using namespace qlora;
 
 namespace {
+
+// The backend the layers run on: the CPU's, host memory.
+Backend& cpu() {
+  static const std::shared_ptr<Backend> backend = make_cpu_backend();
+  return *backend;
+}
 
 // Step of the central differences. L is linear in each coordinate, so the truncation error is zero
 // and only rounding remains: |L| ~ 10, eps 1.1e-16, h 1e-4 -> ~1e-11 absolute on gradients of
@@ -91,7 +98,7 @@ Linear make_linear(const Case& c, uint64_t seed) {
 
 double loss(const Linear& l, const std::vector<double>& x, const std::vector<double>& g) {
   std::vector<double> y(size_t(kM * kN));
-  linear_forward<double>(l, x.data(), y.data(), kM, /*training=*/true, kDropoutSeed, nullptr);
+  linear_forward<double>(cpu(), l, x.data(), y.data(), kM, /*training=*/true, kDropoutSeed, nullptr);
   double s = 0;
   for (size_t i = 0; i < y.size(); ++i) s += y[i] * g[i];
   return s;
@@ -141,8 +148,8 @@ TEST_P(LoraGradTest, MatchesCentralDifferences) {
 
   std::vector<double> y(size_t(kM * kN)), dx = dx0;
   LinearSaved saved;
-  linear_forward<double>(l, x.data(), y.data(), kM, true, kDropoutSeed, &saved);
-  linear_backward<double>(l, x.data(), g.data(), dx.data(), saved, kM);
+  linear_forward<double>(cpu(), l, x.data(), y.data(), kM, true, kDropoutSeed, &saved);
+  linear_backward<double>(cpu(), l, x.data(), g.data(), dx.data(), saved, kM);
   for (size_t i = 0; i < dx.size(); ++i) dx[i] -= dx0[i];
 
   const auto f = [&] { return loss(l, x, g); };
@@ -188,10 +195,10 @@ TEST(LoraGrad, NullDxGivesSameParameterGrads) {
   const std::vector<double> x = random_vector(size_t(kM * kK), rng), g = random_vector(size_t(kM * kN), rng);
   std::vector<double> y(size_t(kM * kN)), dx(size_t(kM * kK));
   LinearSaved s1, s2;
-  linear_forward<double>(with, x.data(), y.data(), kM, true, kDropoutSeed, &s1);
-  linear_backward<double>(with, x.data(), g.data(), dx.data(), s1, kM);
-  linear_forward<double>(without, x.data(), y.data(), kM, true, kDropoutSeed, &s2);
-  linear_backward<double>(without, x.data(), g.data(), nullptr, s2, kM);
+  linear_forward<double>(cpu(), with, x.data(), y.data(), kM, true, kDropoutSeed, &s1);
+  linear_backward<double>(cpu(), with, x.data(), g.data(), dx.data(), s1, kM);
+  linear_forward<double>(cpu(), without, x.data(), y.data(), kM, true, kDropoutSeed, &s2);
+  linear_backward<double>(cpu(), without, x.data(), g.data(), nullptr, s2, kM);
   EXPECT_EQ(values(with.lora->grad_A), values(without.lora->grad_A));
   EXPECT_EQ(values(with.lora->grad_B), values(without.lora->grad_B));
   EXPECT_EQ(values(with.grad_weight), values(without.grad_weight));

@@ -12,10 +12,10 @@
 #include <string>
 #include <vector>
 
-#include "backend/cpu/attention_train.h"
+#include "backend/cpu/attention.h"
 #include "backend/cpu/cross_entropy.h"
-#include "backend/cpu/linear_train.h"
-#include "backend/cpu/train_ops.h"
+#include "backend/cpu/matmul.h"
+#include "backend/cpu/block_ops.h"
 #include "core/rng.h"
 #include "core/tensor.h"
 
@@ -145,7 +145,7 @@ TEST(OpGrads, Embedding) {
 
 struct AttentionCase {
   std::string name;
-  cpu::AttentionShape shape;
+  AttentionShape shape;
   std::vector<int32_t> segments;  // empty: plain causal
 };
 
@@ -153,7 +153,7 @@ class AttentionGrad : public ::testing::TestWithParam<AttentionCase> {};
 
 TEST_P(AttentionGrad, DqDkDv) {
   const AttentionCase& c = GetParam();
-  const cpu::AttentionShape s = c.shape;
+  const AttentionShape s = c.shape;
   const uint64_t seed = 505 + uint64_t(s.T * 7 + s.H);
   SCOPED_TRACE(c.name + " seed " + std::to_string(seed));
   const size_t nq = size_t(s.B * s.T * s.H * s.D), nkv = size_t(s.B * s.T * s.Hkv * s.D);

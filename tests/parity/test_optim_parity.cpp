@@ -9,7 +9,8 @@
 #include <cstdio>
 
 #include "io/safetensors.h"
-#include "optim/adamw_8bit.h"
+#include "backend/cpu/optimizer_ops.h"
+#include "quant/codebooks.h"
 #include "optim/optimizer.h"
 #include "optim/schedule.h"
 #include "quant/codebooks.h"
@@ -151,7 +152,7 @@ TEST(OptimParity, BlockQuantizerMatchesBitsandbytesCpu) {
     int exact_region = 0, differ_small = 0;
     for (int64_t b = 0; b * 256 < n; ++b) {
       const int64_t len = std::min<int64_t>(256, n - b * 256);
-      const float absmax = quantize_block_8bit(data.data() + b * 256, len, code, q.data() + b * 256);
+      const float absmax = cpu::quantize_block_8bit(data.data() + b * 256, len, code.data(), q.data() + b * 256);
       EXPECT_EQ(absmax, absmax_ref.data<float>()[b]) << "block " << b;
       for (int64_t i = b * 256; i < b * 256 + len; ++i) {
         const float v = data[size_t(i)] / absmax;

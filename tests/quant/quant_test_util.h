@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "core/rng.h"
+#include "core/tensor.h"
 
 namespace qlora::test {
 
@@ -20,6 +21,20 @@ inline std::vector<float> normal_data(int64_t n, uint64_t seed, float sigma = 1.
     if (i + 1 < n) x[size_t(i + 1)] = r * std::sin(6.2831853f * u2);
   }
   return x;
+}
+
+// The elements of a host tensor as a vector (for EXPECT_EQ on QuantTensor parts).
+template <typename T>
+std::vector<T> elements(const Tensor& t) {
+  return t.defined() ? std::vector<T>(t.data<T>(), t.data<T>() + t.numel()) : std::vector<T>{};
+}
+
+// A 1-D host tensor holding `v`.
+template <typename T>
+Tensor tensor_of(const std::vector<T>& v, DType dtype) {
+  Tensor t = Tensor::zeros({int64_t(v.size())}, dtype);
+  std::copy(v.begin(), v.end(), t.data<T>());
+  return t;
 }
 
 }  // namespace qlora::test

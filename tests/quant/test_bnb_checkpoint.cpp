@@ -27,6 +27,7 @@
 #include "quant/nf4.h"
 #include "test_paths.h"
 #include "cli_runner.h"
+#include "quant_test_util.h"
 
 namespace qlora {
 namespace {
@@ -112,8 +113,8 @@ TEST(BnbCheckpoint, QuantizerMatchesBitsandbytesByteForByte) {
   const BnbWeight back = read_bnb_4bit(ref, "fp4.q_proj.weight");
   EXPECT_EQ(back.q.type, QuantType::FP4);
   EXPECT_FALSE(back.q.double_quant);
-  EXPECT_EQ(back.q.codes, fp4.q.codes);
-  EXPECT_EQ(back.q.absmax, fp4.q.absmax);
+  EXPECT_EQ(test::elements<uint8_t>(back.q.codes), test::elements<uint8_t>(fp4.q.codes));
+  EXPECT_EQ(test::elements<float>(back.q.absmax), test::elements<float>(fp4.q.absmax));
 }
 
 TEST(BnbCheckpoint, DequantizedGoldenReproducesTransformersLogits) {
@@ -197,9 +198,9 @@ TEST(QuantizeCli, Nf4DoubleQuantMatchesLibraryAndReportsError) {
       const std::string name = "model.layers." + std::to_string(l) + "." + kLinears[i] + ".weight";
       const QuantTensor expect = quantize_4bit(*ws[i], QuantType::NF4, 64, true);
       const BnbWeight& got = q.at(name);
-      EXPECT_EQ(got.q.codes, expect.codes) << name;
-      EXPECT_EQ(got.q.absmax_codes, expect.absmax_codes) << name;
-      EXPECT_EQ(got.q.nested_absmax, expect.nested_absmax) << name;
+      EXPECT_EQ(test::elements<uint8_t>(got.q.codes), test::elements<uint8_t>(expect.codes)) << name;
+      EXPECT_EQ(test::elements<uint8_t>(got.q.absmax_codes), test::elements<uint8_t>(expect.absmax_codes)) << name;
+      EXPECT_EQ(test::elements<float>(got.q.nested_absmax), test::elements<float>(expect.nested_absmax)) << name;
       EXPECT_EQ(got.q.offset, expect.offset) << name;
       const Tensor back = dequantize_4bit(got.q);
       for (int64_t k = 0; k < back.numel(); ++k) {
@@ -288,7 +289,7 @@ TEST(QuantizeCli, Bf16SourceKeepsItsDtype) {
   EXPECT_EQ(w.dtype, "bfloat16");
   // The codes are those of the bf16 weights widened to f32.
   const Tensor q = src.get("model.layers.0.self_attn.q_proj.weight").to(DType::F32);
-  EXPECT_EQ(w.q.codes, quantize_4bit(q, QuantType::NF4, 64, true).codes);
+  EXPECT_EQ(test::elements<uint8_t>(w.q.codes), test::elements<uint8_t>(quantize_4bit(q, QuantType::NF4, 64, true).codes));
   fs::remove_all(out);
 }
 

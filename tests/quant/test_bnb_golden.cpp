@@ -13,6 +13,7 @@
 #include "quant/codebooks.h"
 #include "quant/nf4.h"
 #include "test_paths.h"
+#include "quant_test_util.h"
 
 namespace qlora {
 namespace {
@@ -88,28 +89,31 @@ TEST_F(BnbGolden, QuantizeMatchesByteForByte) {
     SCOPED_TRACE(name);
     Tensor x = file_->get(std::string("input.") + c.input);
     QuantTensor q = quantize_4bit(x.data<float>(), x.shape(), c.type, c.block, c.dq, Rounding8::BnbCpuLut);
-    EXPECT_EQ(q.codes, values<uint8_t>(file_->get(name + ".packed")));
+    EXPECT_EQ(test::elements<uint8_t>(q.codes), values<uint8_t>(file_->get(name + ".packed")));
     if (c.dq) {
-      EXPECT_EQ(q.absmax_codes, values<uint8_t>(file_->get(name + ".absmax_codes")));
+      EXPECT_EQ(test::elements<uint8_t>(q.absmax_codes), values<uint8_t>(file_->get(name + ".absmax_codes")));
       auto nested = values<float>(file_->get(name + ".nested_absmax"));
-      ASSERT_EQ(q.nested_absmax.size(), nested.size());
-      for (size_t i = 0; i < nested.size(); ++i) EXPECT_EQ(bits(q.nested_absmax[i]), bits(nested[i])) << i;
+      const auto ours = test::elements<float>(q.nested_absmax);
+      ASSERT_EQ(ours.size(), nested.size());
+      for (size_t i = 0; i < nested.size(); ++i) EXPECT_EQ(bits(ours[i]), bits(nested[i])) << i;
       EXPECT_EQ(bits(q.offset), bits(values<float>(file_->get(name + ".offset"))[0]));
 
       QuantTensor exact = quantize_4bit(x.data<float>(), x.shape(), c.type, c.block, c.dq, Rounding8::Nearest);
-      EXPECT_EQ(exact.codes, q.codes);
+      EXPECT_EQ(test::elements<uint8_t>(exact.codes), test::elements<uint8_t>(q.codes));
       int differ = 0;
-      for (size_t i = 0; i < q.absmax_codes.size(); ++i) {
-        int d = int(exact.absmax_codes[i]) - int(q.absmax_codes[i]);
+      const auto exact_codes = test::elements<uint8_t>(exact.absmax_codes), bnb_codes = test::elements<uint8_t>(q.absmax_codes);
+      for (size_t i = 0; i < bnb_codes.size(); ++i) {
+        int d = int(exact_codes[i]) - int(bnb_codes[i]);
         differ += d != 0;
         EXPECT_LE(std::abs(d), 4) << "absmax code " << i;  // only codes near 0 can differ
       }
       std::printf("[ golden ] %s: %d of %zu nested codes differ between exact and bnb-CPU rounding\n", name.c_str(),
-                  differ, q.absmax_codes.size());
+                  differ, bnb_codes.size());
     } else {
       auto absmax = values<float>(file_->get(name + ".absmax"));
-      ASSERT_EQ(q.absmax.size(), absmax.size());
-      for (size_t i = 0; i < absmax.size(); ++i) EXPECT_EQ(bits(q.absmax[i]), bits(absmax[i])) << i;
+      const auto ours = test::elements<float>(q.absmax);
+      ASSERT_EQ(ours.size(), absmax.size());
+      for (size_t i = 0; i < absmax.size(); ++i) EXPECT_EQ(bits(ours[i]), bits(absmax[i])) << i;
     }
   }
 }
@@ -126,14 +130,16 @@ TEST_F(BnbGolden, DequantizeMatchesBitForBit) {
     q.type = c.type;
     q.shape = x.shape();
     q.block_size = c.block;
-    q.codes = values<uint8_t>(file_->get(name + ".packed"));
+    q.codes = test::tensor_of(values<uint8_t>(file_->get(name + ".packed")), DType::U8);
+    q.code = code_4bit_tensor(c.type);
     q.double_quant = c.dq;
     if (c.dq) {
-      q.absmax_codes = values<uint8_t>(file_->get(name + ".absmax_codes"));
-      q.nested_absmax = values<float>(file_->get(name + ".nested_absmax"));
+      q.absmax_codes = test::tensor_of(values<uint8_t>(file_->get(name + ".absmax_codes")), DType::U8);
+      q.nested_absmax = test::tensor_of(values<float>(file_->get(name + ".nested_absmax")), DType::F32);
+      q.nested_code = dynamic_code_tensor();
       q.offset = values<float>(file_->get(name + ".offset"))[0];
     } else {
-      q.absmax = values<float>(file_->get(name + ".absmax"));
+      q.absmax = test::tensor_of(values<float>(file_->get(name + ".absmax")), DType::F32);
     }
     Tensor expected = file_->get(name + ".dequant");
     Tensor got = dequantize_4bit(q, expected.dtype());

@@ -17,11 +17,19 @@
 #include "core/rng.h"
 #include "quant/codebooks.h"
 #include "quant/nf4.h"
-#include "quant/qmatmul.h"
+#include "backend/cpu/qmatmul.h"
 
 using namespace qlora;
+using cpu::qmatmul_backward_input;
+using cpu::qmatmul_forward;
 
 namespace {
+
+Tensor random_bytes(int64_t n, Rng& rng) {
+  Tensor t = Tensor::zeros({n}, DType::U8);
+  for (int64_t i = 0; i < n; ++i) t.data<uint8_t>()[i] = uint8_t(rng.next_u64() >> 56);
+  return t;
+}
 
 // The kernels sum K (or N) f32 products in some order; the dequantized weights are the same f32
 // values as the reference's (table[c] * absmax, one rounding; the double-quant absmax may differ by
@@ -53,17 +61,18 @@ QuantTensor random_quant(const Case& c, Rng& rng) {
   w.type = c.type;
   w.shape = {c.N, c.K};
   w.block_size = c.block_size;
-  w.codes.resize(size_t((w.numel() + 1) / 2));
-  for (auto& b : w.codes) b = uint8_t(rng.next_u64() >> 56);
+  w.codes = random_bytes((w.numel() + 1) / 2, rng);
+  w.code = code_4bit_tensor(c.type);
   const int64_t n_blocks = w.n_blocks();
   if (!c.double_quant) {
-    w.absmax = random_vector(size_t(n_blocks), rng, 0.05f, 2.0f);
+    w.absmax = Tensor::from_vector(random_vector(size_t(n_blocks), rng, 0.05f, 2.0f), {n_blocks});
   } else {
     w.double_quant = true;
     w.nested_block_size = 256;
-    w.absmax_codes.resize(size_t(n_blocks));
-    for (auto& b : w.absmax_codes) b = uint8_t(rng.next_u64() >> 56);
-    w.nested_absmax = random_vector(size_t((n_blocks + 255) / 256), rng, 0.1f, 1.0f);
+    w.absmax_codes = random_bytes(n_blocks, rng);
+    const int64_t n_nested = (n_blocks + 255) / 256;
+    w.nested_absmax = Tensor::from_vector(random_vector(size_t(n_nested), rng, 0.1f, 1.0f), {n_nested});
+    w.nested_code = dynamic_code_tensor();
     w.offset = 0.5f;  // dynamic map values are in [-1, 1], so absmax stays in [-0.5, 1.5]
   }
   return w;
@@ -76,11 +85,11 @@ std::vector<float> reference_dequant(const QuantTensor& w) {
   std::vector<float> out(size_t(w.numel()));
   for (int64_t i = 0; i < w.numel(); ++i) {
     const int64_t block = i / w.block_size;
-    float absmax = w.double_quant ? kDynamicCode[w.absmax_codes[size_t(block)]] *
-                                            w.nested_absmax[size_t(block / w.nested_block_size)] +
+    float absmax = w.double_quant ? kDynamicCode[w.absmax_codes.data<uint8_t>()[block]] *
+                                            w.nested_absmax.data<float>()[block / w.nested_block_size] +
                                         w.offset
-                                  : w.absmax[size_t(block)];
-    const uint8_t byte = w.codes[size_t(i / 2)];
+                                  : w.absmax.data<float>()[block];
+    const uint8_t byte = w.codes.data<uint8_t>()[i / 2];
     const int code = i % 2 == 0 ? byte >> 4 : byte & 0x0f;
     out[size_t(i)] = table[size_t(code)] * absmax;
   }
@@ -196,13 +205,14 @@ TEST(QMatmul, DoubleQuantAbsmaxDecode) {
   ASSERT_EQ(int64_t(absmax.size()), w.n_blocks());
   for (int64_t i = 0; i < w.n_blocks(); ++i)
     EXPECT_NEAR(absmax[size_t(i)],
-                kDynamicCode[w.absmax_codes[size_t(i)]] * w.nested_absmax[size_t(i / 256)] + w.offset, 1e-6f);
+                kDynamicCode[w.absmax_codes.data<uint8_t>()[i]] * w.nested_absmax.data<float>()[i / 256] + w.offset,
+                1e-6f);
 }
 
 TEST(QMatmul, ZeroRowsIsANoOp) {
   Rng rng(3);
   const QuantTensor w = random_quant({QuantType::NF4, false, 8, 64, 64}, rng);
-  qmatmul_forward(nullptr, w, nullptr, 0);
+  qmatmul_forward(static_cast<const float*>(nullptr), w, nullptr, 0);
   qmatmul_backward_input(nullptr, w, nullptr, 0);
 }
 
@@ -215,20 +225,23 @@ TEST(QMatmul, RejectsInconsistentWeights) {
   w.shape = {512};
   EXPECT_THROW(qmatmul_forward(x.data(), w, y.data(), 1), Error);
   w = good;
-  w.codes.resize(10);
+  w.codes = w.codes.slice_rows(0, 10);
   EXPECT_THROW(qmatmul_forward(x.data(), w, y.data(), 1), Error);
   w = good;
-  w.absmax.resize(3);
+  w.absmax = w.absmax.slice_rows(0, 3);
   EXPECT_THROW(qmatmul_backward_input(y.data(), w, x.data(), 1), Error);
   w = good;
   w.double_quant = true;  // no absmax_codes / nested_absmax
+  EXPECT_THROW(qmatmul_forward(x.data(), w, y.data(), 1), Error);
+  w = good;
+  w.code = Tensor();  // no code table
   EXPECT_THROW(qmatmul_forward(x.data(), w, y.data(), 1), Error);
   w = good;
   w.block_size = 0;
   EXPECT_THROW(qmatmul_forward(x.data(), w, y.data(), 1), Error);
   try {
     w = good;
-    w.codes.resize(10);
+    w.codes = w.codes.slice_rows(0, 10);
     qmatmul_forward(x.data(), w, y.data(), 1);
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("[qmatmul_forward]"), std::string::npos) << e.what();

@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "backend/cpu/cpu_backend.h"
 #include "core/error.h"
 #include "core/rng.h"
 #include "lora/lora_linear.h"
@@ -20,6 +21,12 @@
 using namespace qlora;
 
 namespace {
+
+// The backend the layers run on: the CPU's, host memory.
+Backend& cpu() {
+  static const std::shared_ptr<Backend> backend = make_cpu_backend();
+  return *backend;
+}
 
 // float vs double on the same inputs: sgemm over K <= 128 terms of size ~1 gives ~1e-6 relative
 // (to the largest entry) errors; 1e-5 leaves margin while a real difference (wrong mask, missing
@@ -140,8 +147,8 @@ Outputs<T> run(Linear& l, const Problem& p, bool training = true, uint64_t dropo
   const std::vector<T> x = cast<T>(p.x), dy = cast<T>(p.dy);
   Outputs<T> r{std::vector<T>(size_t(p.M * p.N)), std::vector<T>(size_t(p.M * p.K))};
   LinearSaved saved;
-  linear_forward<T>(l, x.data(), r.y.data(), p.M, training, dropout_seed, &saved);
-  if (backward) linear_backward<T>(l, x.data(), dy.data(), r.dx.data(), saved, p.M);
+  linear_forward<T>(cpu(), l, x.data(), r.y.data(), p.M, training, dropout_seed, &saved);
+  if (backward) linear_backward<T>(cpu(), l, x.data(), dy.data(), r.dx.data(), saved, p.M);
   return r;
 }
 
@@ -323,7 +330,7 @@ TEST(LoraDropout, InvertedMaskDeterministicAndThreadIndependent) {
 
   auto xa_for = [&](uint64_t seed, const Linear& lin) {
     LinearSaved s;
-    linear_forward<float>(lin, x.data(), y.data(), M, true, seed, &s);
+    linear_forward<float>(cpu(), lin, x.data(), y.data(), M, true, seed, &s);
     EXPECT_EQ(s.dropout_seed, seed);
     const float* v = s.xa.data<float>();
     return std::vector<float>(v, v + M * K);
@@ -457,7 +464,7 @@ TEST(LoraLinear, MergedWeightReproducesForward) {
       y = to_double(run<double>(l, pr, false, 0, false).y);
     else
       y = to_double(run<float>(l, pr, false, 0, false).y);
-    const Tensor w = merged_weight(l);
+    const Tensor w = merged_weight(cpu(), l);
     ASSERT_EQ(w.dtype(), DType::F32);
     ASSERT_EQ(w.shape(), (Shape{pr.N, pr.K}));
     std::vector<double> ref(size_t(pr.M * pr.N));
@@ -474,7 +481,7 @@ TEST(LoraLinear, MergedWeightReproducesForward) {
   // Without an adapter the merge is the base itself, copied (not aliased).
   Problem pr(2, 8, 16, 2, 72);
   Linear plain = pr.make(DType::F32, DType::F32, false, false);
-  Tensor w = merged_weight(plain);
+  Tensor w = merged_weight(cpu(), plain);
   EXPECT_EQ(to_double(w), to_double(plain.weight));
   w.data<float>()[0] += 1.0f;
   EXPECT_NE(to_double(w), to_double(plain.weight));
@@ -518,7 +525,7 @@ TEST(LoraLinear, ErrorsNameTheProblem) {
   {
     Linear l = pr.make(DType::F32, DType::F32);
     l.weight = Tensor::zeros({pr.N, pr.K + 1});
-    expect_error([&] { run<float>(l, pr); }, "expected (N, K) = (8, 16)");
+    expect_error([&] { run<float>(l, pr); }, "expected (O, K) = (8, 16)");
   }
   {
     Linear l = pr.make(DType::F32, DType::F32);
@@ -535,7 +542,7 @@ TEST(LoraLinear, ErrorsNameTheProblem) {
     Linear l = pr.make(DType::F32, DType::F32);
     const std::vector<float> x = cast<float>(pr.x), dy = cast<float>(pr.dy);
     std::vector<float> dx(x.size());
-    expect_error([&] { linear_backward<float>(l, x.data(), dy.data(), dx.data(), LinearSaved{}, pr.M); }, "saved xa");
+    expect_error([&] { linear_backward<float>(cpu(), l, x.data(), dy.data(), dx.data(), LinearSaved{}, pr.M); }, "saved xa");
   }
   {
     Linear l = pr.make(DType::F32, DType::F32);

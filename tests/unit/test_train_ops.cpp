@@ -1,8 +1,9 @@
-// The float training kernels against their double twins (whose gradients tests/grad checks by
-// finite differences), against the inference kernels of ops.h / attention.h, and against plain
-// loops: rmsnorm, rope, swiglu, embedding, add, attention (GQA, segments, window, several query
-// blocks), the fused LM head + cross-entropy (chunking, ignored rows, bf16 head), the matmul
-// products (f32 and bf16 weights over several 256-row panels), and the dtype checks.
+// The float kernels of backend/cpu against their double twins (whose gradients tests/grad checks
+// by finite differences) and against plain loops: rmsnorm, rope, swiglu, embedding, add, attention
+// (GQA, segments, window, several query blocks, KV-cache decoding against one pass and against an
+// explicit-mask reference), the fused LM head + cross-entropy (chunking, ignored rows, bf16 head),
+// the matmul products (f32 and bf16 weights over several 256-row panels, the decode paths), and the
+// dtype checks.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -11,11 +12,9 @@
 #include <vector>
 
 #include "backend/cpu/attention.h"
-#include "backend/cpu/attention_train.h"
+#include "backend/cpu/block_ops.h"
 #include "backend/cpu/cross_entropy.h"
-#include "backend/cpu/linear_train.h"
-#include "backend/cpu/ops.h"
-#include "backend/cpu/train_ops.h"
+#include "backend/cpu/matmul.h"
 #include "core/error.h"
 #include "core/rng.h"
 #include "core/tensor.h"
@@ -30,8 +29,8 @@ namespace {
 // softmaxes over ≤ 300 entries keep the max error, relative to the max |value|, below ~2e-6
 // (measured); 1e-5 leaves margin while a wrong formula is off by > 1e-2.
 constexpr double kFloatTol = 1e-5;
-// float training kernels vs float inference kernels doing the same arithmetic in a possibly
-// different order (vectorised sums, fused multiply-adds): a few ulp.
+// float kernels vs a plain float loop doing the same arithmetic in a possibly different order
+// (vectorised sums, fused multiply-adds): a few ulp.
 constexpr double kSameMathTol = 1e-6;
 
 VecF random_f(size_t n, uint64_t seed, float scale = 1.0f) {
@@ -91,14 +90,19 @@ std::vector<float> llama_inv_freq(int64_t D) {
 
 }  // namespace
 
-TEST(TrainOps, RmsNormFloatMatchesDoubleAndInference) {
+TEST(TrainOps, RmsNormFloatMatchesDoubleAndLoop) {
   const int64_t N = 37, C = 576;
   const uint64_t seed = 1;
   SCOPED_TRACE("seed " + std::to_string(seed));
   VecF x = random_f(N * C, seed, 3.0f), w = random_f(C, seed + 1), dy = random_f(N * C, seed + 2);
   VecF y(N * C), rstd(N), y_inf(N * C), dx(N * C, 0.0f), dw(C, 0.0f);
   cpu::rmsnorm_forward<float>(x.data(), w.data(), y.data(), rstd.data(), N, C, 1e-5);
-  cpu::rmsnorm(x.data(), w.data(), y_inf.data(), N, C, 1e-5f);
+  for (int64_t n = 0; n < N; ++n) {  // HF: x * rsqrt(mean(x²) + eps) * w, the mean summed in double
+    double sum = 0;
+    for (int64_t c = 0; c < C; ++c) sum += double(x[size_t(n * C + c)]) * x[size_t(n * C + c)];
+    const float inv = 1.0f / std::sqrt(float(sum / double(C)) + 1e-5f);
+    for (int64_t c = 0; c < C; ++c) y_inf[size_t(n * C + c)] = x[size_t(n * C + c)] * inv * w[size_t(c)];
+  }
   EXPECT_REL(y, y_inf, kSameMathTol);
   cpu::rmsnorm_backward<float>(dy.data(), x.data(), w.data(), rstd.data(), dx.data(), dw.data(), N, C);
 
@@ -113,7 +117,7 @@ TEST(TrainOps, RmsNormFloatMatchesDoubleAndInference) {
   cpu::rmsnorm_backward<float>(dy.data(), x.data(), w.data(), rstd.data(), dx.data(), nullptr, N, C);
 }
 
-TEST(TrainOps, RopeFloatMatchesInferenceAndInverts) {
+TEST(TrainOps, RopeFloatMatchesLoopAndInverts) {
   const int64_t N = 20, H = 3, D = 64;
   const uint64_t seed = 2;
   SCOPED_TRACE("seed " + std::to_string(seed));
@@ -122,7 +126,15 @@ TEST(TrainOps, RopeFloatMatchesInferenceAndInverts) {
   const auto inv_freq = llama_inv_freq(D);
   VecF x = random_f(N * H * D, seed), y = x, y_inf = x;
   cpu::rope_forward<float>(y.data(), positions.data(), inv_freq.data(), N, H, D);
-  cpu::rope(y_inf.data(), positions.data(), inv_freq.data(), N, H, D);
+  for (int64_t n = 0; n < N; ++n)  // rotate_half: pairs (i, i + D/2), angles in f32
+    for (int64_t h = 0; h < H; ++h)
+      for (int64_t i = 0; i < D / 2; ++i) {
+        const float angle = float(positions[size_t(n)]) * inv_freq[size_t(i)];
+        float* r = y_inf.data() + (n * H + h) * D;
+        const float a = x[size_t((n * H + h) * D + i)], b = x[size_t((n * H + h) * D + i + D / 2)];
+        r[i] = a * std::cos(angle) - b * std::sin(angle);
+        r[i + D / 2] = b * std::cos(angle) + a * std::sin(angle);
+      }
   EXPECT_REL(y, y_inf, kSameMathTol);
   VecD yd = widen(x);
   cpu::rope_forward<double>(yd.data(), positions.data(), inv_freq.data(), N, H, D);
@@ -132,14 +144,14 @@ TEST(TrainOps, RopeFloatMatchesInferenceAndInverts) {
   EXPECT_REL(y, x, kFloatTol);
 }
 
-TEST(TrainOps, SwiGluFloatMatchesInferenceAndDouble) {
+TEST(TrainOps, SwiGluFloatMatchesLoopAndDouble) {
   const int64_t n = 100000;  // above the OpenMP threshold
   const uint64_t seed = 3;
   SCOPED_TRACE("seed " + std::to_string(seed));
   VecF g = random_f(n, seed, 8.0f), u = random_f(n, seed + 1, 2.0f), dout = random_f(n, seed + 2);
   VecF out(n), out_inf(n), dg(n), du(n);
   cpu::swiglu_forward<float>(g.data(), u.data(), out.data(), n);
-  cpu::swiglu(g.data(), u.data(), out_inf.data(), n);
+  for (int64_t i = 0; i < n; ++i) out_inf[size_t(i)] = g[size_t(i)] / (1.0f + std::exp(-g[size_t(i)])) * u[size_t(i)];
   EXPECT_REL(out, out_inf, kSameMathTol);
   cpu::swiglu_backward<float>(dout.data(), g.data(), u.data(), dg.data(), du.data(), n);
   VecD gd = widen(g), ud = widen(u), doutd = widen(dout), outd(n), dgd(n), dud(n);
@@ -150,7 +162,7 @@ TEST(TrainOps, SwiGluFloatMatchesInferenceAndDouble) {
   EXPECT_REL(du, dud, kFloatTol);
 }
 
-TEST(TrainOps, EmbeddingMatchesInferenceAndScatters) {
+TEST(TrainOps, EmbeddingGathersAndScatters) {
   const int64_t V = 50, C = 96, N = 400;
   const uint64_t seed = 4;
   SCOPED_TRACE("seed " + std::to_string(seed));
@@ -159,10 +171,11 @@ TEST(TrainOps, EmbeddingMatchesInferenceAndScatters) {
   Rng rng(seed + 1);
   for (auto& id : ids) id = int32_t(rng.next_u64() % uint64_t(V));
   for (const Tensor& t : {tensor_f32(table, {V, C}), tensor_bf16(table, {V, C})}) {
-    VecF out(N * C), out_inf(N * C);
+    VecF out(N * C), expect(N * C);
     cpu::embedding_forward<float>(t, ids.data(), N, out.data());
-    cpu::embedding(t, ids.data(), N, out_inf.data());
-    EXPECT_EQ(out, out_inf) << t.describe();
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t c = 0; c < C; ++c) expect[size_t(n * C + c)] = table[size_t(ids[size_t(n)] * C + c)];
+    EXPECT_EQ(out, expect) << t.describe();
   }
   VecD out_d(N * C);
   cpu::embedding_forward<double>(tensor_f64(table, {V, C}), ids.data(), N, out_d.data());
@@ -190,23 +203,90 @@ TEST(TrainOps, AddInplace) {
   EXPECT_EQ(x, expect);
 }
 
-TEST(TrainOps, AttentionForwardMatchesInferenceKernel) {
+namespace {
+
+// out (T, H, D) of causal GQA attention in double with an explicit mask, queries at positions
+// [q_offset, q_offset + T) over keys [0, Tk): the definition, no blocking, no fast exp.
+VecD reference_attention(const VecF& q, const VecF& k, const VecF& v, const AttentionShape& s) {
+  const int64_t Tk = s.keys(), group = s.H / s.Hkv;
+  VecD out(size_t(s.T * s.H * s.D), 0.0);
+  for (int64_t t = 0; t < s.T; ++t)
+    for (int64_t h = 0; h < s.H; ++h) {
+      const int64_t pos = s.q_offset + t, kvh = h / group;
+      std::vector<double> p(size_t(Tk), 0.0);
+      double m = -1e300, sum = 0;
+      for (int64_t j = 0; j < Tk; ++j) {
+        if (j > pos || (s.window > 0 && pos - j >= s.window)) continue;
+        double dot = 0;
+        for (int64_t d = 0; d < s.D; ++d)
+          dot += double(q[size_t((t * s.H + h) * s.D + d)]) * k[size_t((j * s.Hkv + kvh) * s.D + d)];
+        p[size_t(j)] = dot / std::sqrt(double(s.D));
+        m = std::max(m, p[size_t(j)]);
+      }
+      for (int64_t j = 0; j <= std::min(pos, Tk - 1); ++j) {
+        if (s.window > 0 && pos - j >= s.window) continue;
+        p[size_t(j)] = std::exp(p[size_t(j)] - m);
+        sum += p[size_t(j)];
+      }
+      for (int64_t j = 0; j <= std::min(pos, Tk - 1); ++j) {
+        if (s.window > 0 && pos - j >= s.window) continue;
+        for (int64_t d = 0; d < s.D; ++d)
+          out[size_t((t * s.H + h) * s.D + d)] += p[size_t(j)] / sum * v[size_t((j * s.Hkv + kvh) * s.D + d)];
+      }
+    }
+  return out;
+}
+
+}  // namespace
+
+TEST(TrainOps, AttentionForwardMatchesExplicitMask) {
   for (int64_t window : {0, 17}) {
-    const cpu::AttentionShape s{1, 150, 6, 2, 32, window};
+    const AttentionShape s{1, 150, 6, 2, 32, window};
     const uint64_t seed = 7 + uint64_t(window);
     SCOPED_TRACE("window " + std::to_string(window) + " seed " + std::to_string(seed));
     const size_t nq = size_t(s.T * s.H * s.D), nkv = size_t(s.T * s.Hkv * s.D);
     VecF q = random_f(nq, seed, 2.0f), k = random_f(nkv, seed + 1, 2.0f), v = random_f(nkv, seed + 2);
-    VecF out(nq), lse(size_t(s.H * s.T)), out_inf(nq);
+    VecF out(nq), lse(size_t(s.H * s.T));
     cpu::attention_forward<float>(q.data(), k.data(), v.data(), nullptr, out.data(), lse.data(), s);
-    cpu::attention_causal(q.data(), k.data(), v.data(), out_inf.data(), s.T, 0, s.H, s.Hkv, s.D, window);
-    EXPECT_REL(out, out_inf, kSameMathTol * 4);  // different exp and summation order
+    EXPECT_REL(out, reference_attention(q, k, v, s), kFloatTol);
   }
+}
+
+// KV-cache decoding is the same kernel with queries offset by the cached positions: a prefill of
+// 40 tokens then 1-token and 7-token steps over the growing cache equal one pass over all of them.
+TEST(TrainOps, AttentionWithKvCacheEqualsOnePass) {
+  for (int64_t window : {0, 9}) {
+    const int64_t T = 60, H = 4, Hkv = 2, D = 16;
+    const uint64_t seed = 30 + uint64_t(window);
+    SCOPED_TRACE("window " + std::to_string(window) + " seed " + std::to_string(seed));
+    VecF q = random_f(size_t(T * H * D), seed, 2.0f), k = random_f(size_t(T * Hkv * D), seed + 1, 2.0f);
+    VecF v = random_f(size_t(T * Hkv * D), seed + 2);
+    VecF full(q.size()), lse(size_t(H * T));
+    const AttentionShape all{1, T, H, Hkv, D, window};
+    cpu::attention_forward<float>(q.data(), k.data(), v.data(), nullptr, full.data(), lse.data(), all);
+    VecF stepped(q.size());
+    for (int64_t p0 = 0; p0 < T;) {
+      const int64_t n = p0 == 0 ? 40 : p0 < 50 ? 1 : 7;
+      const int64_t len = std::min(n, T - p0);
+      AttentionShape s{1, len, H, Hkv, D, window};
+      s.q_offset = p0, s.Tk = p0 + len;  // keys and values of every position so far
+      cpu::attention_forward<float>(q.data() + p0 * H * D, k.data(), v.data(), nullptr, stepped.data() + p0 * H * D,
+                                    nullptr, s);
+      p0 += len;
+    }
+    EXPECT_REL(stepped, full, kSameMathTol);
+    EXPECT_REL(stepped, reference_attention(q, k, v, all), kFloatTol);
+  }
+  // A query range the keys cannot hold is refused.
+  VecF x(16 * 2);
+  AttentionShape bad{1, 2, 1, 1, 16, 0};
+  bad.q_offset = 3, bad.Tk = 4;
+  EXPECT_THROW(cpu::attention_forward<float>(x.data(), x.data(), x.data(), nullptr, x.data(), nullptr, bad), Error);
 }
 
 TEST(TrainOps, AttentionFloatMatchesDouble) {
   // Two batches with packed segments and padding, GQA, window, T across three query blocks.
-  const cpu::AttentionShape s{2, 150, 4, 2, 16, 40};
+  const AttentionShape s{2, 150, 4, 2, 16, 40};
   const uint64_t seed = 8;
   SCOPED_TRACE("seed " + std::to_string(seed));
   std::vector<int32_t> seg(size_t(s.B * s.T));
@@ -238,7 +318,7 @@ TEST(TrainOps, AttentionFloatMatchesDouble) {
       EXPECT_NEAR(lse[i], lsed[i], kFloatTol * std::max(1.0, std::abs(lsed[i]))) << i;
     }
   }
-  cpu::AttentionShape bad = s;
+  AttentionShape bad = s;
   bad.Hkv = 3;
   EXPECT_THROW(cpu::attention_forward<float>(q.data(), k.data(), v.data(), nullptr, out.data(), lse.data(), bad),
                Error);

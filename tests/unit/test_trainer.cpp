@@ -5,6 +5,8 @@
 // latest_checkpoint, and train() with intervals and a stop request.
 #include <gtest/gtest.h>
 
+#include "backend/cpu/cpu_backend.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -72,6 +74,7 @@ class ToyModel final : public Trainable {
     std::fill(gb_.data<float>(), gb_.data<float>() + gb_.numel(), 0.0f);
   }
   void parameters_updated() override { ++updates_; }
+  Backend& backend() override { return *backend_; }
   MemoryStats memory() const override { return {}; }
 
   // The forward_backward call (0-based) that reports a NaN loss (or, with inf_grad_only, a finite
@@ -94,6 +97,7 @@ class ToyModel final : public Trainable {
   }
 
  private:
+  std::shared_ptr<Backend> backend_ = make_cpu_backend();
   LossSum run(const Batch& batch, uint64_t dropout_seed, std::vector<double>* dw, std::vector<double>* db) const {
     const bool drop = dw && dropout_ > 0;
     Rng rng(dropout_seed);

@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "backend/cpu/fast_exp.h"
-#include "backend/cpu/linear_train.h"
+#include "backend/cpu/matmul.h"
 #include "core/error.h"
 #include "core/ignore_index.h"
 

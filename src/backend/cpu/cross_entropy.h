@@ -1,23 +1,16 @@
 // The LM head fused with cross-entropy, chunked over rows so that at most (chunk, V) logits exist
 // at once (never (N, V)): for each chunk, logits = h·Wᵀ, loss = logsumexp(logits) - logits[target],
 // dlogits = (softmax - onehot(target)) · grad_scale, dh = dlogits·W, dW += dlogitsᵀ·h.
-// targets (N): the label each row predicts (already shifted), -100 = ignored (no loss, no grad).
+// targets (N): the label each row predicts (already shifted), kIgnoreIndex (-100) = ignored (no loss, no grad).
 // h (N, C); w (V, C) a Tensor in f32/bf16 (T = float) or f64 (T = double).
 // Tested in tests/grad/test_op_grads.cpp and tests/unit/test_train_ops.cpp (vs log_softmax loops).
 #pragma once
 #include <cstdint>
 
+#include "backend/backend.h"
 #include "core/tensor.h"
 
 namespace qlora::cpu {
-
-// Rows of (V) logits alive at once: 256 x 49152 f32 (SmolLM2) = 48 MiB with their gradient.
-inline constexpr int64_t kLossChunkRows = 256;
-
-struct CrossEntropyResult {
-  double loss_sum = 0;   // summed over rows with a target
-  int64_t count = 0;     // rows with a target
-};
 
 // Loss only (evaluation). row_losses (N) may be null; ignored rows get 0.
 template <typename T>

@@ -1,12 +1,12 @@
 // Fused 4-bit matmuls on the CPU. Code layout as bitsandbytes: flat element index i = n*K + k,
 // byte i/2, high nibble for even i; block of element i is i / block_size (blocks may span rows
 // when K % block_size != 0). A value is code_table[nibble] * absmax[block].
-// Paths: small M with K % 32 == 0 and block_size % 32 == 0 (every real LLM weight) use AVX-512
+// Paths: small N (rows) with K % 32 == 0 and block_size % 32 == 0 (every real LLM weight) use AVX-512
 // kernels that look the 16-entry code table up with vpermps straight from the packed bytes;
 // other alignments and non-AVX-512 builds dequantize rows/slices into a small buffer (scalar at
-// ragged edges). Large M dequantizes tiles in parallel, then calls the (multithreaded) sgemm
+// ragged edges). Large N dequantizes tiles in parallel, then calls the (multithreaded) sgemm
 // outside the parallel region.
-#include "quant/qmatmul.h"
+#include "backend/cpu/qmatmul.h"
 
 #include <cblas.h>
 #include <immintrin.h>
@@ -22,9 +22,10 @@
 #include <climits>
 
 #include "core/error.h"
-#include "quant/codebooks.h"
+#include "backend/cpu/matmul.h"
+#include "backend/cpu/quantize.h"
 
-namespace qlora {
+namespace qlora::cpu {
 
 namespace {
 
@@ -112,11 +113,11 @@ float dot_f32(const float* a, const float* b, int64_t K) {
 
 // Forward: up to this many rows of x, the codes are dotted directly (dequantized in registers, once
 // per group of 4 rows of x); above it, dequantized tiles feed sgemm. bench_qmatmul, 2 threads,
-// AVX-512: at M = 16 direct was a few % faster than tiles (1536x576 and 4096x4096).
+// AVX-512: at N = 16 direct was a few % faster than tiles (1536x576 and 4096x4096).
 constexpr int64_t kDirectMaxRows = 16;
 // Backward: up to this many rows of dy, each thread keeps a slice of dx in registers and streams the
 // codes down its columns; the register budget (16 accumulators) caps this at 4 rows. The tiled
-// form of the slice kernel (dequantize + axpy) was 2-3x slower than sgemm panels at M = 16.
+// form of the slice kernel (dequantize + axpy) was 2-3x slower than sgemm panels at N = 16.
 constexpr int64_t kBackwardDirectMaxRows = 4;
 // f32 elements per dequantized tile (2 MiB): large enough that each sgemm call is efficient, small
 // enough to stay in L2/L3 between the dequant and the sgemm that reads it.
@@ -125,9 +126,9 @@ constexpr int64_t kTileElems = int64_t(1) << 19;
 #if defined(__AVX512F__)
 // x rows rearranged per 32-element chunk to match lookup32: the 16 even-index elements, then the
 // 16 odd-index ones. Lets the direct kernel skip re-interleaving the weights.
-std::vector<float> deinterleave_chunks(const float* x, int64_t M, int64_t K) {
-  std::vector<float> out(size_t(M * K));
-  for (int64_t m = 0; m < M; ++m)
+std::vector<float> deinterleave_chunks(const float* x, int64_t N, int64_t K) {
+  std::vector<float> out(size_t(N * K));
+  for (int64_t m = 0; m < N; ++m)
     for (int64_t c = 0; c < K; c += 32)
       for (int j = 0; j < 16; ++j) {
         out[m * K + c + j] = x[m * K + c + 2 * j];
@@ -140,7 +141,7 @@ std::vector<float> deinterleave_chunks(const float* x, int64_t M, int64_t K) {
 // K % 32 == 0 and block_size % 32 == 0, so every 32-element chunk starts at an even flat index
 // inside one block. Two chunks per step with separate accumulators hide the FMA latency at MB = 1.
 template <int MB>
-void direct_row(const Dequant& d, const float* xd, int64_t K, int64_t n, float* y, int64_t N) {
+void direct_row(const Dequant& d, const float* xd, int64_t K, int64_t n, float* y, int64_t O) {
   __m512 acc[MB][4];
   for (int m = 0; m < MB; ++m)
     for (int j = 0; j < 4; ++j) acc[m][j] = _mm512_setzero_ps();
@@ -174,15 +175,15 @@ void direct_row(const Dequant& d, const float* xd, int64_t K, int64_t n, float* 
     }
   }
   for (int m = 0; m < MB; ++m)
-    y[m * N + n] = _mm512_reduce_add_ps(
+    y[m * O + n] = _mm512_reduce_add_ps(
         _mm512_add_ps(_mm512_add_ps(acc[m][0], acc[m][1]), _mm512_add_ps(acc[m][2], acc[m][3])));
 }
 
 // direct_row for rows n and n + 1 together: each load of x feeds two weight rows, which halves
-// the loads per FMA (at M = 16 the single-row kernel is bound by loads of x). Each row tracks its
+// the loads per FMA (at N = 16 the single-row kernel is bound by loads of x). Each row tracks its
 // own block, since with K % block_size != 0 the two rows' block boundaries differ.
 template <int MB>
-void direct_row_pair(const Dequant& d, const float* xd, int64_t K, int64_t n, float* y, int64_t N) {
+void direct_row_pair(const Dequant& d, const float* xd, int64_t K, int64_t n, float* y, int64_t O) {
   __m512 acc[MB][2][2];
   for (int m = 0; m < MB; ++m)
     for (int r = 0; r < 2; ++r) acc[m][r][0] = acc[m][r][1] = _mm512_setzero_ps();
@@ -214,33 +215,33 @@ void direct_row_pair(const Dequant& d, const float* xd, int64_t K, int64_t n, fl
     }
   }
   for (int m = 0; m < MB; ++m)
-    for (int r = 0; r < 2; ++r) y[m * N + n + r] = _mm512_reduce_add_ps(_mm512_add_ps(acc[m][r][0], acc[m][r][1]));
+    for (int r = 0; r < 2; ++r) y[m * O + n + r] = _mm512_reduce_add_ps(_mm512_add_ps(acc[m][r][0], acc[m][r][1]));
 }
 
-void forward_direct_aligned(const Dequant& d, const float* x, float* y, int64_t M, int64_t N, int64_t K) {
-  const std::vector<float> xd = deinterleave_chunks(x, M, K);
-  const int64_t n_pairs = N / 2;
+void forward_direct_aligned(const Dequant& d, const float* x, float* y, int64_t N, int64_t O, int64_t K) {
+  const std::vector<float> xd = deinterleave_chunks(x, N, K);
+  const int64_t n_pairs = O / 2;
 #pragma omp parallel for schedule(static)
-  for (int64_t p = 0; p < n_pairs + N % 2; ++p) {
+  for (int64_t p = 0; p < n_pairs + O % 2; ++p) {
     const int64_t n = 2 * p;
     // Groups of up to 4 rows of x share one dequantization; the codes stay in L1 across groups.
-    for (int64_t m0 = 0; m0 < M; m0 += 4) {
+    for (int64_t m0 = 0; m0 < N; m0 += 4) {
       const float* xm = xd.data() + m0 * K;
-      float* ym = y + m0 * N;
-      const int64_t mb = std::min<int64_t>(4, M - m0);
+      float* ym = y + m0 * O;
+      const int64_t mb = std::min<int64_t>(4, N - m0);
       if (p < n_pairs) {
         switch (mb) {
-          case 1: direct_row_pair<1>(d, xm, K, n, ym, N); break;
-          case 2: direct_row_pair<2>(d, xm, K, n, ym, N); break;
-          case 3: direct_row_pair<3>(d, xm, K, n, ym, N); break;
-          default: direct_row_pair<4>(d, xm, K, n, ym, N); break;
+          case 1: direct_row_pair<1>(d, xm, K, n, ym, O); break;
+          case 2: direct_row_pair<2>(d, xm, K, n, ym, O); break;
+          case 3: direct_row_pair<3>(d, xm, K, n, ym, O); break;
+          default: direct_row_pair<4>(d, xm, K, n, ym, O); break;
         }
-      } else {  // the last row of an odd N
+      } else {  // the last row of an odd O
         switch (mb) {
-          case 1: direct_row<1>(d, xm, K, n, ym, N); break;
-          case 2: direct_row<2>(d, xm, K, n, ym, N); break;
-          case 3: direct_row<3>(d, xm, K, n, ym, N); break;
-          default: direct_row<4>(d, xm, K, n, ym, N); break;
+          case 1: direct_row<1>(d, xm, K, n, ym, O); break;
+          case 2: direct_row<2>(d, xm, K, n, ym, O); break;
+          case 3: direct_row<3>(d, xm, K, n, ym, O); break;
+          default: direct_row<4>(d, xm, K, n, ym, O); break;
         }
       }
     }
@@ -249,39 +250,39 @@ void forward_direct_aligned(const Dequant& d, const float* x, float* y, int64_t 
 #endif
 
 // Any alignment: each thread dequantizes one row of w at a time into a K-float buffer.
-void forward_direct_generic(const Dequant& d, const float* x, float* y, int64_t M, int64_t N, int64_t K) {
+void forward_direct_generic(const Dequant& d, const float* x, float* y, int64_t N, int64_t O, int64_t K) {
 #pragma omp parallel
   {
     std::vector<float> row(static_cast<size_t>(K));
 #pragma omp for schedule(static)
-    for (int64_t n = 0; n < N; ++n) {
+    for (int64_t n = 0; n < O; ++n) {
       dequant_range(d, n * K, K, row.data());
-      for (int64_t m = 0; m < M; ++m) y[m * N + n] = dot_f32(x + m * K, row.data(), K);
+      for (int64_t m = 0; m < N; ++m) y[m * O + n] = dot_f32(x + m * K, row.data(), K);
     }
   }
 }
 
-// Any alignment: each thread owns a slice of dx's columns and walks all N rows of w, dequantizing
+// Any alignment: each thread owns a slice of dx's columns and walks all O rows of w, dequantizing
 // just its slice of each row into an L1-resident buffer: dx[m, slice] += dy[m, n] * w[n, slice].
-void backward_direct_generic(const Dequant& d, const float* dy, float* dx, int64_t M, int64_t N, int64_t K) {
+void backward_direct_generic(const Dequant& d, const float* dy, float* dx, int64_t N, int64_t O, int64_t K) {
   constexpr int64_t kSlice = 256;
   const int64_t n_slices = (K + kSlice - 1) / kSlice;
 #pragma omp parallel
   {
-    std::vector<float> buf(kSlice), acc(size_t(M * kSlice));
+    std::vector<float> buf(kSlice), acc(size_t(N * kSlice));
 #pragma omp for schedule(static)
     for (int64_t s = 0; s < n_slices; ++s) {
       const int64_t k0 = s * kSlice, cols = std::min(kSlice, K - k0);
       std::fill(acc.begin(), acc.end(), 0.0f);
-      for (int64_t n = 0; n < N; ++n) {
+      for (int64_t n = 0; n < O; ++n) {
         dequant_range(d, n * K + k0, cols, buf.data());
-        for (int64_t m = 0; m < M; ++m) {
-          const float g = dy[m * N + n];
+        for (int64_t m = 0; m < N; ++m) {
+          const float g = dy[m * O + n];
           float* a = acc.data() + m * kSlice;
           for (int64_t c = 0; c < cols; ++c) a[c] += g * buf[c];
         }
       }
-      for (int64_t m = 0; m < M; ++m) std::copy_n(acc.data() + m * kSlice, cols, dx + m * K + k0);
+      for (int64_t m = 0; m < N; ++m) std::copy_n(acc.data() + m * kSlice, cols, dx + m * K + k0);
     }
   }
 }
@@ -292,16 +293,16 @@ void backward_direct_generic(const Dequant& d, const float* dy, float* dx, int64
 // each weight one lookup and one add; the accumulators hold even/odd elements apart and are
 // interleaved once at the end. Needs K % 32 == 0, block_size % 32 == 0 and k0 % 32 == 0.
 template <int MB, int CH>
-void backward_slice(const Dequant& d, const float* dy, float* dx, int64_t N, int64_t K, int64_t k0) {
+void backward_slice(const Dequant& d, const float* dy, float* dx, int64_t O, int64_t K, int64_t k0) {
   __m512 acc[MB][CH][2];
   for (int m = 0; m < MB; ++m)
     for (int c = 0; c < CH; ++c) acc[m][c][0] = acc[m][c][1] = _mm512_setzero_ps();
   const __m512 table = _mm512_loadu_ps(d.table);
-  for (int64_t n = 0; n < N; ++n) {
+  for (int64_t n = 0; n < O; ++n) {
     const int64_t base = n * K + k0;
     int64_t block = base / d.block_size, pos = base % d.block_size;  // chunks step 32 <= block_size
     float g[MB];
-    for (int m = 0; m < MB; ++m) g[m] = dy[m * N + n];
+    for (int m = 0; m < MB; ++m) g[m] = dy[m * O + n];
     for (int c = 0; c < CH; ++c, pos += 32) {
       if (pos >= d.block_size) pos -= d.block_size, ++block;
       const float scale = d.scale(block);
@@ -324,24 +325,24 @@ void backward_slice(const Dequant& d, const float* dy, float* dx, int64_t N, int
 }
 
 template <int MB>
-void backward_direct_mb(const Dequant& d, const float* dy, float* dx, int64_t N, int64_t K) {
+void backward_direct_mb(const Dequant& d, const float* dy, float* dx, int64_t O, int64_t K) {
   constexpr int CH = 8 / MB;  // chunks of 32 per slice
   const int64_t n_full = K / (32 * CH), n_tail = (K % (32 * CH)) / 32;
   // Full slices first, then the leftover chunks one by one; dynamic, as they differ in cost.
 #pragma omp parallel for schedule(dynamic, 1)
   for (int64_t t = 0; t < n_full + n_tail; ++t) {
-    if (t < n_full) backward_slice<MB, CH>(d, dy, dx, N, K, t * 32 * CH);
-    else backward_slice<MB, 1>(d, dy, dx, N, K, n_full * 32 * CH + (t - n_full) * 32);
+    if (t < n_full) backward_slice<MB, CH>(d, dy, dx, O, K, t * 32 * CH);
+    else backward_slice<MB, 1>(d, dy, dx, O, K, n_full * 32 * CH + (t - n_full) * 32);
   }
 }
 
-void backward_direct_aligned(const Dequant& d, const float* dy, float* dx, int64_t M, int64_t N, int64_t K) {
-  switch (M) {
-    case 1: return backward_direct_mb<1>(d, dy, dx, N, K);
-    case 2: return backward_direct_mb<2>(d, dy, dx, N, K);
-    case 3: return backward_direct_mb<3>(d, dy, dx, N, K);
-    case 4: return backward_direct_mb<4>(d, dy, dx, N, K);
-    default: QLORA_ASSERT(false, "backward_direct_aligned handles M <= 4, got {}", M);
+void backward_direct_aligned(const Dequant& d, const float* dy, float* dx, int64_t N, int64_t O, int64_t K) {
+  switch (N) {
+    case 1: return backward_direct_mb<1>(d, dy, dx, O, K);
+    case 2: return backward_direct_mb<2>(d, dy, dx, O, K);
+    case 3: return backward_direct_mb<3>(d, dy, dx, O, K);
+    case 4: return backward_direct_mb<4>(d, dy, dx, O, K);
+    default: QLORA_ASSERT(false, "backward_direct_aligned handles N <= 4, got {}", N);
   }
 }
 #endif
@@ -353,104 +354,199 @@ void dequant_rows(const Dequant& d, int64_t n0, int64_t rows, int64_t K, float* 
   for (int64_t r = 0; r < rows; ++r) dequant_range(d, (n0 + r) * K, K, tile + r * K);
 }
 
-// Columns [k0, k0 + cols) of every row of w into panel (N, cols), in parallel.
-void dequant_cols(const Dequant& d, int64_t N, int64_t K, int64_t k0, int64_t cols, float* panel) {
+// Columns [k0, k0 + cols) of every row of w into panel (O, cols), in parallel.
+void dequant_cols(const Dequant& d, int64_t O, int64_t K, int64_t k0, int64_t cols, float* panel) {
 #pragma omp parallel for schedule(static)
-  for (int64_t n = 0; n < N; ++n) dequant_range(d, n * K + k0, cols, panel + n * cols);
+  for (int64_t n = 0; n < O; ++n) dequant_range(d, n * K + k0, cols, panel + n * cols);
 }
 
 void check_weight(const QuantTensor& w, const char* op) {
   if (w.shape.size() != 2 || w.shape[0] <= 0 || w.shape[1] <= 0)
-    fail(op, "weight must be 2-D (N, K) with N, K > 0; got {}", shape_str(w.shape));
+    fail(op, "weight must be 2-D (O, K) with O, K > 0; got {}", shape_str(w.shape));
   if (w.shape[0] > INT_MAX || w.shape[1] > INT_MAX)
     fail(op, "weight dims must fit in int for BLAS; got {}", shape_str(w.shape));
   if (w.block_size <= 0) fail(op, "block_size must be positive; got {}", w.block_size);
-  const size_t code_bytes = size_t((w.numel() + 1) / 2);
-  if (w.codes.size() < code_bytes)
-    fail(op, "codes hold {} bytes; expected {} for shape {}", w.codes.size(), code_bytes, shape_str(w.shape));
+  if (!w.on_host()) fail(op, "weight lives on {}; the CPU backend needs host memory", w.device().name());
+  const int64_t code_bytes = (w.numel() + 1) / 2;
+  if (!w.codes.defined() || w.codes.numel() < code_bytes || w.codes.dtype() != DType::U8)
+    fail(op, "codes hold {} bytes; expected {} u8 for shape {}", w.codes.defined() ? w.codes.numel() : 0, code_bytes,
+         shape_str(w.shape));
+  if (!w.code.defined() || w.code.numel() != 16 || w.code.dtype() != DType::F32)
+    fail(op, "code table is {}; expected f32 (16)", w.code.defined() ? w.code.describe() : "undefined");
 }
+
+int64_t length(const Tensor& t) { return t.defined() ? t.numel() : 0; }
 
 // Validates the absmax storage of w and points a Dequant at it.
 Dequant make_dequant(const QuantTensor& w, const char* op) {
-  if (w.block_size <= 0) fail(op, "block_size must be positive; got {}", w.block_size);
-  Dequant d{w.codes.data(), code_4bit(w.type).data(), w.block_size};
+  Dequant d{w.codes.data<uint8_t>(), w.code.data<float>(), w.block_size};
   const int64_t n_blocks = w.n_blocks();
   if (!w.double_quant) {
-    if (int64_t(w.absmax.size()) < n_blocks)
-      fail(op, "absmax holds {} values; expected {} blocks", w.absmax.size(), n_blocks);
-    d.absmax = w.absmax.data();
+    if (length(w.absmax) < n_blocks) fail(op, "absmax holds {} values; expected {} blocks", length(w.absmax), n_blocks);
+    d.absmax = w.absmax.data<float>();
     return d;
   }
   if (w.nested_block_size <= 0) fail(op, "nested_block_size must be positive; got {}", w.nested_block_size);
   const int64_t n_nested = (n_blocks + w.nested_block_size - 1) / w.nested_block_size;
-  if (int64_t(w.absmax_codes.size()) < n_blocks || int64_t(w.nested_absmax.size()) < n_nested)
-    fail(op, "double-quant absmax holds {} codes and {} nested values; expected {} and {}",
-         w.absmax_codes.size(), w.nested_absmax.size(), n_blocks, n_nested);
-  d.absmax_codes = w.absmax_codes.data();
-  d.nested_absmax = w.nested_absmax.data();
-  d.map = kDynamicCode.data();
+  if (length(w.absmax_codes) < n_blocks || length(w.nested_absmax) < n_nested || length(w.nested_code) != 256)
+    fail(op, "double-quant absmax holds {} codes, {} nested values and a {}-entry map; expected {}, {} and 256",
+         length(w.absmax_codes), length(w.nested_absmax), length(w.nested_code), n_blocks, n_nested);
+  d.absmax_codes = w.absmax_codes.data<uint8_t>();
+  d.nested_absmax = w.nested_absmax.data<float>();
+  d.map = w.nested_code.data<float>();
   d.nested_block_size = w.nested_block_size;
   d.offset = w.offset;
   return d;
 }
 
-}  // namespace
-
-void qmatmul_forward(const float* x, const QuantTensor& w, float* y, int64_t M) {
-  check_weight(w, "qmatmul_forward");
-  if (M < 0 || M > INT_MAX) fail("qmatmul_forward", "M must be in [0, INT_MAX]; got {}", M);
-  if (M == 0) return;
-  const int64_t N = w.shape[0], K = w.shape[1];
-  const Dequant d = make_dequant(w, "qmatmul_forward");
-
-  if (M <= kDirectMaxRows) {
-#if defined(__AVX512F__)
-    if (K % 32 == 0 && w.block_size % 32 == 0) {
-      forward_direct_aligned(d, x, y, M, N, K);
-      return;
-    }
-#endif
-    forward_direct_generic(d, x, y, M, N, K);
-    return;
+// The f32 absmax of every block, as quant/nf4.h's block_absmax computes it (decode_absmax is
+// compiled without FMA contraction), so the f64 path sees exactly the f32 path's weights.
+std::vector<float> block_absmax(const QuantTensor& w) {
+  std::vector<float> out(size_t(w.n_blocks()));
+  if (!w.double_quant) {
+    std::copy_n(w.absmax.data<float>(), out.size(), out.begin());
+    return out;
   }
-  // y[:, n0:n0+rows] = x · tileᵀ, written in place through ldc = N.
-  const int64_t tile_rows = std::min<int64_t>(N, std::max<int64_t>(16, kTileElems / K));
-  std::vector<float> tile(static_cast<size_t>(std::min(tile_rows, N) * K));
-  for (int64_t n0 = 0; n0 < N; n0 += tile_rows) {
-    const int64_t rows = std::min(tile_rows, N - n0);
-    dequant_rows(d, n0, rows, K, tile.data());
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(M), int(rows), int(K), 1.0f, x, int(K), tile.data(),
-                int(K), 0.0f, y + n0, int(N));
+  decode_absmax_8bit(w.absmax_codes.data<uint8_t>(), w.nested_absmax.data<float>(), w.nested_code.data<float>(),
+                     int64_t(out.size()), w.nested_block_size, w.offset, out.data());
+  return out;
+}
+
+// Rows of a 4-bit weight dequantized at a time on the f64 path: 64 x K doubles (2 MiB at K = 4096)
+// stays in L2/L3 between the dequantization and the dgemm reading it.
+constexpr int64_t kQuantTileRows = 64;
+// Elements above which element-wise loops run in parallel.
+constexpr int64_t kParallelMin = 65536;
+
+// out (rows, K) = dequant(w[o0 : o0 + rows, :]) widened to f64.
+void dequant_rows_f64(const QuantTensor& w, const std::vector<float>& absmax, int64_t o0, int64_t rows, double* out) {
+  const int64_t K = w.shape[1], begin = o0 * K, count = rows * K, bs = w.block_size;
+  const uint8_t* codes = w.codes.data<uint8_t>();
+  const float* code = w.code.data<float>();
+#pragma omp parallel for if (count > kParallelMin) schedule(static)
+  for (int64_t j = 0; j < count; ++j) {
+    const int64_t i = begin + j;
+    const uint8_t byte = codes[i >> 1];
+    const uint8_t c = (i & 1) ? uint8_t(byte & 0x0f) : uint8_t(byte >> 4);
+    out[j] = double(code[c] * absmax[size_t(i / bs)]);
   }
 }
 
-void qmatmul_backward_input(const float* dy, const QuantTensor& w, float* dx, int64_t M) {
-  check_weight(w, "qmatmul_backward_input");
-  if (M < 0 || M > INT_MAX) fail("qmatmul_backward_input", "M must be in [0, INT_MAX]; got {}", M);
-  if (M == 0) return;
-  const int64_t N = w.shape[0], K = w.shape[1];
-  const Dequant d = make_dequant(w, "qmatmul_backward_input");
+}  // namespace
 
-  if (M <= kBackwardDirectMaxRows) {
+void qmatmul_forward(const float* x, const QuantTensor& w, float* y, int64_t N) {
+  check_weight(w, "qmatmul_forward");
+  if (N < 0 || N > INT_MAX) fail("qmatmul_forward", "N must be in [0, INT_MAX]; got {}", N);
+  if (N == 0) return;
+  const int64_t O = w.shape[0], K = w.shape[1];
+  const Dequant d = make_dequant(w, "qmatmul_forward");
+
+  if (N <= kDirectMaxRows) {
 #if defined(__AVX512F__)
     if (K % 32 == 0 && w.block_size % 32 == 0) {
-      backward_direct_aligned(d, dy, dx, M, N, K);
+      forward_direct_aligned(d, x, y, N, O, K);
       return;
     }
 #endif
-    backward_direct_generic(d, dy, dx, M, N, K);
+    forward_direct_generic(d, x, y, N, O, K);
     return;
   }
-  // Column panels of w (N, cols): dx[:, k0:k0+cols] = dy · panel, so each element of dx is written
-  // once with the full inner dimension N (row tiles would re-read and re-write dx per tile).
-  const int64_t panel_cols = std::min<int64_t>(K, std::max<int64_t>(32, (kTileElems / N) / 32 * 32));
-  std::vector<float> panel(static_cast<size_t>(N * panel_cols));
+  // y[:, n0:n0+rows] = x · tileᵀ, written in place through ldc = O.
+  const int64_t tile_rows = std::min<int64_t>(O, std::max<int64_t>(16, kTileElems / K));
+  std::vector<float> tile(static_cast<size_t>(std::min(tile_rows, O) * K));
+  for (int64_t n0 = 0; n0 < O; n0 += tile_rows) {
+    const int64_t rows = std::min(tile_rows, O - n0);
+    dequant_rows(d, n0, rows, K, tile.data());
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(N), int(rows), int(K), 1.0f, x, int(K), tile.data(),
+                int(K), 0.0f, y + n0, int(O));
+  }
+}
+
+void qmatmul_backward_input(const float* dy, const QuantTensor& w, float* dx, int64_t N) {
+  check_weight(w, "qmatmul_backward_input");
+  if (N < 0 || N > INT_MAX) fail("qmatmul_backward_input", "N must be in [0, INT_MAX]; got {}", N);
+  if (N == 0) return;
+  const int64_t O = w.shape[0], K = w.shape[1];
+  const Dequant d = make_dequant(w, "qmatmul_backward_input");
+
+  if (N <= kBackwardDirectMaxRows) {
+#if defined(__AVX512F__)
+    if (K % 32 == 0 && w.block_size % 32 == 0) {
+      backward_direct_aligned(d, dy, dx, N, O, K);
+      return;
+    }
+#endif
+    backward_direct_generic(d, dy, dx, N, O, K);
+    return;
+  }
+  // Column panels of w (O, cols): dx[:, k0:k0+cols] = dy · panel, so each element of dx is written
+  // once with the full inner dimension O (row tiles would re-read and re-write dx per tile).
+  const int64_t panel_cols = std::min<int64_t>(K, std::max<int64_t>(32, (kTileElems / O) / 32 * 32));
+  std::vector<float> panel(static_cast<size_t>(O * panel_cols));
   for (int64_t k0 = 0; k0 < K; k0 += panel_cols) {
     const int64_t cols = std::min(panel_cols, K - k0);
-    dequant_cols(d, N, K, k0, cols, panel.data());
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(M), int(cols), int(N), 1.0f, dy, int(N),
+    dequant_cols(d, O, K, k0, cols, panel.data());
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(N), int(cols), int(O), 1.0f, dy, int(O),
                 panel.data(), int(cols), 0.0f, dx + k0, int(K));
   }
 }
 
-}  // namespace qlora
+// Rows of dy per qmatmul_backward_input call in the accumulating form: it overwrites, so each chunk
+// goes through a temporary (rows, K) buffer that is then added to dx; chunking bounds that buffer
+// (2048 x 4096 f32 = 32 MiB) while keeping each call large enough that the dequantization of W
+// (once per call) stays small next to its 2·rows·O·K flops.
+constexpr int64_t kAccumulateRows = 2048;
+
+void qmatmul_dy_w_acc(const float* dy, const QuantTensor& w, float* dx, int64_t N) {
+  check_weight(w, "qmatmul_dy_w_acc");
+  if (N <= 0) return;
+  const int64_t O = w.shape[0], K = w.shape[1];
+  std::vector<float> tmp(size_t(std::min(kAccumulateRows, N) * K));
+  for (int64_t n0 = 0; n0 < N; n0 += kAccumulateRows) {
+    const int64_t nr = std::min(kAccumulateRows, N - n0);
+    qmatmul_backward_input(dy + n0 * O, w, tmp.data(), nr);
+    float* d = dx + n0 * K;
+    const int64_t n = nr * K;
+#pragma omp parallel for if (n > kParallelMin) schedule(static)
+    for (int64_t i = 0; i < n; ++i) d[i] += tmp[size_t(i)];
+  }
+}
+
+void qmatmul_forward(const double* x, const QuantTensor& w, double* y, int64_t N) {
+  check_weight(w, "qmatmul_forward");
+  if (N <= 0) return;
+  const int64_t O = w.shape[0], K = w.shape[1];
+  make_dequant(w, "qmatmul_forward");  // validates the constants
+  const std::vector<float> absmax = block_absmax(w);
+  std::vector<double> tile(size_t(std::min(kQuantTileRows, O) * K));
+  for (int64_t o0 = 0; o0 < O; o0 += kQuantTileRows) {
+    const int64_t nr = std::min(kQuantTileRows, O - o0);
+    dequant_rows_f64(w, absmax, o0, nr, tile.data());
+    // Columns [o0, o0 + nr) of y: leading dimension O.
+    gemm<double>(false, true, N, nr, K, 1.0, x, K, tile.data(), K, 0.0, y + o0, O);
+  }
+}
+
+void qmatmul_dy_w_acc(const double* dy, const QuantTensor& w, double* dx, int64_t N) {
+  check_weight(w, "qmatmul_dy_w_acc");
+  if (N <= 0) return;
+  const int64_t O = w.shape[0], K = w.shape[1];
+  make_dequant(w, "qmatmul_dy_w_acc");
+  const std::vector<float> absmax = block_absmax(w);
+  std::vector<double> tile(size_t(std::min(kQuantTileRows, O) * K));
+  for (int64_t o0 = 0; o0 < O; o0 += kQuantTileRows) {
+    const int64_t nr = std::min(kQuantTileRows, O - o0);
+    dequant_rows_f64(w, absmax, o0, nr, tile.data());
+    // dx += dy[:, o0:o0+nr] · W[o0:o0+nr, :]: a sum over tiles of W's rows.
+    gemm<double>(false, false, N, K, nr, 1.0, dy + o0, O, tile.data(), K, 1.0, dx, K);
+  }
+}
+
+void dequantize_4bit(const QuantTensor& w, float* out) {
+  check_weight(w, "dequantize_4bit");
+  make_dequant(w, "dequantize_4bit");
+  const std::vector<float> absmax = block_absmax(w);
+  dequantize_blocks_4bit(w.codes.data<uint8_t>(), absmax.data(), w.code.data<float>(), w.numel(), w.block_size, out);
+}
+
+}  // namespace qlora::cpu

@@ -1,11 +1,11 @@
-// Forward and backward kernels of the Llama block for training, on raw pointers plus sizes, for
-// T = float (training) and T = double (finite-difference gradient checks). The CUDA twins will take
-// the same arguments in the same order.
+// Forward and backward kernels of the Llama block (training and inference alike), on raw pointers
+// plus sizes, for T = float and T = double (finite-difference gradient checks). The CpuBackend
+// (cpu_backend.h) exposes them through the Backend interface; CUDA twins take the same arguments.
 // Conventions: gradients of an op's *inputs* are written (overwritten) unless the comment says
 // "+=", parameter gradients are always accumulated (+=), so micro-batches add up.
 // Dimension legend: N rows (B*T tokens), C hidden, H heads, D head dim, F ffn, V vocab.
 // Tested in tests/grad/test_op_grads.cpp (central differences in double precision) and
-// tests/unit/test_train_ops.cpp (float vs double, and vs the inference kernels in ops.h).
+// tests/unit/test_train_ops.cpp (float vs double, and vs plain-loop references).
 #pragma once
 #include <cstdint>
 

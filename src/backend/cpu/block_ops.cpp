@@ -1,9 +1,8 @@
 // Forward and backward of RMSNorm, RoPE, SwiGLU, embedding and the residual add on the CPU, for
 // T = float (training) and T = double (gradient checks). OpenMP over rows; inner loops are plain or
-// `omp simd` reductions so the compiler vectorises them. The float forwards reproduce the inference
-// kernels of ops.cpp (same formulas, same operation order) so training and inference agree.
+// `omp simd` reductions so the compiler vectorises them.
 // Tested in tests/grad/test_op_grads.cpp and tests/unit/test_train_ops.cpp.
-#include "backend/cpu/train_ops.h"
+#include "backend/cpu/block_ops.h"
 
 #include <omp.h>
 
@@ -31,7 +30,7 @@ void rmsnorm_forward(const T* x, const T* weight, T* y, T* rstd, int64_t N, int6
   for (int64_t n = 0; n < N; ++n) {
     const T* xr = x + n * C;
     T* yr = y + n * C;
-    // Sum of squares in double (as cpu::rmsnorm), mean rounded to T, then 1/sqrt in T like HF's
+    // Sum of squares in double, mean rounded to T, then 1/sqrt in T like HF's
     // torch.rsqrt(x.pow(2).mean(-1) + eps) on f32 hidden states.
     double sum = 0.0;
 #pragma omp simd reduction(+ : sum)
@@ -128,7 +127,7 @@ void swiglu_forward(const T* gate, const T* up, T* out, int64_t n) {
 #pragma omp parallel for if (n > kParallelMinElems) schedule(static)
   for (int64_t i = 0; i < n; ++i) {
     const T g = gate[i];
-    out[i] = g / (T(1) + std::exp(-g)) * up[i];  // same expression as cpu::swiglu
+    out[i] = g / (T(1) + std::exp(-g)) * up[i];
   }
 }
 

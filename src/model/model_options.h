@@ -1,0 +1,50 @@
+// How a LlamaModel is set up: the method (full fine-tuning, LoRA over a dense base, QLoRA over a
+// frozen 4-bit base), the LoRA and quantization settings, the compute dtype, gradient
+// checkpointing, the backend it runs on, and whether it trains at all (an inference model holds no
+// trainable parameters and takes adapters from PEFT files). Tested through tests/unit/test_train_model.cpp.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "backend/backend.h"
+#include "core/quant_tensor.h"
+#include "lora/lora_config.h"
+
+namespace qlora {
+
+enum class TrainMethod { Full, Lora, Qlora };
+TrainMethod train_method_from_name(const std::string& name);  // "full" | "lora" | "qlora"; throws Error
+std::string train_method_name(TrainMethod method);
+
+// 4-bit storage of the decoder's linear weights (q/k/v/o/gate/up/down) as QLoRA keeps its frozen
+// base: quantized once at construction, the dense copies released, every product computed by the
+// fused dequant-matmul. Embeddings, norms and the LM head stay dense.
+struct QuantizeOptions {
+  bool enabled = false;  // inference models only; a qlora ModelOptions quantizes regardless
+  QuantType type = QuantType::NF4;
+  int64_t block_size = 64;
+  bool double_quant = true;
+};
+
+struct ModelOptions {
+  TrainMethod method = TrainMethod::Qlora;
+  LoraConfig lora;             // lora and qlora
+  QuantizeOptions quantize;    // qlora's base: type, block size, double quantization
+  DType compute = DType::F32;  // F32 | BF16 | F64 (gradient checks)
+  int64_t checkpoint_every = 0;  // 0: keep every block's activations; k >= 1: recompute blocks l % k == 0
+  // No trainable parameters: inference and evaluation (the base is 4-bit when `quantize.enabled`).
+  bool frozen = false;
+  std::shared_ptr<Backend> backend;  // null: a CPU backend
+};
+
+// Inference: compute dtype and optional 4-bit base (frozen ModelOptions).
+struct ForwardOptions {
+  DType compute = DType::F32;  // f32 or bf16 activations
+  QuantizeOptions quantize;
+  std::shared_ptr<Backend> backend;  // null: a CPU backend
+};
+
+ModelOptions inference_options(const ForwardOptions& forward);
+
+}  // namespace qlora

@@ -143,6 +143,77 @@ TEST(TrainModel, Bf16ComputeStaysCloseToF32) {
   EXPECT_NE(a, b);              // and it really rounds
 }
 
+// Trainable params and grads are views of one allocation each, in registration order, without
+// overlap: a fused optimizer step or an all-reduce can take the flat buffers whole.
+TEST(TrainModel, ParamsLiveInFlatBuffers) {
+  for (TrainMethod method : {TrainMethod::Lora, TrainMethod::Full}) {
+    SCOPED_TRACE(train_method_name(method));
+    TrainModel model(test::load_fixture("llama-gqa"), lora_options(method));
+    const Tensor& values = model.model().flat_parameters();
+    const Tensor& grads = model.model().flat_gradients();
+    ASSERT_TRUE(values.defined() && grads.defined());
+    size_t end = 0;
+    for (const Param& p : model.parameters()) {
+      EXPECT_EQ(p.value.storage(), values.storage()) << p.name;
+      EXPECT_EQ(p.grad.storage(), grads.storage()) << p.name;
+      EXPECT_EQ(p.value.offset(), p.grad.offset()) << p.name;
+      EXPECT_GE(p.value.offset(), end) << p.name << " overlaps the previous param";
+      end = p.value.offset() + p.value.nbytes();
+    }
+    EXPECT_LE(end, values.nbytes());
+    // Writing a param through the flat buffer changes the layer's weight: the same memory.
+    const Param first = model.parameters()[0];
+    first.value.data<float>()[0] = 42.0f;
+    EXPECT_EQ(values.data<float>()[first.value.offset() / sizeof(float)], 42.0f);
+    // zero_grad clears the whole buffer.
+    const Batch batch = make_batch(test::random_sequences(3, model.config().vocab_size, 2, 12), 0, 2);
+    model.forward_backward(batch, 1.0, 1);
+    model.zero_grad();
+    for (int64_t i = 0; i < grads.numel(); ++i) ASSERT_EQ(grads.data<float>()[i], 0.0f) << i;
+  }
+}
+
+// The gradients-ready hook fires once per block with params, in backward order (head, last block
+// ... first block, embedding), and when it fires that block's gradients are final for the batch:
+// what a bucketed all-reduce overlapped with the backward needs.
+TEST(TrainModel, GradientsReadyHookGivesFinalBlockGradients) {
+  for (TrainMethod method : {TrainMethod::Lora, TrainMethod::Full}) {
+    for (int64_t checkpoint_every : {0, 1}) {
+      SCOPED_TRACE(train_method_name(method) + " checkpoint_every " + std::to_string(checkpoint_every));
+      TrainModel model(test::load_fixture("llama-gqa"), lora_options(method, DType::F32, checkpoint_every));
+      if (method == TrainMethod::Lora) test::randomize_lora_b(model, 5, 0.1);
+      const int64_t L = model.config().num_hidden_layers;
+      const Tensor& grads = model.model().flat_gradients();
+      std::vector<GradientsReady> calls;
+      std::vector<std::vector<float>> snapshots;
+      model.model().set_gradients_ready_hook([&](const GradientsReady& r) {
+        calls.push_back(r);
+        const float* g = grads.data<float>() + r.offset / sizeof(float);
+        snapshots.emplace_back(g, g + r.bytes / sizeof(float));
+      });
+      const Batch batch = make_batch(test::random_sequences(4, model.config().vocab_size, 2, 12), 0, 2);
+      model.zero_grad();
+      model.forward_backward(batch, 0.5, 2);
+      // Blocks in backward order; full fine-tuning also has the head (L) and the embedding (-1).
+      std::vector<int64_t> expect;
+      if (method == TrainMethod::Full) expect.push_back(L);
+      for (int64_t l = L - 1; l >= 0; --l) expect.push_back(l);
+      if (method == TrainMethod::Full) expect.push_back(-1);
+      ASSERT_EQ(calls.size(), expect.size());
+      size_t params = 0, bytes = 0;
+      for (size_t i = 0; i < calls.size(); ++i) {
+        EXPECT_EQ(calls[i].block, expect[i]);
+        params += calls[i].param_count, bytes += calls[i].bytes;
+        // Final: nothing later in the backward changed these gradients.
+        const float* now = grads.data<float>() + calls[i].offset / sizeof(float);
+        EXPECT_EQ(snapshots[i], std::vector<float>(now, now + calls[i].bytes / sizeof(float))) << "block " << calls[i].block;
+      }
+      EXPECT_EQ(params, model.parameters().size());  // every param in exactly one call
+      EXPECT_EQ(bytes, grads.nbytes());              // and every byte of the flat buffer
+    }
+  }
+}
+
 TEST(TrainModel, BadOptionsThrow) {
   TrainModelOptions o = lora_options(TrainMethod::Lora);
   o.lora.target_modules = {"q_proj", "attn"};

@@ -49,6 +49,11 @@ Trainer::Trainer(Trainable& model, std::vector<TrainSequence> train, std::vector
 
 Trainer::~Trainer() = default;
 
+int64_t steps_for_epochs(double epochs, size_t sequences, int64_t per_step) {
+  if (per_step < 1) fail("train", "sequences per step must be >= 1; got {}", per_step);
+  return std::max<int64_t>(1, int64_t(std::ceil(epochs * double(sequences) / double(per_step))));
+}
+
 // The next micro_batch sequences of the epoch order. A micro-batch never spans two epochs: when
 // fewer than micro_batch sequences are left, they are dropped and the next epoch (reshuffled with
 // seed + epoch) starts. order_ is rebuilt lazily from (seed, epoch), so resume() only restores

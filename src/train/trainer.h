@@ -99,6 +99,9 @@ class Trainer {
   std::vector<size_t> order_;  // the current epoch's order
 };
 
+// Optimizer steps for `epochs` passes over `sequences` at `per_step` sequences a step (at least 1).
+int64_t steps_for_epochs(double epochs, size_t sequences, int64_t per_step);
+
 // The newest output_dir/checkpoint-<step> directory, or "" when there is none.
 std::string latest_checkpoint(const std::string& output_dir);
 

@@ -7,6 +7,7 @@
 #include <map>
 
 #include "core/error.h"
+#include "model/model_options.h"
 
 namespace qlora::cli {
 
@@ -212,8 +213,11 @@ void validate(const TrainRunConfig& c) {
   if (c.base_model.empty()) fail("config", "key 'base_model' is required (a model folder, .gguf or .bin file)");
   if (!fs::exists(c.base_model)) fail("config", "key 'base_model': {} does not exist", c.base_model);
   if (!c.tokenizer.empty() && !fs::exists(c.tokenizer)) fail("config", "key 'tokenizer': {} does not exist", c.tokenizer);
-  if (c.method != "full" && c.method != "lora" && c.method != "qlora")
+  try {
+    train_method_from_name(c.method);
+  } catch (const Error&) {
     fail("config", "key 'method' must be full, lora or qlora; got '{}'", c.method);
+  }
   if (c.compute_dtype != "f32" && c.compute_dtype != "bf16")
     fail("config", "key 'compute_dtype' must be f32 or bf16; got '{}'", c.compute_dtype);
   if (c.datasets.empty()) fail("config", "key 'datasets' is required: at least one dataset file");

@@ -11,14 +11,12 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include "core/projections.h"
+#include "train/train_data.h"
+
 namespace qlora::cli {
 
-struct DatasetConfig {
-  std::string path;
-  std::string type = "auto";  // auto | alpaca | chat | text
-  std::string fields;         // e.g. "instruction=question,output=answer"
-  double weight = 1.0;        // mixing weight (multi-task)
-};
+using DatasetConfig = TrainDatasetSpec;
 
 struct TrainRunConfig {
   // Model.
@@ -31,8 +29,7 @@ struct TrainRunConfig {
   double lora_alpha = 16;
   double lora_dropout = 0.05;
   bool use_rslora = false;
-  std::vector<std::string> lora_target_modules = {"q_proj", "k_proj", "v_proj", "o_proj",
-                                                  "gate_proj", "up_proj", "down_proj"};
+  std::vector<std::string> lora_target_modules = all_projection_names();
   // QLoRA base.
   std::string quant_type = "nf4";
   int64_t quant_block_size = 64;

@@ -15,10 +15,7 @@
 #include "common.h"
 #include "core/error.h"
 #include "core/memory.h"
-#include "data/dataset_mix.h"
 #include "data/example_encoder.h"
-#include "data/packing.h"
-#include "data/token_cache.h"
 #include "model/sampler.h"
 #include "io/atomic_file.h"
 #include "io/peft_adapter.h"
@@ -31,6 +28,7 @@
 #include "train/memory_estimate.h"
 #include "train/model_export.h"
 #include "train/train_model.h"
+#include "train/train_data.h"
 #include "train/trainer.h"
 
 namespace qlora::cli {
@@ -46,68 +44,17 @@ void on_interrupt(int) {
   std::signal(SIGINT, SIG_DFL);  // a second Ctrl-C ends the process at once
 }
 
-struct PreparedData {
-  std::vector<TrainSequence> train, validation;
-  size_t train_examples = 0, validation_examples = 0;
-};
-
-std::vector<EncodedExample> encode_file(const std::string& path, const DatasetConfig& d, const Tokenizer& tok,
-                                        const ExampleEncoder& encoder, const std::string& cache_dir, int64_t limit) {
-  DatasetOptions options;
-  options.format = dataset_format_from_name(d.type);
-  if (!d.fields.empty()) options.fields = parse_field_map(d.fields);
-  CachedEncodeResult r = encode_dataset_cached(path, options, tok, encoder, cache_dir);
-  if (r.read.skipped)
-    fmt::print(stderr, "warning: {}: skipped {} bad records (first: {})\n", path, r.read.skipped,
-               r.read.messages.empty() ? "" : r.read.messages[0]);
-  if (limit > 0 && int64_t(r.examples.size()) > limit) r.examples.resize(size_t(limit));
-  if (r.examples.empty()) fail("train", "{}: no usable examples", path);
-  return std::move(r.examples);
-}
-
-PreparedData prepare_data(const TrainRunConfig& c, const Tokenizer& tok, const ExampleEncoder& encoder) {
-  const std::string cache_dir = (fs::path(c.output_dir) / "token_cache").string();
-  PreparedData out;
-  std::vector<std::vector<EncodedExample>> train_parts;
-  std::vector<EncodedExample> validation;
-  for (size_t i = 0; i < c.datasets.size(); ++i) {
-    std::vector<EncodedExample> all = encode_file(c.datasets[i].path, c.datasets[i], tok, encoder, cache_dir, c.max_examples);
-    std::vector<EncodedExample> train;
-    if (c.val_dataset.empty() && c.val_set_size > 0) {
-      const SplitIndices split = split_indices(all.size(), c.val_set_size, c.seed + i);
-      for (size_t j : split.train) train.push_back(all[j]);
-      for (size_t j : split.validation) validation.push_back(all[j]);
-    } else {
-      train = std::move(all);
-    }
-    train_parts.push_back(std::move(train));
-  }
-  if (!c.val_dataset.empty()) {  // read as the first dataset is (type, field names)
-    DatasetConfig spec = c.datasets[0];
-    spec.path = c.val_dataset;
-    validation = encode_file(c.val_dataset, spec, tok, encoder, cache_dir, c.max_examples);
-  }
-
-  std::vector<EncodedExample> train;
-  if (train_parts.size() == 1) {
-    train = std::move(train_parts[0]);
-  } else {  // multi-task mixing by weight
-    std::vector<size_t> sizes;
-    std::vector<double> weights;
-    size_t total = 0;
-    for (size_t i = 0; i < train_parts.size(); ++i) {
-      sizes.push_back(train_parts[i].size()), weights.push_back(c.datasets[i].weight), total += train_parts[i].size();
-    }
-    for (const auto& [d, j] : mix_datasets(sizes, weights, total, c.seed)) train.push_back(train_parts[d][j]);
-  }
-  if (train.empty()) fail("train", "no training examples left after the validation split");
-  out.train_examples = train.size(), out.validation_examples = validation.size();
-  const int32_t pad = pad_id_for(tok);
-  const int seq = int(c.sequence_len);
-  out.train = c.sample_packing ? pack_examples(train, seq, pad) : pad_examples(train, seq, pad);
-  if (!validation.empty())
-    out.validation = c.sample_packing ? pack_examples(validation, seq, pad) : pad_examples(validation, seq, pad);
-  return out;
+TrainDataOptions data_options(const TrainRunConfig& c) {
+  TrainDataOptions d;
+  d.datasets = c.datasets;
+  d.val_dataset = c.val_dataset;
+  d.val_set_size = c.val_set_size;
+  d.max_examples = c.max_examples;
+  d.sequence_len = c.sequence_len;
+  d.sample_packing = c.sample_packing;
+  d.seed = c.seed;
+  d.cache_dir = (fs::path(c.output_dir) / "token_cache").string();
+  return d;
 }
 
 TrainModelOptions model_options(const TrainRunConfig& c) {
@@ -131,9 +78,8 @@ TrainerConfig trainer_config(const TrainRunConfig& c, size_t train_sequences) {
   TrainerConfig t;
   t.micro_batch = c.micro_batch_size;
   t.grad_accum = c.gradient_accumulation_steps;
-  const double per_step = double(c.micro_batch_size * c.gradient_accumulation_steps);
-  t.max_steps = c.max_steps > 0 ? c.max_steps
-                                : std::max<int64_t>(1, int64_t(std::ceil(c.num_epochs * double(train_sequences) / per_step)));
+  const int64_t per_step = c.micro_batch_size * c.gradient_accumulation_steps;
+  t.max_steps = c.max_steps > 0 ? c.max_steps : steps_for_epochs(c.num_epochs, train_sequences, per_step);
   t.lr = c.learning_rate;
   t.schedule = schedule_kind_from_name(c.lr_scheduler);
   t.warmup_steps = c.warmup_steps;
@@ -169,7 +115,7 @@ EstimateOptions estimate_options(const TrainRunConfig& c) {
 LlamaModel sampling_model(const TrainRunConfig& c, LlamaModelFile file, const PeftAdapter* adapter) {
   ForwardOptions forward;
   forward.compute = dtype_from_name(c.compute_dtype);
-  if (c.method == "qlora") {
+  if (train_method_from_name(c.method) == TrainMethod::Qlora) {
     forward.quantize.enabled = true;
     forward.quantize.type = quant_type_from_name(c.quant_type);
     forward.quantize.block_size = c.quant_block_size;
@@ -232,7 +178,8 @@ void run_training(const TrainRunConfig& c, const TrainRunOptions& options) {
   encode.train_on_inputs = c.train_on_inputs;
   encode.max_len = int(c.sequence_len);
   const ExampleEncoder encoder(*tokenizer, tmpl, encode);
-  PreparedData data = prepare_data(c, *tokenizer, encoder);
+  const TrainData data = prepare_train_data(data_options(c), *tokenizer, encoder);
+  for (const std::string& w : data.warnings) fmt::print(stderr, "warning: {}\n", w);
   log(fmt::format("data: {} training examples in {} sequences of {}, {} validation examples in {} sequences",
                   data.train_examples, data.train.size(), c.sequence_len, data.validation_examples,
                   data.validation.size()));
@@ -334,7 +281,8 @@ void run_training(const TrainRunConfig& c, const TrainRunOptions& options) {
   // The result: a PEFT adapter (lora, qlora) or the fine-tuned model as an HF folder (full).
   std::string result_path, weights_for_samples = c.base_model;
   std::unique_ptr<PeftAdapter> adapter;
-  if (c.method == "full") {
+  const bool full = train_method_from_name(c.method) == TrainMethod::Full;
+  if (full) {
     result_path = (fs::path(c.output_dir) / "model").string();
     for (const std::string& note : export_hf_folder(model_file_from_params(model, source_meta), result_path))
       log("note: " + note);
@@ -375,7 +323,7 @@ void run_training(const TrainRunConfig& c, const TrainRunOptions& options) {
   fmt::print("peak memory: {} (estimated {})\n", mib(peak), mib(estimate.total));
   for (size_t i = 0; i < after.size(); ++i)
     fmt::print("\nQ: {}\n  before: {}\n  after:  {}\n", c.sample_prompts[i], before[i], after[i]);
-  fmt::print("\n{}: {}\nmetrics: {}\nreport:  {}\n", c.method == "full" ? "model" : "adapter", result_path,
+  fmt::print("\n{}: {}\nmetrics: {}\nreport:  {}\n", full ? "model" : "adapter", result_path,
              metrics_path, report_path);
 }
 

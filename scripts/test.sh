@@ -7,6 +7,8 @@ cd "$root"
 bash scripts/install_deps.sh
 bash scripts/fetch_models.sh
 bash scripts/build.sh
+# Every module links against only its declared dependencies (src/CMakeLists.txt); fails loudly.
+cmake --build build -j"$(nproc)" --target module_link_checks
 if command -v nvcc >/dev/null 2>&1 || [ -x /usr/local/cuda/bin/nvcc ]; then
   export PATH="$PATH:/usr/local/cuda/bin"
   cmake -S . -B build-cuda -DQLORA_CUDA=ON -DQLORA_BUILD_TESTS=OFF -DQLORA_BUILD_BENCH=OFF >/dev/null

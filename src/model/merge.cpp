@@ -1,4 +1,4 @@
-// LoRA merge into dense weights. See merge.h. Legend: N out features, K in features, R rank.
+// LoRA merge into dense weights. See merge.h. Legend: O out features, K in features, R rank.
 #include "model/merge.h"
 
 #include <map>
@@ -51,21 +51,21 @@ void merge_adapter(LlamaWeights& weights, const LlamaConfig& config, const PeftA
     if (done.count(module_name)) continue;
     done[module_name] = true;
 
-    const auto [A, B] = adapter.module(module_name);  // A (R, K), B (N, R)
+    const auto [A, B] = adapter.module(module_name);  // A (R, K), B (O, R)
     if (!A.defined() || !B.defined())
       fail("merge", "adapter module '{}' lacks its lora_{}", module_name, A.defined() ? "B" : "A");
-    const int64_t N = w->dim(0), K = w->dim(1), R = A.dim(0);
-    if (A.ndim() != 2 || B.ndim() != 2 || A.dim(1) != K || B.dim(0) != N || B.dim(1) != R)
+    const int64_t O = w->dim(0), K = w->dim(1), R = A.dim(0);
+    if (A.ndim() != 2 || B.ndim() != 2 || A.dim(1) != K || B.dim(0) != O || B.dim(1) != R)
       fail("merge", "adapter module '{}': lora_A {} and lora_B {} do not fit the weight {} (expected A (R, {}) and "
                     "B ({}, R))",
-           module_name, shape_str(A.shape()), shape_str(B.shape()), shape_str(w->shape()), K, N);
+           module_name, shape_str(A.shape()), shape_str(B.shape()), shape_str(w->shape()), K, O);
     Linear linear;
     linear.name = module_name;
-    linear.out = N, linear.in = K;
+    linear.out = O, linear.in = K;
     linear.weight = *w;
     linear.lora = std::make_unique<LoraAdapter>();
     linear.lora->A = A, linear.lora->B = B, linear.lora->scale = scale;
-    const Tensor merged = merged_weight(*cpu, linear);  // (N, K) f32, a new tensor
+    const Tensor merged = merged_weight(*cpu, linear);  // (O, K) f32, a new tensor
     // Replace (not write through): the tensor may view a read-only mapping or share storage.
     *w = w->dtype() == DType::F32 ? merged : merged.to(w->dtype());
   }

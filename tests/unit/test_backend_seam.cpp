@@ -167,6 +167,25 @@ TEST(BackendSeam, KernelCallsFollowTheBlocks) {
   model.evaluate(batch);
   EXPECT_EQ(be->calls("attention_backward"), 0);
   EXPECT_EQ(be->calls("cross_entropy_forward"), 1);
+
+  // One decode step of a dense f32 inference model: 17 kernels per layer (2 norms, 7 matmuls,
+  // 2 ropes, 2 cache appends, attention, 2 residual adds, swiglu) plus embedding, final norm and
+  // head. docs/architecture.md turns this count into the cost of virtual dispatch per token.
+  ForwardOptions f;
+  f.backend = be;
+  LlamaModel infer(test::load_fixture("llama-gqa"), f);
+  KvCache cache(infer.config(), 8);
+  const std::vector<int32_t> ids = {3, 4, 5};
+  infer.forward(cache, ids.data(), 2, false);
+  be->reset_counts();
+  infer.forward(cache, ids.data() + 2, 1, false);
+  int64_t kernels = 0;
+  for (const auto& [op, n] : be->calls())
+    if (op != "allocate" && op != "deallocate" && op != "copy_from_host" && op != "copy_to_host") kernels += n;
+  EXPECT_EQ(be->calls("matmul_xwt"), kProjCount * L + 1);
+  EXPECT_EQ(be->calls("attention_forward"), L);
+  EXPECT_EQ(be->calls("copy"), 2 * L);
+  EXPECT_EQ(kernels, 17 * L + 3);
 }
 
 PeftAdapter random_adapter(const LlamaConfig& c, uint64_t seed) {

@@ -9,8 +9,8 @@
 // Layouts (tested end to end in tests/quant/test_bnb_checkpoint.cpp):
 //   nf4/fp4: bitsandbytes 4-bit (quant/bnb_format.h), loadable by transformers + bitsandbytes.
 //   int8 without --block-size: LLM.int8's row-wise absmax layout, as transformers saves
-//     load_in_8bit models: X.weight i8 (N, K) + X.SCB f32 (N) = per-row absmax; loadable there.
-//   int8 with --block-size B: ours: X.weight i8 (N, K) + X.weight.absmax f32 (ceil(N*K / B)), blocks
+//     load_in_8bit models: X.weight i8 (O, K) + X.SCB f32 (O) = per-row absmax; loadable there.
+//   int8 with --block-size B: ours: X.weight i8 (O, K) + X.weight.absmax f32 (ceil(O*K / B)), blocks
 //     over the row-major values; quantization_config {"quant_method": "qlora_int8_blockwise",
 //     "block_size": B} (transformers does not load it).
 #include <fmt/core.h>

@@ -1,4 +1,4 @@
-// Throughput of the fused 4-bit matmuls (quant/qmatmul.h) beside plain f32 OpenBLAS sgemm on the
+// Throughput of the fused 4-bit matmuls (backend/cpu/qmatmul.h) beside plain f32 OpenBLAS sgemm on the
 // same shapes: forward y = x · Wᵀ and backward dx = dy · W, NF4 block 64 with double quantization
 // (the QLoRA storage). One JSON line per (M, N, K) with GFLOP/s (2·M·N·K / best time) of both and
 // the ratio qmatmul / sgemm. The 4-bit weight reads 8x fewer bytes, so decode (M = 1) may beat f32;

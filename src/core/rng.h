@@ -1,5 +1,5 @@
 // Seeded random numbers that are identical on every platform (std:: distributions are not):
-// splitmix64 for seeding, xoshiro256** for the stream. Tested in tests/unit/test_rng.cpp.
+// splitmix64 for seeding, xoshiro256** for the stream. Tested in tests/unit/test_tensor.cpp.
 #pragma once
 #include <cstdint>
 

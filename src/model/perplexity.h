@@ -1,6 +1,7 @@
 // Perplexity of a token stream: split into windows of `context` tokens (non-overlapping, each
 // starting fresh as llama.cpp's perplexity does without a stride), score every token after the
-// first of each window, ppl = exp(mean NLL). Tested in tests/unit/test_perplexity.cpp.
+// first of each window, ppl = exp(mean NLL). Tested in tests/unit/test_sampler.cpp
+// (token_nll), tests/quant/test_quantized_model.cpp and tests/e2e/test_cli.cpp.
 #pragma once
 #include <cstdint>
 #include <functional>

@@ -1,6 +1,6 @@
 // RoPE inverse frequencies for a config, with HF's rope_scaling applied ("llama3", "linear").
 // Mirrors transformers' _compute_llama3_parameters. Tested through tests/golden/ (a Llama-3
-// rope-scaled fixture) and tests/unit/test_rope_scaling.cpp.
+// rope-scaled fixture) and tests/unit/test_config.cpp.
 #pragma once
 #include <vector>
 

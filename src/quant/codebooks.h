@@ -3,7 +3,7 @@
 // Plus the rounding tables: bitsandbytes maps a scaled value v in [-1, 1] to the code whose
 // sorted position is #{bounds < v}, bounds being the f32 midpoints between neighbouring sorted
 // code values (torch.bucketize(v, bounds), right=False): a value exactly on a midpoint takes the
-// lower code. Tested in tests/quant/test_codebooks.cpp and test_bnb_golden.cpp.
+// lower code. Tested in tests/quant/test_bnb_golden.cpp and test_nf4.cpp.
 #pragma once
 #include <array>
 #include <cstdint>

@@ -1,5 +1,5 @@
 // Memory estimator: enumerates the tensors TrainModel would hold for a config and sums their bytes
-// per category exactly as build_train_weights, TrainModel::Impl::run and the optimizers allocate
+// per category exactly as build_model_weights, LlamaModel::Impl::run and the optimizers allocate
 // them; activations both as run() accounts them (saved per block + backward working set + loss
 // chunk, all at once) and as they are really alive at the step's peak.
 // Legend: B batch, T sequence, N = B*T rows, C hidden, F ffn, V vocab, L layers, R rank, E experts.
@@ -252,7 +252,7 @@ MemoryEstimate estimate_memory(const LlamaConfig& c, const EstimateOptions& o) {
     m.optimizer = state;
   }
 
-  // Activations, as TrainModel::Impl::run counts them (buffers of float, f32 even with bf16 compute).
+  // Activations, as LlamaModel::Impl::run counts them (buffers of float, f32 even with bf16 compute).
   const size_t N = size_t(o.batch * o.seq), C = size_t(c.hidden_size), H = size_t(c.num_attention_heads);
   const size_t qd = size_t(c.q_dim()), kvd = size_t(c.kv_dim()), L = size_t(c.num_hidden_layers);
   const size_t F_act = size_t(c.intermediate_size * o.experts_per_token);
@@ -289,7 +289,7 @@ MemoryEstimate estimate_memory(const LlamaConfig& c, const EstimateOptions& o) {
   m.overhead = kProcessOverheadBytes;
   // Loading holds every weight dense (f32; bf16 matrices with bf16 compute). On top of that, first
   // the mapped file's pages (the loader touches all of them; they go when the file is closed), then,
-  // in build_train_weights, one converted copy of the largest tensor (the embedding) before its
+  // in build_model_weights, one converted copy of the largest tensor (the embedding) before its
   // source is released: the two never coincide, so the transient is the larger of them.
   size_t dense_load = 0, largest = 0;
   for (const TensorSpec& t : tensors) {

@@ -1,7 +1,7 @@
 // Memory estimator for training: predicts, before anything is loaded, the bytes a full / LoRA /
 // QLoRA run of a Llama-family model needs — weights, gradients, optimizer state, adapters,
 // quantization constants, activations and the process baseline — from the config alone, following
-// what TrainModel (train/train_model.cpp), build_train_weights and the optimizers really allocate.
+// what LlamaModel (model/llama_blocks.cpp), build_model_weights and the optimizers really allocate.
 // A `textbook` mode keeps only the classic per-parameter arithmetic (7B full fp32 = 28 + 28 + 56 =
 // 112 GB), so the figures of the usual tutorials come out exactly. The memory model, its
 // assumptions and a measured-vs-predicted table are in docs/memory.md.

@@ -5,7 +5,7 @@
 // evaluation and atomic checkpoints. Data order: the training sequences are shuffled once per epoch
 // with seed + epoch; the position (epoch, index) is part of the checkpoint, and dropout seeds derive
 // from (seed, step, micro-batch), so a resumed run continues bit-identically.
-// Tested in tests/unit/test_trainer.cpp (toy Trainable) and tests/parity/test_train_llama.cpp.
+// Tested in tests/unit/test_trainer.cpp (toy Trainable) and tests/parity/test_train_parity.cpp.
 #pragma once
 #include <cstdint>
 #include <functional>

@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "core/error.h"
+#include "core/host_memory.h"
 
 namespace qlora {
 
@@ -22,13 +23,10 @@ int64_t shape_numel(const Shape& shape) {
 
 std::shared_ptr<Storage> Storage::allocate(size_t bytes) {
   auto storage = std::make_shared<Storage>();
-  const size_t rounded = (bytes + 63) / 64 * 64;
-  void* p = rounded ? std::aligned_alloc(64, rounded) : nullptr;
-  if (rounded && !p) fail("tensor", "out of memory allocating {} bytes", bytes);
-  if (p) std::memset(p, 0, rounded);
+  void* p = host_allocate(bytes);
   storage->data = p;
   storage->bytes = bytes;
-  storage->owner = std::shared_ptr<void>(p, [](void* q) { std::free(q); });
+  storage->owner = std::shared_ptr<void>(p, [bytes](void* q) { host_free(q, bytes); });
   return storage;
 }
 

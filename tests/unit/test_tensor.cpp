@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include "core/error.h"
+#include "core/host_memory.h"
 #include "core/rng.h"
 #include "core/tensor.h"
 
@@ -54,6 +55,23 @@ TEST(Tensor, DevicesAreNamedAndHostTensorsAreHost) {
   EXPECT_FALSE(dev.on_host());
   EXPECT_EQ(dev.device(), (Device{DeviceKind::Cuda, 0}));
   EXPECT_EQ(dev.describe(), "f32 (4) on cuda:0");
+}
+
+// Host blocks are zero and 64-byte aligned; large ones are mappings of their own (page-aligned),
+// so freeing a released weight gives its pages back.
+TEST(HostMemory, ZeroedAlignedAndLargeBlocksMapped) {
+  for (size_t bytes : {size_t(100), kHostMapMinBytes - 8, kHostMapMinBytes, size_t(3) << 20}) {
+    SCOPED_TRACE(bytes);
+    auto* p = static_cast<unsigned char*>(host_allocate(bytes));
+    ASSERT_NE(p, nullptr);
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(p) % 64, 0u);
+    if (bytes >= kHostMapMinBytes) EXPECT_EQ(reinterpret_cast<uintptr_t>(p) % 4096, 0u);
+    for (size_t i = 0; i < bytes; i += 997) ASSERT_EQ(p[i], 0);
+    p[bytes - 1] = 1;  // writable to the last byte
+    host_free(p, bytes);
+  }
+  EXPECT_EQ(host_allocate(0), nullptr);
+  host_free(nullptr, 0);
 }
 
 TEST(Rng, SameStreamEverywhere) {

@@ -14,19 +14,12 @@
 #include "backend/cpu/optimizer_ops.h"
 #include "backend/cpu/qmatmul.h"
 #include "core/error.h"
+#include "core/host_memory.h"
 
 namespace qlora {
 
-void* CpuBackend::allocate(size_t bytes) {
-  const size_t rounded = (bytes + 63) / 64 * 64;
-  if (rounded == 0) return nullptr;
-  void* p = std::aligned_alloc(64, rounded);
-  if (!p) fail("cpu", "out of memory allocating {} bytes", bytes);
-  std::memset(p, 0, rounded);
-  return p;
-}
-
-void CpuBackend::deallocate(void* p, size_t) { std::free(p); }
+void* CpuBackend::allocate(size_t bytes) { return host_allocate(bytes); }
+void CpuBackend::deallocate(void* p, size_t bytes) { host_free(p, bytes); }
 void CpuBackend::memset(void* dst, int value, size_t bytes) {
   if (bytes) std::memset(dst, value, bytes);
 }

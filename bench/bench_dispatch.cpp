@@ -1,13 +1,15 @@
-// The cost of the backend seam's virtual dispatch: the same small kernel (add_inplace on a
-// decode-sized row of 576 floats, and on 16 floats where the call itself dominates) called
-// directly (cpu::add_inplace, what a compile-time backend parameter would inline to) and through
-// Backend& (one indirect call). Prints ns per call for both and their difference, as JSON; the
-// reasoning that turns it into a per-token figure is in docs/architecture.md.
+// The cost of the backend seam's virtual dispatch: the same small operation called directly (what
+// a compile-time backend parameter would compile to) and through Backend& (one indirect call):
+// a 64-byte device copy (memmove; nothing else in the call, so the difference is the dispatch),
+// and add_inplace on 16 and 576 floats (a decode-sized row; these include the kernel's OpenMP
+// region, which costs far more than the call). Prints ns per call as JSON; the reasoning that
+// turns it into a per-token figure is in docs/architecture.md.
 //   bench_dispatch [calls=2000000]
 #include <fmt/core.h>
 
 #include <chrono>
 #include <cstdlib>
+#include <cstring>
 #include <nlohmann/json.hpp>
 #include <vector>
 
@@ -39,6 +41,12 @@ int main(int argc, char** argv) {
   Backend* volatile opaque = owner.get();
   Backend& be = *opaque;
   nlohmann::json out = {{"calls", calls}};
+  {
+    std::vector<char> a(64), b(64, 1);
+    const double direct = ns_per_call(calls, [&] { std::memmove(a.data(), b.data(), 64); asm volatile("" ::: "memory"); });
+    const double virt = ns_per_call(calls, [&] { be.copy(a.data(), b.data(), 64); asm volatile("" ::: "memory"); });
+    out["copy64"] = {{"direct_ns", direct}, {"virtual_ns", virt}, {"overhead_ns", virt - direct}};
+  }
   for (int64_t n : {16, 576}) {
     std::vector<float> x(size_t(n), 1.0f), y(size_t(n), 1e-9f);
     const double direct = ns_per_call(calls, [&] { cpu::add_inplace<float>(x.data(), y.data(), n); });

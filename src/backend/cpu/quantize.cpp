@@ -37,6 +37,13 @@ inline void encode32(const float* x, float inv, const CodeBounds<16>& bounds, __
 }
 #endif
 
+// max |x| over [begin, end): a block's absmax.
+float range_absmax(const float* x, int64_t begin, int64_t end) {
+  float am = 0.0f;
+  for (int64_t i = begin; i < end; ++i) am = std::max(am, std::fabs(x[i]));
+  return am;
+}
+
 uint8_t lut_encode(const std::array<uint8_t, 65536>& lut, float v) {
   v = std::clamp(v, -1.0f, 1.0f);
   const auto idx = static_cast<uint16_t>((v + 1.0f) * 0.5f * float(65536 - 1) + 0.5f);
@@ -52,8 +59,7 @@ void quantize_blocks_4bit(const float* x, int64_t n, int64_t block_size, const C
 #pragma omp parallel for schedule(static)
   for (int64_t b = 0; b < n_blocks; ++b) {
     const int64_t begin = b * block_size, end = std::min(n, begin + block_size);
-    float am = 0.0f;
-    for (int64_t i = begin; i < end; ++i) am = std::max(am, std::fabs(x[i]));
+    const float am = range_absmax(x, begin, end);
     absmax[b] = am;
     const float am_safe = std::max(am, 1e-38f);
     const float inv = 1.0f / am_safe;
@@ -92,8 +98,7 @@ void quantize_blocks_8bit(const float* x, int64_t n, int64_t block_size, const C
 #pragma omp parallel for schedule(static)
   for (int64_t b = 0; b < n_blocks; ++b) {
     const int64_t begin = b * block_size, end = std::min(n, begin + block_size);
-    float am = 0.0f;
-    for (int64_t i = begin; i < end; ++i) am = std::max(am, std::fabs(x[i]));
+    const float am = range_absmax(x, begin, end);
     absmax[b] = am;
     if (lut) {
       // cpu_ops.cpp quantize_cpu_impl: a zero block writes code 0; otherwise v * (1 / absmax).

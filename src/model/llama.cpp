@@ -100,7 +100,7 @@ LlamaModel::LlamaModel(LlamaModelFile file, ModelOptions options) : impl_(std::m
          options.checkpoint_every);
   const std::vector<float> inv_freq = rope_inverse_frequencies(file.config);
   m.inv_freq = m.backend->to_device(Tensor::from_vector(inv_freq, {int64_t(inv_freq.size())}));
-  m.w = build_model_weights(*m.backend, file.weights, file.config, options);
+  m.w = build_model_weights(*m.backend, file.weights, options);
   m.stats.weights = m.w.weight_bytes;
   for (const Param& p : m.w.params) {
     m.stats.gradients += p.grad.nbytes();

@@ -5,8 +5,6 @@
 // trainables into the two flat buffers.
 #include "model/model_weights.h"
 
-#include <functional>
-
 #include "core/error.h"
 #include "quant/nf4.h"
 
@@ -19,38 +17,100 @@ DType master_dtype(DType compute) { return compute == DType::F64 ? DType::F64 : 
 // Params start at multiples of this many bytes in the flat buffers (cache lines, vector loads).
 constexpr size_t kParamAlignBytes = 64;
 
-// A trainable tensor waiting for its place in the flat buffers: its host initial value, and how to
-// hand its value and grad views to the layer that uses them.
-struct PendingParam {
-  std::string name;
-  Tensor host_value;
-  bool decay = true;
+// The trainable parameters in registration order, as (shape, group) before any data is converted:
+// full fine-tuning registers the embedding, each layer's two norms and its projections' weights
+// and biases, the final norm and an untied head; LoRA registers A then B of each targeted
+// projection, layer by layer. build_model_weights registers in this order and checks each shape
+// against the plan.
+struct PlannedParam {
+  Shape shape;
   int64_t block = 0;
-  std::function<void(const Tensor& value, const Tensor& grad)> bind;
 };
+
+std::vector<PlannedParam> plan_params(const LlamaWeights& w, const ModelOptions& options, bool full, bool adapters,
+                                      bool tied) {
+  std::vector<PlannedParam> plan;
+  const int64_t L = int64_t(w.layers.size());
+  if (full) {
+    plan.push_back({w.embed_tokens.shape(), -1});
+    for (int64_t l = 0; l < L; ++l) {
+      const LlamaLayerWeights& lw = w.layers[size_t(l)];
+      plan.push_back({lw.input_layernorm.shape(), l});
+      plan.push_back({lw.post_attention_layernorm.shape(), l});
+      for (int p = 0; p < kProjCount; ++p) {
+        plan.push_back({lw.projection(p).shape(), l});
+        if (lw.bias(p) && lw.bias(p)->defined()) plan.push_back({lw.bias(p)->shape(), l});
+      }
+    }
+    plan.push_back({w.norm.shape(), L});
+    if (!tied) plan.push_back({w.lm_head.shape(), L});
+  } else if (adapters) {
+    for (int64_t l = 0; l < L; ++l)
+      for (int p = 0; p < kProjCount; ++p) {
+        if (!options.lora.targets(std::string(projection_name(p)))) continue;
+        const Tensor& weight = w.layers[size_t(l)].projection(p);
+        plan.push_back({{options.lora.r, weight.dim(1)}, l});  // A (R, K)
+        plan.push_back({{weight.dim(0), options.lora.r}, l});  // B (O, R)
+      }
+  }
+  return plan;
+}
 
 struct Builder {
   Backend& backend;
   const ModelOptions& options;
   DType master;
-  std::vector<PendingParam> pending;
+  ModelWeights& out;
+  std::vector<PlannedParam> plan;
+  std::vector<size_t> offsets;  // byte offset of each planned param in the flat buffers
+
+  // Allocates the flat buffers for the plan. Their pages are untouched until a param is written,
+  // so loading does not hold the dense source and a full copy of it at once.
+  void allocate_flat() {
+    if (plan.empty()) return;
+    const size_t elem = dtype_size(master);
+    size_t total = 0;
+    for (const PlannedParam& p : plan) {
+      offsets.push_back(total);
+      total += (size_t(shape_numel(p.shape)) * elem + kParamAlignBytes - 1) / kParamAlignBytes * kParamAlignBytes;
+    }
+    out.flat_values = backend.zeros({int64_t(total / elem)}, master);
+    out.flat_grads = backend.zeros({int64_t(total / elem)}, master);
+    for (size_t i = 0; i < plan.size(); ++i) {
+      const size_t end = i + 1 < plan.size() ? offsets[i + 1] : total;
+      if (out.groups.empty() || out.groups.back().block != plan[i].block)
+        out.groups.push_back({plan[i].block, i, 0, offsets[i], 0});
+      ParamGroup& g = out.groups.back();
+      g.param_count += 1;
+      g.bytes = end - g.offset;
+    }
+  }
+
+  // The next planned param: its value (initialised from `host`, converted to the master dtype) and
+  // grad as views of the flat buffers.
+  Param& add_param(const std::string& name, const Tensor& host, bool decay) {
+    const size_t i = out.params.size();
+    QLORA_ASSERT(i < plan.size() && plan[i].shape == host.shape(), "param {} {} does not follow the plan", name,
+                 host.describe());
+    const Tensor value(host.shape(), master, out.flat_values.storage(), offsets[i]);
+    const Tensor grad(host.shape(), master, out.flat_grads.storage(), offsets[i]);
+    backend.upload(value, converted(host, master).raw());
+    out.params.push_back({name, value, grad, decay});
+    return out.params.back();
+  }
 
   // A trainable tensor (full fine-tuning): `compute` receives what the forward reads (the master
   // itself, or a bf16 copy refreshed after each step), `grad` its gradient.
-  void trainable(const Tensor& source, const std::string& name, bool decay, int64_t block, Tensor& compute,
-                 Tensor& grad, ModelWeights& out) {
-    const bool bf16_copy = options.compute == DType::BF16 && source.ndim() == 2;
-    pending.push_back({name, converted(source, master), decay, block,
-                       [this, bf16_copy, &compute, &grad, &out](const Tensor& value, const Tensor& g) {
-                         grad = g;
-                         if (!bf16_copy) {
-                           compute = value;
-                           return;
-                         }
-                         compute = backend.zeros(value.shape(), DType::BF16);
-                         backend.convert_f32_to_bf16(value.data<float>(), compute.data<uint16_t>(), value.numel());
-                         out.refreshes.emplace_back(value, compute);
-                       }});
+  void trainable(const Tensor& source, const std::string& name, bool decay, Tensor& compute, Tensor& grad) {
+    const Param& p = add_param(name, source, decay);
+    grad = p.grad;
+    if (options.compute != DType::BF16 || source.ndim() != 2) {
+      compute = p.value;
+      return;
+    }
+    compute = backend.zeros(p.value.shape(), DType::BF16);
+    backend.convert_f32_to_bf16(p.value.data<float>(), compute.data<uint16_t>(), p.value.numel());
+    out.refreshes.emplace_back(p.value, compute);
   }
 
   // A frozen dense tensor on the device: matrices in the compute dtype (an inference model keeps f32
@@ -72,67 +132,41 @@ struct Builder {
   }
 };
 
-// Lays the pending params out in two flat buffers on the device and binds the views.
-void flatten(Builder& b, ModelWeights& out) {
-  if (b.pending.empty()) return;
-  const size_t elem = dtype_size(b.master);
-  std::vector<size_t> offsets;
-  size_t total = 0;
-  for (const PendingParam& p : b.pending) {
-    offsets.push_back(total);
-    total += (p.host_value.nbytes() + kParamAlignBytes - 1) / kParamAlignBytes * kParamAlignBytes;
-  }
-  out.flat_values = b.backend.zeros({int64_t(total / elem)}, b.master);
-  out.flat_grads = b.backend.zeros({int64_t(total / elem)}, b.master);
-  for (size_t i = 0; i < b.pending.size(); ++i) {
-    PendingParam& p = b.pending[i];
-    const Tensor value(p.host_value.shape(), b.master, out.flat_values.storage(), offsets[i]);
-    const Tensor grad(p.host_value.shape(), b.master, out.flat_grads.storage(), offsets[i]);
-    b.backend.upload(value, p.host_value.raw());
-    out.params.push_back({p.name, value, grad, p.decay});
-    p.bind(value, grad);
-    const size_t end = i + 1 < b.pending.size() ? offsets[i + 1] : total;
-    if (out.groups.empty() || out.groups.back().block != p.block)
-      out.groups.push_back({p.block, i, 0, offsets[i], 0});
-    ParamGroup& g = out.groups.back();
-    g.param_count += 1;
-    g.bytes = end - g.offset;
-  }
-  b.pending.clear();
-}
-
 }  // namespace
 
-ModelWeights build_model_weights(Backend& backend, LlamaWeights& w, const LlamaConfig& config,
-                                 const ModelOptions& options) {
+ModelWeights build_model_weights(Backend& backend, LlamaWeights& w, const ModelOptions& options) {
   if (options.compute != DType::F32 && options.compute != DType::BF16 && options.compute != DType::F64)
     fail("train", "compute dtype {} not supported; expected f32, bf16 or f64", dtype_name(options.compute));
   ModelWeights out;
   const bool full = options.method == TrainMethod::Full && !options.frozen;
   const bool quantized = options.frozen ? options.quantize.enabled : options.method == TrainMethod::Qlora;
   const bool adapters = !options.frozen && !full;
-  Builder b{backend, options, master_dtype(options.compute), {}};
   if (adapters) options.lora.validate();
   out.tied = w.lm_head.raw() == w.embed_tokens.raw();
+  Builder b{backend, options, master_dtype(options.compute), out, {}, {}};
+  b.plan = plan_params(w, options, full, adapters, out.tied);
+  if (adapters && b.plan.empty()) fail("train", "no LoRA adapters: target_modules selects none of the projections");
+  b.allocate_flat();
   const int64_t L = int64_t(w.layers.size());
-  out.layers.resize(size_t(L));  // no reallocation below: the bind closures point into it
+  out.layers.resize(size_t(L));
 
-  if (full) b.trainable(w.embed_tokens, "model.embed_tokens.weight", true, -1, out.embed, out.grad_embed, out);
+  if (full) b.trainable(w.embed_tokens, "model.embed_tokens.weight", true, out.embed, out.grad_embed);
   else out.embed = b.frozen(w.embed_tokens);
+  if (!out.tied) w.embed_tokens = Tensor();  // tied: the head below still reads it
 
   for (int64_t l = 0; l < L; ++l) {
     LlamaLayerWeights& lw = w.layers[size_t(l)];
     ModelLayer& layer = out.layers[size_t(l)];
     const std::string prefix = "model.layers." + std::to_string(l) + ".";
     if (full) {
-      b.trainable(lw.input_layernorm, prefix + "input_layernorm.weight", false, l, layer.input_norm,
-                  layer.grad_input_norm, out);
-      b.trainable(lw.post_attention_layernorm, prefix + "post_attention_layernorm.weight", false, l, layer.post_norm,
-                  layer.grad_post_norm, out);
+      b.trainable(lw.input_layernorm, prefix + "input_layernorm.weight", false, layer.input_norm, layer.grad_input_norm);
+      b.trainable(lw.post_attention_layernorm, prefix + "post_attention_layernorm.weight", false, layer.post_norm,
+                  layer.grad_post_norm);
     } else {
       layer.input_norm = b.frozen(lw.input_layernorm);
       layer.post_norm = b.frozen(lw.post_attention_layernorm);
     }
+    lw.input_layernorm = lw.post_attention_layernorm = Tensor();
     for (int p = 0; p < kProjCount; ++p) {
       Linear& lin = layer.linears[size_t(p)];
       Tensor& weight = lw.projection(p);
@@ -142,8 +176,8 @@ ModelWeights build_model_weights(Backend& backend, LlamaWeights& w, const LlamaC
       Tensor* bias = lw.bias(p);
       if (full) {
         lin.train_weight = true;
-        b.trainable(weight, lin.name + ".weight", true, l, lin.weight, lin.grad_weight, out);
-        if (bias && bias->defined()) b.trainable(*bias, lin.name + ".bias", false, l, lin.bias, lin.grad_bias, out);
+        b.trainable(weight, lin.name + ".weight", true, lin.weight, lin.grad_weight);
+        if (bias && bias->defined()) b.trainable(*bias, lin.name + ".bias", false, lin.bias, lin.grad_bias);
       } else {
         if (quantized) {
           const QuantizeOptions& q = options.quantize;
@@ -157,12 +191,10 @@ ModelWeights build_model_weights(Backend& backend, LlamaWeights& w, const LlamaC
           attach_lora(lin, options.lora, b.master);  // host A (PEFT init) and B = 0
           LoraAdapter& a = *lin.lora;
           const std::string key = "base_model.model." + lin.name;
-          b.pending.push_back({key + ".lora_A.weight", a.A, true, l, [&a](const Tensor& v, const Tensor& g) {
-                                 a.A = v, a.grad_A = g;
-                               }});
-          b.pending.push_back({key + ".lora_B.weight", a.B, true, l, [&a](const Tensor& v, const Tensor& g) {
-                                 a.B = v, a.grad_B = g;
-                               }});
+          const Param& pa = b.add_param(key + ".lora_A.weight", a.A, true);
+          a.A = pa.value, a.grad_A = pa.grad;
+          const Param& pb = b.add_param(key + ".lora_B.weight", a.B, true);
+          a.B = pb.value, a.grad_B = pb.grad;
         }
       }
       weight = Tensor();  // release the loaded dense copy
@@ -170,23 +202,15 @@ ModelWeights build_model_weights(Backend& backend, LlamaWeights& w, const LlamaC
     }
   }
 
-  if (full) b.trainable(w.norm, "model.norm.weight", false, L, out.norm, out.grad_norm, out);
+  if (full) b.trainable(w.norm, "model.norm.weight", false, out.norm, out.grad_norm);
   else out.norm = b.frozen(w.norm);
-  if (out.tied) {
-    // The head reads the embedding: bound once the embedding has its place.
-  } else if (full) {
-    b.trainable(w.lm_head, "lm_head.weight", true, L, out.lm_head, out.grad_lm_head, out);
-  } else {
-    out.lm_head = b.frozen(w.lm_head);
-  }
+  if (out.tied) out.lm_head = out.embed;
+  else if (full) b.trainable(w.lm_head, "lm_head.weight", true, out.lm_head, out.grad_lm_head);
+  else out.lm_head = b.frozen(w.lm_head);
   w.lm_head = Tensor();
   w.norm = Tensor();
   w.embed_tokens = Tensor();
-  if (adapters && b.pending.empty())
-    fail("train", "no LoRA adapters: target_modules selects none of the projections");
-  (void)config;
-  flatten(b, out);
-  if (out.tied) out.lm_head = out.embed;
+  QLORA_ASSERT(out.params.size() == b.plan.size(), "{} params registered, {} planned", out.params.size(), b.plan.size());
 
   // Bytes of weights as stored.
   auto add = [&out](const Tensor& t) { out.weight_bytes += t.defined() ? t.nbytes() : 0; };

@@ -53,7 +53,6 @@ struct ModelWeights {
 
 // Consumes `file`'s weights (releasing each dense tensor once converted) into tensors on
 // `backend`'s device.
-ModelWeights build_model_weights(Backend& backend, LlamaWeights& file_weights, const LlamaConfig& config,
-                                 const ModelOptions& options);
+ModelWeights build_model_weights(Backend& backend, LlamaWeights& file_weights, const ModelOptions& options);
 
 }  // namespace qlora

@@ -22,13 +22,20 @@ RunResult run(const std::string& args) { return qlora::test::run_cli("tokenize "
 const std::string kSpm = qlora::test::shared_path("data/llama-cpp-vocab-tests/ggml-vocab-llama-spm.gguf");
 const std::string kGpt2 = qlora::test::shared_path("data/llama-cpp-vocab-tests/ggml-vocab-gpt-2.gguf");
 
-void skip_unless_ready() {
-  if (!qlora::test::exists(qlora::test::binary_path("qlora"))) GTEST_SKIP() << "qlora binary not built";
-  if (!qlora::test::exists(kSpm) || !qlora::test::exists(kGpt2)) GTEST_SKIP() << "../shared vocab files missing";
+// Why the test cannot run here, or "" when it can. GTEST_SKIP only returns from the function it is
+// written in, so the test body itself must skip on the answer.
+std::string missing_inputs() {
+  if (!qlora::test::exists(qlora::test::binary_path("qlora"))) return "qlora binary not built";
+  if (!qlora::test::exists(kSpm) || !qlora::test::exists(kGpt2)) return "../shared vocab files missing";
+  return "";
 }
 
+#define SKIP_UNLESS_READY()                                     \
+  if (const std::string why = missing_inputs(); !why.empty()) \
+  GTEST_SKIP() << why
+
 TEST(CliTokenize, JsonMatchesTheLibrary) {
-  skip_unless_ready();
+  SKIP_UNLESS_READY();
   const std::string text = "Hello world, it's 2026!";
   const auto tok = qlora::load_tokenizer(kSpm);
   const RunResult with_bos = run(kSpm + " --text \"" + text + "\" --json");
@@ -40,7 +47,7 @@ TEST(CliTokenize, JsonMatchesTheLibrary) {
 }
 
 TEST(CliTokenize, PlainOutputAndFile) {
-  skip_unless_ready();
+  SKIP_UNLESS_READY();
   const RunResult r = run(kGpt2 + " --text \"Hello world\"");
   ASSERT_EQ(r.exit_code, 0) << r.out;
   EXPECT_NE(r.out.find("\"Hello\""), std::string::npos) << r.out;
@@ -52,7 +59,7 @@ TEST(CliTokenize, PlainOutputAndFile) {
 }
 
 TEST(CliTokenize, BadInputExitsNonZero) {
-  skip_unless_ready();
+  SKIP_UNLESS_READY();
   const RunResult none = run(kSpm);
   EXPECT_NE(none.exit_code, 0);
   EXPECT_NE(none.out.find("--text or --file"), std::string::npos) << none.out;

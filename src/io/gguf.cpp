@@ -277,6 +277,10 @@ const GgufTensorInfo* GgufFile::find_tensor(const std::string& name) const {
   return nullptr;
 }
 
+void GgufFile::release(const std::string& name) const {
+  if (const GgufTensorInfo* info = find_tensor(name)) release_mapped_pages(data_ + info->offset, info->nbytes);
+}
+
 Tensor GgufFile::load(const std::string& name, bool keep_float_dtype) const {
   const GgufTensorInfo* info = find_tensor(name);
   if (!info) fail("gguf", "tensor {} not found in {}", name, path_);

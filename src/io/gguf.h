@@ -60,6 +60,8 @@ class GgufFile {
   // The tensor as f32 (dequantized/converted), or as stored for F32/F16/BF16 when
   // `keep_float_dtype` (then zero-copy, viewing the mapping).
   Tensor load(const std::string& name, bool keep_float_dtype = false) const;
+  // Drops the pages of a tensor's data from the resident set (io/mapped_file.h).
+  void release(const std::string& name) const;
 
  private:
   std::string path_;

@@ -36,4 +36,13 @@ MappedFile map_file(const std::string& path) {
   return file;
 }
 
+void release_mapped_pages(const void* p, size_t bytes) {
+  if (!p || bytes == 0) return;
+  const uintptr_t page = uintptr_t(::sysconf(_SC_PAGESIZE));
+  const uintptr_t begin = uintptr_t(p) / page * page;
+  const uintptr_t end = (uintptr_t(p) + bytes + page - 1) / page * page;
+  // Advice only: a failure leaves the pages resident, nothing else.
+  ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
+}
+
 }  // namespace qlora

@@ -16,4 +16,10 @@ struct MappedFile {
 // Throws Error("[io] cannot open <path>: <reason>").
 MappedFile map_file(const std::string& path);
 
+// Drops the mapped pages covering [p, p + bytes) from this process's resident set (madvise
+// DONTNEED; the pages are clean file pages, so a later read faults them back in from the file).
+// A streaming loader calls it once a tensor has been converted, so RSS holds a few tensors of the
+// source, not the whole file.
+void release_mapped_pages(const void* p, size_t bytes);
+
 }  // namespace qlora

@@ -160,6 +160,24 @@ std::vector<std::string> SafetensorsFile::names() const {
   return out;
 }
 
+DType SafetensorsFile::dtype(const std::string& name) const {
+  auto it = entries_.find(name);
+  if (it == entries_.end()) fail("safetensors", "tensor {} not found in {}", name, path_);
+  return it->second.dtype;
+}
+
+Shape SafetensorsFile::shape(const std::string& name) const {
+  auto it = entries_.find(name);
+  if (it == entries_.end()) fail("safetensors", "tensor {} not found in {}", name, path_);
+  return it->second.shape;
+}
+
+void SafetensorsFile::release(const std::string& name) const {
+  auto it = entries_.find(name);
+  if (it == entries_.end() || !base_) return;
+  release_mapped_pages(base_ + it->second.begin, it->second.end - it->second.begin);
+}
+
 Tensor SafetensorsFile::get(const std::string& name) const {
   auto it = entries_.find(name);
   if (it == entries_.end()) fail("safetensors", "tensor {} not found in {}", name, path_);

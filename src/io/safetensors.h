@@ -25,6 +25,11 @@ class SafetensorsFile {
   // file and tensor when absent.
   Tensor get(const std::string& name) const;
   const std::map<std::string, std::string>& metadata() const { return metadata_; }
+  // The stored dtype and shape of a tensor without touching its data.
+  DType dtype(const std::string& name) const;
+  Shape shape(const std::string& name) const;
+  // Drops the pages of a tensor's data from the resident set (io/mapped_file.h).
+  void release(const std::string& name) const;
 
  private:
   struct Entry {

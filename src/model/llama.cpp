@@ -89,18 +89,21 @@ LoraKey parse_lora_key(const std::string& key, int64_t n_layers) {
 
 }  // namespace
 
-LlamaModel::LlamaModel(LlamaModelFile file, ModelOptions options) : impl_(std::make_unique<Impl>()) {
+LlamaModel::LlamaModel(LlamaModelFile file, ModelOptions options)
+    : LlamaModel(ModelSource::from_file(std::move(file)), std::move(options)) {}
+
+LlamaModel::LlamaModel(const ModelSource& source, ModelOptions options) : impl_(std::make_unique<Impl>()) {
   Impl& m = *impl_;
   if (!options.backend) options.backend = make_cpu_backend();
-  m.config = file.config;
+  m.config = source.config();
   m.options = options;
   m.backend = options.backend;
   if (options.checkpoint_every < 0)
     fail("train", "checkpoint_every must be >= 0 (0 = off, k = recompute every k-th block); got {}",
          options.checkpoint_every);
-  const std::vector<float> inv_freq = rope_inverse_frequencies(file.config);
+  const std::vector<float> inv_freq = rope_inverse_frequencies(source.config());
   m.inv_freq = m.backend->to_device(Tensor::from_vector(inv_freq, {int64_t(inv_freq.size())}));
-  m.w = build_model_weights(*m.backend, file.weights, options);
+  m.w = build_model_weights(*m.backend, source, options);
   m.stats.weights = m.w.weight_bytes;
   for (const Param& p : m.w.params) {
     m.stats.gradients += p.grad.nbytes();
@@ -114,6 +117,9 @@ LlamaModel::LlamaModel(LlamaModelFile file, ModelOptions options) : impl_(std::m
 
 LlamaModel::LlamaModel(LlamaModelFile file, ForwardOptions options)
     : LlamaModel(std::move(file), inference_options(options)) {}
+
+LlamaModel::LlamaModel(const ModelSource& source, ForwardOptions options)
+    : LlamaModel(source, inference_options(options)) {}
 
 LlamaModel::~LlamaModel() = default;
 LlamaModel::LlamaModel(LlamaModel&&) noexcept = default;

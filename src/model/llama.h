@@ -31,6 +31,7 @@
 #include "lora/lora_linear.h"
 #include "model/batch.h"
 #include "model/model_options.h"
+#include "model/model_source.h"
 #include "model/weights.h"
 
 namespace qlora {
@@ -79,8 +80,11 @@ class KvCache {
 
 class LlamaModel {
  public:
+  // Streams the weights from `source` one tensor at a time (model/model_source.h).
+  LlamaModel(const ModelSource& source, ModelOptions options);
   LlamaModel(LlamaModelFile file, ModelOptions options);
   // An inference model (no trainable parameters).
+  explicit LlamaModel(const ModelSource& source, ForwardOptions options = {});
   explicit LlamaModel(LlamaModelFile file, ForwardOptions options = {});
   ~LlamaModel();
   LlamaModel(LlamaModel&&) noexcept;

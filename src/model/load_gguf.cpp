@@ -8,6 +8,7 @@
 #include "io/ggml_dequant.h"
 #include "io/gguf.h"
 #include "model/load_common.h"
+#include "model/model_source.h"
 
 namespace qlora {
 namespace {
@@ -27,6 +28,15 @@ const std::map<std::string, std::string>& layer_names() {
   return names;
 }
 
+// Whether an HF name has a GGUF counterpart (gguf_name asserts otherwise).
+bool is_gguf_mappable(const std::string& hf) {
+  if (hf == "model.embed_tokens.weight" || hf == "model.norm.weight" || hf == "lm_head.weight") return true;
+  const std::string prefix = "model.layers.";
+  if (hf.rfind(prefix, 0) != 0) return false;
+  const size_t dot = hf.find('.', prefix.size());
+  return dot != std::string::npos && layer_names().count(hf.substr(dot + 1)) != 0;
+}
+
 std::string gguf_name(const std::string& hf) {
   if (hf == "model.embed_tokens.weight") return "token_embd.weight";
   if (hf == "model.norm.weight") return "output_norm.weight";
@@ -42,7 +52,7 @@ std::string gguf_name(const std::string& hf) {
   return "";
 }
 
-LlamaConfig config_from_gguf(const GgufFile& g, const LoadOptions& options) {
+LlamaConfig config_from_gguf(const GgufFile& g) {
   const std::string& path = g.path();
   const std::string arch = g.get("general.architecture").as_string("general.architecture");
   if (arch != "llama" && arch != "qwen2")
@@ -102,25 +112,22 @@ LlamaConfig config_from_gguf(const GgufFile& g, const LoadOptions& options) {
 
   c.tie_word_embeddings = g.find_tensor("output.weight") == nullptr;
   c.attention_bias = arch == "qwen2" || g.find_tensor("blk.0.attn_q.bias") != nullptr;
-  c.torch_dtype = options.weight_dtype == DType::BF16 ? "bfloat16" : "float32";
   c.validate(path);
   return c;
 }
 
 }  // namespace
 
-LlamaModelFile load_gguf_model(const std::string& path, const LoadOptions& options) {
-  const GgufFile g = GgufFile::open(path);
-  LlamaModelFile model;
-  model.config = config_from_gguf(g, options);
-  model.path = path;
-  model.format = "gguf";
-  const LlamaConfig& c = model.config;
-  const bool interleaved = g.get("general.architecture").as_string("general.architecture") == "llama";
+ModelSource open_gguf_model(const std::string& path) {
+  auto g = std::make_shared<const GgufFile>(GgufFile::open(path));
+  LlamaConfig config = config_from_gguf(*g);
+  const int64_t H = config.num_attention_heads, Hkv = config.num_key_value_heads;
+  const bool interleaved = g->get("general.architecture").as_string("general.architecture") == "llama";
 
-  TensorLookup lookup = [&](const std::string& hf) -> std::optional<SourceTensor> {
+  TensorLookup lookup = [g, path, H, Hkv, interleaved](const std::string& hf) -> std::optional<SourceTensor> {
+    if (!is_gguf_mappable(hf)) return std::nullopt;
     const std::string name = gguf_name(hf);
-    const GgufTensorInfo* info = g.find_tensor(name);
+    const GgufTensorInfo* info = g->find_tensor(name);
     if (!info) return std::nullopt;
     SourceTensor src;
     src.shape = info->shape;
@@ -128,14 +135,14 @@ LlamaModelFile load_gguf_model(const std::string& path, const LoadOptions& optio
     src.name_in_file = name;
     src.stored_type = ggml_type_name(info->type);
     if (interleaved) {
-      if (hf.find("self_attn.q_proj.") != std::string::npos) src.rope_heads = c.num_attention_heads;
-      if (hf.find("self_attn.k_proj.") != std::string::npos) src.rope_heads = c.num_key_value_heads;
+      if (hf.find("self_attn.q_proj.") != std::string::npos) src.rope_heads = H;
+      if (hf.find("self_attn.k_proj.") != std::string::npos) src.rope_heads = Hkv;
     }
-    src.load = [&g, name] { return g.load(name, /*keep_float_dtype=*/true); };
+    src.load = [g, name] { return g->load(name, /*keep_float_dtype=*/true); };
+    src.release = [g, name] { g->release(name); };
     return src;
   };
-  assemble_weights(model, lookup, options, path);
-  return model;
+  return ModelSource(std::move(config), path, "gguf", path, std::move(lookup));
 }
 
 }  // namespace qlora

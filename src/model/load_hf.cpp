@@ -12,6 +12,7 @@
 #include "core/error.h"
 #include "io/safetensors.h"
 #include "model/load_common.h"
+#include "model/model_source.h"
 #include "quant/bnb_format.h"
 #include "quant/nf4.h"
 
@@ -48,71 +49,76 @@ std::map<std::string, std::string> read_weight_map(const std::string& index_path
 
 }  // namespace
 
-LlamaModelFile load_hf_folder(const std::string& dir, const LoadOptions& options) {
+ModelSource open_hf_folder(const std::string& dir) {
   const fs::path root(dir);
   const fs::path config_path = root / "config.json";
   if (!fs::exists(config_path))
     fail("load", "{} has no config.json; expected a Hugging Face model folder (config.json + "
                  "model.safetensors)",
          dir);
-  LlamaModelFile model;
-  model.config = LlamaConfig::from_hf_file(config_path.string());
-  model.path = dir;
-  model.format = "hf";
+  LlamaConfig config = LlamaConfig::from_hf_file(config_path.string());
 
-  const fs::path single = root / "model.safetensors";
-  const fs::path index = root / "model.safetensors.index.json";
-  auto shards = std::make_shared<std::map<std::string, SafetensorsFile>>();
-  auto open_shard = [&, shards](const std::string& file) -> const SafetensorsFile& {
-    auto it = shards->find(file);
-    if (it == shards->end()) it = shards->emplace(file, SafetensorsFile::open((root / file).string())).first;
-    return it->second;
+  // What the lookup owns: the weight map and the shards, each mapped on first use.
+  struct Index {
+    fs::path root;
+    bool sharded = false;
+    std::string where;
+    std::map<std::string, std::string> weight_map;
+    std::map<std::string, SafetensorsFile> shards;
+    const SafetensorsFile& shard(const std::string& file) {
+      auto it = shards.find(file);
+      if (it == shards.end()) it = shards.emplace(file, SafetensorsFile::open((root / file).string())).first;
+      return it->second;
+    }
   };
-
-  std::map<std::string, std::string> weight_map;
-  std::string where;
-  const bool sharded = fs::exists(index);
-  if (sharded) {
-    weight_map = read_weight_map(index.string());
-    where = index.string();
+  auto index = std::make_shared<Index>();
+  index->root = root;
+  const fs::path single = root / "model.safetensors";
+  const fs::path index_path = root / "model.safetensors.index.json";
+  index->sharded = fs::exists(index_path);
+  if (index->sharded) {
+    index->weight_map = read_weight_map(index_path.string());
+    index->where = index_path.string();
   } else if (fs::exists(single)) {
-    where = single.string();
+    index->where = single.string();
   } else {
     fail("load", "{} has neither model.safetensors nor model.safetensors.index.json (pytorch_model.bin "
                  "is not supported; convert it to safetensors)",
          dir);
   }
 
-  TensorLookup lookup = [&](const std::string& name) -> std::optional<SourceTensor> {
+  TensorLookup lookup = [index](const std::string& name) -> std::optional<SourceTensor> {
     std::string file = "model.safetensors";
-    if (sharded) {
-      auto it = weight_map.find(name);
-      if (it == weight_map.end()) return std::nullopt;
+    if (index->sharded) {
+      auto it = index->weight_map.find(name);
+      if (it == index->weight_map.end()) return std::nullopt;
       file = it->second;
     }
-    const SafetensorsFile& st = open_shard(file);
+    const SafetensorsFile& st = index->shard(file);
     if (!st.contains(name)) {
-      if (!sharded) return std::nullopt;
-      fail("load", "tensor {} is missing from shard {} (named by {})", name, st.path(), where);
+      if (!index->sharded) return std::nullopt;
+      fail("load", "tensor {} is missing from shard {} (named by {})", name, st.path(), index->where);
     }
     SourceTensor src;
     src.file = st.path();
     src.name_in_file = name;
+    const SafetensorsFile* file_ptr = &st;  // stable: std::map nodes do not move
     if (is_bnb_4bit_weight(st, name)) {
-      auto weight = std::make_shared<BnbWeight>(read_bnb_4bit(st, name));
-      src.shape = weight->q.shape;
-      src.stored_type = "bnb-" + std::string(quant_type_name(weight->q.type));
-      src.load = [weight] { return dequantize_4bit(weight->q, DType::F32); };
+      const BnbWeight header = read_bnb_4bit_header(st, name);
+      src.shape = header.q.shape;
+      src.stored_type = "bnb-" + std::string(quant_type_name(header.q.type));
+      src.load_quantized = [index, file_ptr, name] { return read_bnb_4bit(*file_ptr, name).q; };
+      src.load = [index, file_ptr, name] { return dequantize_4bit(read_bnb_4bit(*file_ptr, name).q, DType::F32); };
+      src.release = [index, file_ptr, name] { release_bnb_4bit(*file_ptr, name); };
       return src;
     }
-    Tensor t = st.get(name);
-    src.shape = t.shape();
-    src.stored_type = std::string(dtype_name(t.dtype()));
-    src.load = [t] { return t; };
+    src.shape = st.shape(name);
+    src.stored_type = std::string(dtype_name(st.dtype(name)));
+    src.load = [index, file_ptr, name] { return file_ptr->get(name); };
+    src.release = [index, file_ptr, name] { file_ptr->release(name); };
     return src;
   };
-  assemble_weights(model, lookup, options, where);
-  return model;
+  return ModelSource(std::move(config), dir, "hf", index->where, std::move(lookup));
 }
 
 }  // namespace qlora

@@ -4,14 +4,15 @@
 #include "core/error.h"
 #include "io/llama2c.h"
 #include "model/load_common.h"
+#include "model/model_source.h"
 
 namespace qlora {
 
-LlamaModelFile load_llama2c_model(const std::string& path, const LoadOptions& options) {
-  const Llama2cCheckpoint ck = Llama2cCheckpoint::open(path);
+ModelSource open_llama2c_model(const std::string& path) {
+  auto held = std::make_shared<const Llama2cCheckpoint>(Llama2cCheckpoint::open(path));
+  const Llama2cCheckpoint& ck = *held;
   const Llama2cHeader& h = ck.header;
-  LlamaModelFile model;
-  LlamaConfig& c = model.config;
+  LlamaConfig c;
   c.model_type = "llama";
   c.architecture = "LlamaForCausalLM";
   c.vocab_size = h.vocab_size;
@@ -27,12 +28,11 @@ LlamaModelFile load_llama2c_model(const std::string& path, const LoadOptions& op
   c.tie_word_embeddings = h.shared_classifier;
   c.bos_token_id = 1;
   c.eos_token_ids = {2};
-  c.torch_dtype = options.weight_dtype == DType::BF16 ? "bfloat16" : "float32";
   c.validate(path);
-  model.path = path;
-  model.format = "llama2c";
 
-  TensorLookup lookup = [&](const std::string& hf) -> std::optional<SourceTensor> {
+  TensorLookup lookup = [held, path](const std::string& hf) -> std::optional<SourceTensor> {
+    const Llama2cCheckpoint& ck = *held;
+    const Llama2cHeader& h = ck.header;
     Tensor t;
     int64_t rope_heads = 0;
     if (hf == "model.embed_tokens.weight") {
@@ -71,8 +71,7 @@ LlamaModelFile load_llama2c_model(const std::string& path, const LoadOptions& op
     src.load = [t] { return t; };
     return src;
   };
-  assemble_weights(model, lookup, options, path);
-  return model;
+  return ModelSource(std::move(c), path, "llama2c", path, std::move(lookup));
 }
 
 }  // namespace qlora

@@ -5,6 +5,9 @@
 // trainables into the two flat buffers.
 #include "model/model_weights.h"
 
+#include <optional>
+#include <string_view>
+
 #include "core/error.h"
 #include "quant/nf4.h"
 
@@ -17,40 +20,38 @@ DType master_dtype(DType compute) { return compute == DType::F64 ? DType::F64 : 
 // Params start at multiples of this many bytes in the flat buffers (cache lines, vector loads).
 constexpr size_t kParamAlignBytes = 64;
 
-// The trainable parameters in registration order, as (shape, group) before any data is converted:
-// full fine-tuning registers the embedding, each layer's two norms and its projections' weights
-// and biases, the final norm and an untied head; LoRA registers A then B of each targeted
-// projection, layer by layer. build_model_weights registers in this order and checks each shape
-// against the plan.
+// The trainable parameters in registration order, as (shape, group) before any data is read: full
+// fine-tuning registers every tensor in the source's load order (embedding; per layer the input
+// norm, the projections with their biases, the post-attention norm; final norm; untied head);
+// LoRA registers A then B of each targeted projection, layer by layer. build_model_weights
+// registers in this order and checks each shape against the plan.
 struct PlannedParam {
   Shape shape;
   int64_t block = 0;
 };
 
-std::vector<PlannedParam> plan_params(const LlamaWeights& w, const ModelOptions& options, bool full, bool adapters,
-                                      bool tied) {
+// The gradients-ready group of a tensor: -1 the embedding, l a layer's, L the final norm and head.
+int64_t block_of(const std::string& name, int64_t L) {
+  if (name == "model.embed_tokens.weight") return -1;
+  constexpr std::string_view kLayers = "model.layers.";
+  if (name.rfind(kLayers, 0) != 0) return L;
+  return std::stoll(name.substr(kLayers.size()));
+}
+
+std::vector<PlannedParam> plan_params(const ModelSource& src, const ModelOptions& options, bool full,
+                                      bool adapters) {
   std::vector<PlannedParam> plan;
-  const int64_t L = int64_t(w.layers.size());
+  const LlamaConfig& c = src.config();
+  const int64_t L = c.num_hidden_layers;
   if (full) {
-    plan.push_back({w.embed_tokens.shape(), -1});
-    for (int64_t l = 0; l < L; ++l) {
-      const LlamaLayerWeights& lw = w.layers[size_t(l)];
-      plan.push_back({lw.input_layernorm.shape(), l});
-      plan.push_back({lw.post_attention_layernorm.shape(), l});
-      for (int p = 0; p < kProjCount; ++p) {
-        plan.push_back({lw.projection(p).shape(), l});
-        if (lw.bias(p) && lw.bias(p)->defined()) plan.push_back({lw.bias(p)->shape(), l});
-      }
-    }
-    plan.push_back({w.norm.shape(), L});
-    if (!tied) plan.push_back({w.lm_head.shape(), L});
+    for (const std::string& name : src.tensor_names()) plan.push_back({src.expected_shape(name), block_of(name, L)});
   } else if (adapters) {
     for (int64_t l = 0; l < L; ++l)
       for (int p = 0; p < kProjCount; ++p) {
         if (!options.lora.targets(std::string(projection_name(p)))) continue;
-        const Tensor& weight = w.layers[size_t(l)].projection(p);
-        plan.push_back({{options.lora.r, weight.dim(1)}, l});  // A (R, K)
-        plan.push_back({{weight.dim(0), options.lora.r}, l});  // B (O, R)
+        const auto [out, in] = c.projection_shape(p);
+        plan.push_back({{options.lora.r, in}, l});   // A (R, K)
+        plan.push_back({{out, options.lora.r}, l});  // B (O, R)
       }
   }
   return plan;
@@ -113,14 +114,14 @@ struct Builder {
     out.refreshes.emplace_back(p.value, compute);
   }
 
-  // A frozen dense tensor on the device: matrices in the compute dtype (an inference model keeps f32
-  // or bf16 matrices as stored, the kernels read both), vectors in the master dtype.
+  // A frozen dense tensor on the device. Matrices at their own width: bf16 with bf16 compute; with
+  // f32 compute a bf16 source stays bf16 (the kernels read bf16 weights exactly, widening in
+  // registers or panels) and anything else is f32 (f16 widens exactly; a dequantized GGUF or
+  // bitsandbytes tensor is f32 values, which bf16 would round). Vectors in the master dtype.
   Tensor frozen(const Tensor& source) const {
     DType dtype = master;
-    if (source.ndim() == 2) {
-      if (options.compute == DType::BF16) dtype = DType::BF16;
-      else if (options.frozen && options.compute == DType::F32 && source.dtype() == DType::BF16) dtype = DType::BF16;
-    }
+    if (source.ndim() == 2 && options.compute != DType::F64)
+      dtype = options.compute == DType::BF16 || source.dtype() == DType::BF16 ? DType::BF16 : DType::F32;
     return backend.to_device(converted(source, dtype));
   }
 
@@ -134,82 +135,99 @@ struct Builder {
 
 }  // namespace
 
-ModelWeights build_model_weights(Backend& backend, LlamaWeights& w, const ModelOptions& options) {
+ModelWeights build_model_weights(Backend& backend, const ModelSource& src, const ModelOptions& options) {
   if (options.compute != DType::F32 && options.compute != DType::BF16 && options.compute != DType::F64)
     fail("train", "compute dtype {} not supported; expected f32, bf16 or f64", dtype_name(options.compute));
+  const LlamaConfig& c = src.config();
   ModelWeights out;
   const bool full = options.method == TrainMethod::Full && !options.frozen;
   const bool quantized = options.frozen ? options.quantize.enabled : options.method == TrainMethod::Qlora;
   const bool adapters = !options.frozen && !full;
   if (adapters) options.lora.validate();
-  out.tied = w.lm_head.raw() == w.embed_tokens.raw();
+  out.tied = c.tie_word_embeddings;
   Builder b{backend, options, master_dtype(options.compute), out, {}, {}};
-  b.plan = plan_params(w, options, full, adapters, out.tied);
+  b.plan = plan_params(src, options, full, adapters);
   if (adapters && b.plan.empty()) fail("train", "no LoRA adapters: target_modules selects none of the projections");
   b.allocate_flat();
-  const int64_t L = int64_t(w.layers.size());
+  const int64_t L = c.num_hidden_layers;
   out.layers.resize(size_t(L));
 
-  if (full) b.trainable(w.embed_tokens, "model.embed_tokens.weight", true, out.embed, out.grad_embed);
-  else out.embed = b.frozen(w.embed_tokens);
-  if (!out.tied) w.embed_tokens = Tensor();  // tied: the head below still reads it
+  // Each tensor is read from the source, converted or quantized, and its source released unless the
+  // result still views it (an unconverted frozen tensor of a mapped file).
+  auto finish = [&src](const std::string& name, const Tensor& loaded, const Tensor& kept) {
+    if (!kept.defined() || kept.storage() != loaded.storage()) src.release(name);
+  };
+  auto take_frozen = [&](const std::string& name, Tensor& slot) {
+    const Tensor t = src.load(name);
+    slot = b.frozen(t);
+    finish(name, t, slot);
+  };
+  auto take_trainable = [&](const std::string& name, bool decay, Tensor& compute, Tensor& grad) {
+    const Tensor t = src.load(name);
+    b.trainable(t, name, decay, compute, grad);
+    src.release(name);  // copied into the flat buffer
+  };
+
+  const std::string embed = "model.embed_tokens.weight";
+  if (full) take_trainable(embed, true, out.embed, out.grad_embed);
+  else take_frozen(embed, out.embed);
 
   for (int64_t l = 0; l < L; ++l) {
-    LlamaLayerWeights& lw = w.layers[size_t(l)];
     ModelLayer& layer = out.layers[size_t(l)];
     const std::string prefix = "model.layers." + std::to_string(l) + ".";
-    if (full) {
-      b.trainable(lw.input_layernorm, prefix + "input_layernorm.weight", false, layer.input_norm, layer.grad_input_norm);
-      b.trainable(lw.post_attention_layernorm, prefix + "post_attention_layernorm.weight", false, layer.post_norm,
-                  layer.grad_post_norm);
-    } else {
-      layer.input_norm = b.frozen(lw.input_layernorm);
-      layer.post_norm = b.frozen(lw.post_attention_layernorm);
-    }
-    lw.input_layernorm = lw.post_attention_layernorm = Tensor();
+    if (full) take_trainable(prefix + "input_layernorm.weight", false, layer.input_norm, layer.grad_input_norm);
+    else take_frozen(prefix + "input_layernorm.weight", layer.input_norm);
     for (int p = 0; p < kProjCount; ++p) {
       Linear& lin = layer.linears[size_t(p)];
-      Tensor& weight = lw.projection(p);
       lin.name = prefix + projection_path(p);
-      lin.out = weight.dim(0);
-      lin.in = weight.dim(1);
-      Tensor* bias = lw.bias(p);
+      const auto [out_features, in_features] = c.projection_shape(p);
+      lin.out = out_features;
+      lin.in = in_features;
+      const std::string weight = lin.name + ".weight", bias = lin.name + ".bias";
+      const bool has_bias = c.attention_bias && p <= kProjV;
       if (full) {
         lin.train_weight = true;
-        b.trainable(weight, lin.name + ".weight", true, lin.weight, lin.grad_weight);
-        if (bias && bias->defined()) b.trainable(*bias, lin.name + ".bias", false, lin.bias, lin.grad_bias);
-      } else {
-        if (quantized) {
-          const QuantizeOptions& q = options.quantize;
-          lin.qweight =
-              std::make_shared<QuantTensor>(backend.to_device(quantize_4bit(weight, q.type, q.block_size, q.double_quant)));
-        } else {
-          lin.weight = b.frozen(weight);
-        }
-        if (bias && bias->defined()) lin.bias = backend.to_device(Builder::converted(*bias, b.master));
-        if (adapters && options.lora.targets(std::string(projection_name(p)))) {
-          attach_lora(lin, options.lora, b.master);  // host A (PEFT init) and B = 0
-          LoraAdapter& a = *lin.lora;
-          const std::string key = "base_model.model." + lin.name;
-          const Param& pa = b.add_param(key + ".lora_A.weight", a.A, true);
-          a.A = pa.value, a.grad_A = pa.grad;
-          const Param& pb = b.add_param(key + ".lora_B.weight", a.B, true);
-          a.B = pb.value, a.grad_B = pb.grad;
-        }
+        take_trainable(weight, true, lin.weight, lin.grad_weight);
+        if (has_bias) take_trainable(bias, false, lin.bias, lin.grad_bias);
+        continue;
       }
-      weight = Tensor();  // release the loaded dense copy
-      if (bias) *bias = Tensor();
+      if (quantized) {
+        const QuantizeOptions& q = options.quantize;
+        // A bitsandbytes 4-bit weight is taken as stored: no dequantize/requantize round trip.
+        std::optional<QuantTensor> stored = src.load_quantized(weight);
+        if (!stored) {
+          const Tensor t = src.load(weight);
+          stored = quantize_4bit(t, q.type, q.block_size, q.double_quant);
+        }
+        lin.qweight = std::make_shared<QuantTensor>(backend.to_device(*stored));
+        src.release(weight);
+      } else {
+        take_frozen(weight, lin.weight);
+      }
+      if (has_bias) {
+        const Tensor t = src.load(bias);
+        lin.bias = backend.to_device(Builder::converted(t, b.master));
+        finish(bias, t, lin.bias);
+      }
+      if (adapters && options.lora.targets(std::string(projection_name(p)))) {
+        attach_lora(lin, options.lora, b.master);  // host A (PEFT init) and B = 0
+        LoraAdapter& a = *lin.lora;
+        const std::string key = "base_model.model." + lin.name;
+        const Param& pa = b.add_param(key + ".lora_A.weight", a.A, true);
+        a.A = pa.value, a.grad_A = pa.grad;
+        const Param& pb = b.add_param(key + ".lora_B.weight", a.B, true);
+        a.B = pb.value, a.grad_B = pb.grad;
+      }
     }
+    if (full) take_trainable(prefix + "post_attention_layernorm.weight", false, layer.post_norm, layer.grad_post_norm);
+    else take_frozen(prefix + "post_attention_layernorm.weight", layer.post_norm);
   }
 
-  if (full) b.trainable(w.norm, "model.norm.weight", false, out.norm, out.grad_norm);
-  else out.norm = b.frozen(w.norm);
+  if (full) take_trainable("model.norm.weight", false, out.norm, out.grad_norm);
+  else take_frozen("model.norm.weight", out.norm);
   if (out.tied) out.lm_head = out.embed;
-  else if (full) b.trainable(w.lm_head, "lm_head.weight", true, out.lm_head, out.grad_lm_head);
-  else out.lm_head = b.frozen(w.lm_head);
-  w.lm_head = Tensor();
-  w.norm = Tensor();
-  w.embed_tokens = Tensor();
+  else if (full) take_trainable("lm_head.weight", true, out.lm_head, out.grad_lm_head);
+  else take_frozen("lm_head.weight", out.lm_head);
   QLORA_ASSERT(out.params.size() == b.plan.size(), "{} params registered, {} planned", out.params.size(), b.plan.size());
 
   // Bytes of weights as stored.

@@ -18,6 +18,7 @@
 #include "core/projections.h"
 #include "lora/lora_linear.h"
 #include "model/model_options.h"
+#include "model/model_source.h"
 #include "model/weights.h"
 
 namespace qlora {
@@ -51,8 +52,8 @@ struct ModelWeights {
   size_t weight_bytes = 0;  // what the forward reads, as stored (4-bit codes + constants for QLoRA)
 };
 
-// Consumes `file`'s weights (releasing each dense tensor once converted) into tensors on
-// `backend`'s device.
-ModelWeights build_model_weights(Backend& backend, LlamaWeights& file_weights, const ModelOptions& options);
+// Reads the source tensor by tensor into tensors on `backend`'s device, releasing each source
+// tensor once it is converted, quantized or copied into the flat buffers.
+ModelWeights build_model_weights(Backend& backend, const ModelSource& source, const ModelOptions& options);
 
 }  // namespace qlora

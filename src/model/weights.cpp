@@ -2,6 +2,9 @@
 // and exporters (tests/unit/test_loader.cpp, test_merge_export.cpp).
 #include "model/weights.h"
 
+#include <charconv>
+#include <string_view>
+
 #include "core/error.h"
 
 namespace qlora {
@@ -34,6 +37,27 @@ const Tensor* LlamaLayerWeights::bias(int index) const {
 
 Tensor* LlamaLayerWeights::bias(int index) {
   return const_cast<Tensor*>(static_cast<const LlamaLayerWeights&>(*this).bias(index));
+}
+
+Tensor* LlamaWeights::find(const std::string& name) {
+  if (name == "model.embed_tokens.weight") return &embed_tokens;
+  if (name == "model.norm.weight") return &norm;
+  if (name == "lm_head.weight") return &lm_head;
+  constexpr std::string_view kLayers = "model.layers.";
+  if (name.rfind(kLayers, 0) != 0) return nullptr;
+  int64_t l = -1;
+  const char* begin = name.data() + kLayers.size();
+  const auto [end, ec] = std::from_chars(begin, name.data() + name.size(), l);
+  if (ec != std::errc() || *end != '.' || l < 0 || l >= int64_t(layers.size())) return nullptr;
+  const std::string suffix(end + 1);
+  LlamaLayerWeights& lw = layers[size_t(l)];
+  if (suffix == "input_layernorm.weight") return &lw.input_layernorm;
+  if (suffix == "post_attention_layernorm.weight") return &lw.post_attention_layernorm;
+  for (int p = 0; p < kProjCount; ++p) {
+    if (suffix == projection_path(p) + ".weight") return &lw.projection(p);
+    if (suffix == projection_path(p) + ".bias") return lw.bias(p);
+  }
+  return nullptr;
 }
 
 }  // namespace qlora

@@ -31,6 +31,10 @@ struct LlamaWeights {
   std::vector<LlamaLayerWeights> layers;
   Tensor norm;          // (C)
   Tensor lm_head;       // (V, C); shares storage with embed_tokens when tied
+
+  // The slot of a Hugging Face tensor name ("model.layers.3.mlp.up_proj.weight"), or null when
+  // no slot has that name (or the layer index is beyond `layers`).
+  Tensor* find(const std::string& hf_name);
 };
 
 // A loaded model: its config, its weights and where it came from.

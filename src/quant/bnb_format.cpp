@@ -93,7 +93,7 @@ bool is_bnb_4bit_weight(const SafetensorsFile& file, const std::string& name) {
   return !bnb_state_key(file, name).empty();
 }
 
-BnbWeight read_bnb_4bit(const SafetensorsFile& file, const std::string& name) {
+BnbWeight read_bnb_4bit_header(const SafetensorsFile& file, const std::string& name) {
   const std::string state_key = bnb_state_key(file, name);
   if (state_key.empty())
     fail("bnb", "{}: {} has no {}nf4 or {}fp4 entry; not a bitsandbytes 4-bit weight", file.path(), name, kStateTag,
@@ -136,6 +136,16 @@ BnbWeight read_bnb_4bit(const SafetensorsFile& file, const std::string& name) {
     fail("bnb", "{}: {}: dtype \"{}\" is not supported; expected float32, bfloat16 or float16", file.path(), state_key,
          w.dtype);
 
+  return w;
+}
+
+void release_bnb_4bit(const SafetensorsFile& file, const std::string& name) {
+  for (const std::string& part : {name, name + ".absmax", name + ".nested_absmax"}) file.release(part);
+}
+
+BnbWeight read_bnb_4bit(const SafetensorsFile& file, const std::string& name) {
+  BnbWeight w = read_bnb_4bit_header(file, name);
+  QuantTensor& q = w.q;
   const int64_t n_blocks = q.n_blocks();
   const Tensor packed = get_checked(file, name, DType::U8, (q.numel() + 1) / 2);
   q.codes = owned_1d(packed);

@@ -41,6 +41,10 @@ bool is_bnb_state_key(const std::string& key);
 bool is_bnb_4bit_weight(const SafetensorsFile& file, const std::string& name);
 // One 4-bit weight. Throws Error naming the file and tensor on a missing or inconsistent part.
 BnbWeight read_bnb_4bit(const SafetensorsFile& file, const std::string& name);
+// A 4-bit weight's quant_state alone (type, block sizes, dtype, shape), validated; no data read.
+BnbWeight read_bnb_4bit_header(const SafetensorsFile& file, const std::string& name);
+// Drops the mapped pages of a 4-bit weight's codes and constants (after read_bnb_4bit copied them).
+void release_bnb_4bit(const SafetensorsFile& file, const std::string& name);
 // Every 4-bit weight in the file, by name.
 std::map<std::string, BnbWeight> read_bnb_quantized(const SafetensorsFile& file);
 

@@ -17,6 +17,9 @@ TrainModelOptions trainable(TrainModelOptions options) {
 TrainModel::TrainModel(LlamaModelFile file, TrainModelOptions options)
     : model_(std::move(file), trainable(std::move(options))) {}
 
+TrainModel::TrainModel(const ModelSource& source, TrainModelOptions options)
+    : model_(source, trainable(std::move(options))) {}
+
 LossSum TrainModel::forward_backward(const Batch& batch, double grad_scale, uint64_t dropout_seed) {
   return model_.forward_backward(batch, grad_scale, dropout_seed);
 }

@@ -17,6 +17,8 @@ using TrainModelOptions = ModelOptions;
 class TrainModel final : public Trainable {
  public:
   TrainModel(LlamaModelFile file, TrainModelOptions options);
+  // Streams the weights from the source one tensor at a time (model/model_source.h).
+  TrainModel(const ModelSource& source, TrainModelOptions options);
 
   LossSum forward_backward(const Batch& batch, double grad_scale, uint64_t dropout_seed) override;
   LossSum evaluate(const Batch& batch) override;

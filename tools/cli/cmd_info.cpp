@@ -29,17 +29,20 @@ void register_info(CLI::App& app) {
   add_model_options(*cmd, *options);
   cmd->add_flag("--json", *json_out, "print a JSON object");
   cmd->callback([options, json_out] {
-    LoadOptions load;
-    load.weight_dtype = dtype_from_name(options->dtype);
-    const LlamaModelFile file = load_model(options->model_path, load);
-    const LlamaConfig& c = file.config;
-    const size_t memory = weight_memory_bytes(file.weights);
+    // The index and config only: no weight is read.
+    const ModelSource source = ModelSource::open(options->model_path);
+    const LlamaConfig& c = source.config();
+    const size_t memory = weight_memory_bytes(source, dtype_from_name(options->dtype));
+    const std::string file_dtype = source.stored_types();
+    struct {
+      std::string path, format;
+    } file{source.path(), source.format()};
     nlohmann::json j = {{"path", file.path},
                         {"format", file.format},
                         {"architecture", c.architecture},
                         {"model_type", c.model_type},
                         {"parameters", c.parameter_count()},
-                        {"file_dtype", file.file_dtype},
+                        {"file_dtype", file_dtype},
                         {"weight_dtype", options->dtype},
                         {"file_bytes", path_bytes(file.path)},
                         {"memory_bytes", memory},
@@ -49,7 +52,7 @@ void register_info(CLI::App& app) {
       return;
     }
     fmt::print("model         {}\n", file.path);
-    fmt::print("format        {} ({})\n", file.format, file.file_dtype);
+    fmt::print("format        {} ({})\n", file.format, file_dtype);
     fmt::print("architecture  {} ({})\n", c.architecture, c.model_type);
     fmt::print("parameters    {} ({:.2f} M)\n", c.parameter_count(), double(c.parameter_count()) / 1e6);
     fmt::print("layers        {}   hidden {}   ffn {}   vocab {}\n", c.num_hidden_layers, c.hidden_size,

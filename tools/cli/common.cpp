@@ -2,7 +2,6 @@
 #include "common.h"
 
 #include <filesystem>
-#include <set>
 
 #include "backend/cpu/threads.h"
 #include "core/error.h"
@@ -37,8 +36,6 @@ std::unique_ptr<Tokenizer> load_model_tokenizer(const std::string& model_path, c
 LlamaModel load_for_inference(const ModelOptions& options) {
   set_num_threads(options.threads);
   const DType dtype = dtype_from_name(options.dtype);
-  LoadOptions load;
-  load.weight_dtype = dtype;
   ForwardOptions forward;
   forward.compute = dtype;
   if (!options.quant.empty()) {
@@ -49,7 +46,7 @@ LlamaModel load_for_inference(const ModelOptions& options) {
   }
   // Read the adapter first: a bad path fails before the (slow) model load.
   const PeftAdapter adapter = options.adapter_path.empty() ? PeftAdapter{} : load_adapter(options.adapter_path);
-  LlamaModel model(load_model(options.model_path, load), forward);
+  LlamaModel model(ModelSource::open(options.model_path), forward);  // streamed in, tensor by tensor
   if (!options.adapter_path.empty()) model.set_adapter(adapter);
   return model;
 }
@@ -98,22 +95,12 @@ std::vector<int32_t> generate_tokens(const LlamaModel& model, const Tokenizer& t
   return out;
 }
 
-size_t weight_memory_bytes(const LlamaWeights& weights) {
-  std::set<const void*> seen;
+size_t weight_memory_bytes(const ModelSource& source, DType weight_dtype) {
+  // What load_model would hold: matrices in the weight dtype, norms and biases f32, a tied head once.
   size_t total = 0;
-  auto add = [&](const Tensor& t) {
-    if (t.defined() && seen.insert(t.raw()).second) total += t.nbytes();
-  };
-  add(weights.embed_tokens);
-  add(weights.norm);
-  add(weights.lm_head);
-  for (const auto& l : weights.layers) {
-    add(l.input_layernorm);
-    add(l.post_attention_layernorm);
-    for (int p = 0; p < kProjCount; ++p) {
-      add(l.projection(p));
-      if (const Tensor* bias = l.bias(p)) add(*bias);
-    }
+  for (const std::string& name : source.tensor_names()) {
+    const Shape shape = source.expected_shape(name);
+    total += size_t(shape_numel(shape)) * (shape.size() == 2 ? dtype_size(weight_dtype) : sizeof(float));
   }
   return total;
 }

@@ -57,6 +57,6 @@ std::vector<int32_t> generate_tokens(const LlamaModel& model, const Tokenizer& t
                                      Tensor logits, Sampler& sampler, int64_t max_tokens, int32_t prev,
                                      const std::function<void(const std::string&)>& on_text = {});
 // Bytes of weight memory the loaded model holds (a tied head counted once).
-size_t weight_memory_bytes(const LlamaWeights& weights);
+size_t weight_memory_bytes(const ModelSource& source, DType weight_dtype);
 
 }  // namespace qlora::cli

@@ -112,7 +112,7 @@ EstimateOptions estimate_options(const TrainRunConfig& c) {
 
 // A model for sample answers: the base (NF4 for QLoRA, as trained) with the adapter unmerged.
 // `file` may share its tensors with another copy (no second dense copy is made).
-LlamaModel sampling_model(const TrainRunConfig& c, LlamaModelFile file, const PeftAdapter* adapter) {
+LlamaModel sampling_model(const TrainRunConfig& c, const ModelSource& source, const PeftAdapter* adapter) {
   ForwardOptions forward;
   forward.compute = dtype_from_name(c.compute_dtype);
   if (train_method_from_name(c.method) == TrainMethod::Qlora) {
@@ -121,7 +121,7 @@ LlamaModel sampling_model(const TrainRunConfig& c, LlamaModelFile file, const Pe
     forward.quantize.block_size = c.quant_block_size;
     forward.quantize.double_quant = c.double_quant;
   }
-  LlamaModel model(std::move(file), forward);
+  LlamaModel model(source, forward);
   if (adapter) model.set_adapter(*adapter);
   return model;
 }
@@ -155,16 +155,15 @@ void run_training(const TrainRunConfig& c, const TrainRunOptions& options) {
   };
 
   log(fmt::format("loading {}", c.base_model));
-  LoadOptions load;
-  load.weight_dtype = dtype_from_name(c.compute_dtype);
-  LlamaModelFile file = load_model(c.base_model, load);
-  if (c.sequence_len > file.config.max_position_embeddings)
+  // Opened, not loaded: the model streams its weights in one tensor at a time.
+  const ModelSource source = ModelSource::open(c.base_model);
+  if (c.sequence_len > source.config().max_position_embeddings)
     fail("config", "key 'sequence_len' {} exceeds the model's context of {}", c.sequence_len,
-         file.config.max_position_embeddings);
-  const MemoryEstimate estimate = estimate_memory(file.config, estimate_options(c));
+         source.config().max_position_embeddings);
+  const MemoryEstimate estimate = estimate_memory(source.config(), estimate_options(c));
   if (options.dry_run) {
     fmt::print("{}", train_config_yaml(c));
-    fmt::print("\n# memory estimate ({} params, method {})\n{}", count_parameters(file.config), c.method,
+    fmt::print("\n# memory estimate ({} params, method {})\n{}", count_parameters(source.config()), c.method,
                estimate.table());
     return;
   }
@@ -188,13 +187,13 @@ void run_training(const TrainRunConfig& c, const TrainRunOptions& options) {
   std::vector<std::string> before;
   if (!c.sample_prompts.empty()) {
     log("sampling the base model");
-    before = sample_answers(sampling_model(c, file, nullptr), *tokenizer, tmpl, c);
+    before = sample_answers(sampling_model(c, source, nullptr), *tokenizer, tmpl, c);
   }
 
   LlamaModelFile source_meta;  // what a full fine-tune's export copies from the source (tokenizer)
-  source_meta.path = file.path, source_meta.format = file.format;
+  source_meta.path = source.path(), source_meta.format = source.format();
   // Held by pointer so both can be freed before the "after" samples load the model again.
-  auto model_owner = std::make_unique<TrainModel>(std::move(file), model_options(c));
+  auto model_owner = std::make_unique<TrainModel>(source, model_options(c));
   TrainModel& model = *model_owner;
   const TrainerConfig tcfg = trainer_config(c, data.train.size());
   auto trainer_owner = std::make_unique<Trainer>(model, data.train, data.validation, tcfg);
@@ -298,7 +297,8 @@ void run_training(const TrainRunConfig& c, const TrainRunOptions& options) {
   std::vector<std::string> after;
   if (!c.sample_prompts.empty()) {
     log("sampling the fine-tuned model");
-    after = sample_answers(sampling_model(c, load_model(weights_for_samples, load), adapter.get()), *tokenizer, tmpl, c);
+    after = sample_answers(sampling_model(c, ModelSource::open(weights_for_samples), adapter.get()), *tokenizer, tmpl,
+                           c);
     for (size_t i = 0; i < after.size(); ++i) report.samples.push_back({c.sample_prompts[i], before[i], after[i]});
   }
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();

@@ -153,17 +153,23 @@ ModelWeights build_model_weights(Backend& backend, const ModelSource& src, const
   out.layers.resize(size_t(L));
 
   // Each tensor is read from the source, converted or quantized, and its source released unless the
-  // result still views it (an unconverted frozen tensor of a mapped file).
-  auto finish = [&src](const std::string& name, const Tensor& loaded, const Tensor& kept) {
-    if (!kept.defined() || kept.storage() != loaded.storage()) src.release(name);
+  // result still views it (an unconverted frozen tensor of a mapped file). With bf16 compute the
+  // matrices are taken as a bf16 load holds them (rounded once), as transformers loads a model in
+  // torch_dtype=bfloat16 before it quantizes or trains it; norms and biases keep full precision.
+  auto at_load_width = [&](const Tensor& t) {
+    return options.compute == DType::BF16 && t.ndim() == 2 && t.dtype() != DType::BF16 ? t.to(DType::BF16) : t;
+  };
+  auto load = [&](const std::string& name) { return at_load_width(src.load(name)); };
+  auto finish = [&src](const std::string& name, const Tensor& source, const Tensor& kept) {
+    if (!kept.defined() || kept.storage() != source.storage()) src.release(name);
   };
   auto take_frozen = [&](const std::string& name, Tensor& slot) {
-    const Tensor t = src.load(name);
-    slot = b.frozen(t);
-    finish(name, t, slot);
+    const Tensor source = src.load(name);
+    slot = b.frozen(at_load_width(source));
+    finish(name, source, slot);
   };
   auto take_trainable = [&](const std::string& name, bool decay, Tensor& compute, Tensor& grad) {
-    const Tensor t = src.load(name);
+    const Tensor t = load(name);
     b.trainable(t, name, decay, compute, grad);
     src.release(name);  // copied into the flat buffer
   };
@@ -196,7 +202,7 @@ ModelWeights build_model_weights(Backend& backend, const ModelSource& src, const
         // A bitsandbytes 4-bit weight is taken as stored: no dequantize/requantize round trip.
         std::optional<QuantTensor> stored = src.load_quantized(weight);
         if (!stored) {
-          const Tensor t = src.load(weight);
+          const Tensor t = load(weight);
           stored = quantize_4bit(t, q.type, q.block_size, q.double_quant);
         }
         lin.qweight = std::make_shared<QuantTensor>(backend.to_device(*stored));
@@ -205,9 +211,9 @@ ModelWeights build_model_weights(Backend& backend, const ModelSource& src, const
         take_frozen(weight, lin.weight);
       }
       if (has_bias) {
-        const Tensor t = src.load(bias);
-        lin.bias = backend.to_device(Builder::converted(t, b.master));
-        finish(bias, t, lin.bias);
+        const Tensor source = src.load(bias);
+        lin.bias = backend.to_device(Builder::converted(source, b.master));
+        finish(bias, source, lin.bias);
       }
       if (adapters && options.lora.targets(std::string(projection_name(p)))) {
         attach_lora(lin, options.lora, b.master);  // host A (PEFT init) and B = 0

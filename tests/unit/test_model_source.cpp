@@ -1,0 +1,185 @@
+// ModelSource (model/model_source.h): streaming a model in equals today's eager path. For an HF
+// folder (single file, and re-sharded with an index), GGUF, llama2.c and a bitsandbytes 4-bit
+// folder, a model built from the opened source and a model built from load_model() give the same
+// logits and, after two training steps, the same parameters, bit for bit; bf16 sources keep their
+// frozen weights bf16 (half the bytes) and still match; a bnb QLoRA base is taken as stored;
+// release() drops the mapped pages; errors name the file and tensor.
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+
+#include "io/safetensors.h"
+#include "io_test_util.h"
+#include "model/loader.h"
+#include "model/model_source.h"
+#include "quant/bnb_format.h"
+#include "train/trainer.h"
+#include "train_test_util.h"
+
+namespace qlora {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string fixture(const std::string& name) { return test::source_path("tests/golden/fixtures/" + name); }
+
+ModelOptions options(TrainMethod method, DType compute = DType::F32) {
+  ModelOptions o;
+  o.method = method;
+  o.compute = compute;
+  o.lora.r = 4, o.lora.lora_alpha = 8, o.lora.seed = 2, o.lora.lora_dropout = 0.1;
+  return o;
+}
+
+// Params after two AdamW steps, and the logits of the trained model.
+struct Outcome {
+  std::vector<std::vector<uint8_t>> params;
+  std::vector<float> logits;
+};
+
+Outcome train_two_steps(TrainModel& model) {
+  TrainerConfig c;
+  c.micro_batch = 2, c.lr = 1e-2, c.seed = 3;
+  Trainer trainer(model, test::random_sequences(5, model.config().vocab_size, 4, 10), {}, c);
+  trainer.step();
+  trainer.step();
+  Outcome o;
+  for (const Param& p : model.parameters()) {
+    const auto* b = static_cast<const uint8_t*>(p.value.raw());
+    o.params.emplace_back(b, b + p.value.nbytes());
+  }
+  const Batch batch = make_batch(test::random_sequences(6, model.config().vocab_size, 1, 10), 0, 1);
+  const Tensor logits = model.logits(batch);
+  o.logits.assign(logits.data<float>(), logits.data<float>() + logits.numel());
+  return o;
+}
+
+void expect_streaming_equals_eager(const std::string& path, TrainMethod method, DType compute = DType::F32) {
+  SCOPED_TRACE(path + " " + train_method_name(method) + " " + std::string(dtype_name(compute)));
+  LoadOptions load;
+  load.weight_dtype = compute == DType::BF16 ? DType::BF16 : DType::F32;
+  TrainModel eager(load_model(path, load), options(method, compute));
+  TrainModel streamed(ModelSource::open(path), options(method, compute));
+  const Outcome a = train_two_steps(eager), b = train_two_steps(streamed);
+  EXPECT_EQ(a.logits, b.logits);
+  ASSERT_EQ(a.params.size(), b.params.size());
+  for (size_t i = 0; i < a.params.size(); ++i) EXPECT_EQ(a.params[i], b.params[i]) << "param " << i;
+}
+
+TEST(ModelSource, HfFolderStreamsLikeEagerLoad) {
+  for (TrainMethod m : {TrainMethod::Lora, TrainMethod::Qlora, TrainMethod::Full})
+    expect_streaming_equals_eager(fixture("qwen2"), m);
+  expect_streaming_equals_eager(fixture("llama-tied"), TrainMethod::Qlora, DType::BF16);
+}
+
+// The same model cut into two shards with an index streams the same.
+TEST(ModelSource, ShardedFolderStreamsLikeEagerLoad) {
+  test::TempDir dir;
+  const SafetensorsFile whole = SafetensorsFile::open(fixture("llama-gqa") + "/model.safetensors");
+  std::vector<std::pair<std::string, Tensor>> shard[2];
+  nlohmann::json map = nlohmann::json::object();
+  int i = 0;
+  for (const std::string& name : whole.names()) {
+    const int s = i++ % 2;
+    shard[s].emplace_back(name, whole.get(name));
+    map[name] = "model-0000" + std::to_string(s + 1) + "-of-00002.safetensors";
+  }
+  for (int s = 0; s < 2; ++s)
+    write_safetensors(dir.file("model-0000" + std::to_string(s + 1) + "-of-00002.safetensors"), shard[s]);
+  std::ofstream(dir.file("model.safetensors.index.json")) << nlohmann::json{{"weight_map", map}}.dump();
+  fs::copy_file(fixture("llama-gqa") + "/config.json", dir.file("config.json"));
+  expect_streaming_equals_eager(dir.path(), TrainMethod::Qlora);
+  expect_streaming_equals_eager(dir.path(), TrainMethod::Full);
+  // A shard the index names but the folder lacks: named in the error.
+  fs::remove(dir.file("model-00002-of-00002.safetensors"));
+  test::expect_error([&] { TrainModel(ModelSource::open(dir.path()), options(TrainMethod::Lora)); },
+                     {"model-00002-of-00002.safetensors"});
+}
+
+TEST(ModelSource, GgufAndLlama2cStreamLikeEagerLoad) {
+  const std::string gguf = test::shared_path("models/stories260K/tinyllamas-stories-260k-f32.gguf");
+  const std::string bin = test::shared_path("models/stories260K/stories260K.bin");
+  if (!test::exists(gguf) || !test::exists(bin)) GTEST_SKIP() << "../shared stories260K missing";
+  for (const std::string& path : {gguf, bin}) {
+    expect_streaming_equals_eager(path, TrainMethod::Qlora);
+    expect_streaming_equals_eager(path, TrainMethod::Lora);
+  }
+  // The main job's real model (Q4_1 + Q8_0 GGUF), dequantized tensor by tensor.
+  const std::string smol = test::source_path("models/SmolLM2-135M-Instruct.Q4_1.gguf");
+  if (test::exists(smol)) {
+    const ModelSource src = ModelSource::open(smol);
+    EXPECT_EQ(src.stored_types(), "Q4_1+Q8_0+F32");
+    const LlamaModelFile eager = load_model(smol);
+    const std::string name = "model.layers.7.self_attn.k_proj.weight";  // q/k rows permuted back
+    const Tensor a = src.load(name);
+    const Tensor& b = *const_cast<LlamaWeights&>(eager.weights).find(name);
+    ASSERT_EQ(a.nbytes(), b.nbytes());
+    EXPECT_EQ(std::memcmp(a.raw(), b.raw(), a.nbytes()), 0);
+  }
+}
+
+// A bitsandbytes NF4 folder: QLoRA takes every 4-bit weight exactly as stored.
+TEST(ModelSource, BnbFolderIsTakenAsStored) {
+  const std::string dir = test::source_path("tests/quant/golden/tiny-llama-bnb-nf4");
+  const ModelSource src = ModelSource::open(dir);
+  TrainModel model(src, options(TrainMethod::Qlora));
+  const SafetensorsFile file = SafetensorsFile::open(dir + "/model.safetensors");
+  for (int64_t l = 0; l < model.config().num_hidden_layers; ++l)
+    for (const Linear* lin : model.layer_linears(l)) {
+      const BnbWeight stored = read_bnb_4bit(file, lin->name + ".weight");
+      ASSERT_TRUE(lin->quantized()) << lin->name;
+      const QuantTensor& q = *lin->qweight;
+      EXPECT_EQ(q.block_size, stored.q.block_size);
+      ASSERT_EQ(q.codes.nbytes(), stored.q.codes.nbytes());
+      EXPECT_EQ(std::memcmp(q.codes.raw(), stored.q.codes.raw(), q.codes.nbytes()), 0) << lin->name;
+      EXPECT_EQ(std::memcmp(q.absmax_codes.raw(), stored.q.absmax_codes.raw(), q.absmax_codes.nbytes()), 0);
+    }
+  // LoRA over the same folder dequantizes, and equals the eager load.
+  expect_streaming_equals_eager(dir, TrainMethod::Lora);
+}
+
+// bf16 on disk, f32 compute: the frozen base stays bf16 (half the bytes of today's widened f32
+// base) and gives today's numbers.
+TEST(ModelSource, Bf16SourceKeepsItsWidth) {
+  const std::string path = fixture("llama-bf16");
+  TrainModel streamed(ModelSource::open(path), options(TrainMethod::Lora));
+  TrainModel eager(load_model(path), options(TrainMethod::Lora));
+  EXPECT_EQ(streamed.layer_linears(0)[kProjQ]->weight.dtype(), DType::BF16);
+  EXPECT_EQ(eager.layer_linears(0)[kProjQ]->weight.dtype(), DType::F32);
+  EXPECT_LT(streamed.memory().weights, eager.memory().weights * 6 / 10);
+  const Outcome a = train_two_steps(eager), b = train_two_steps(streamed);
+  EXPECT_EQ(a.logits, b.logits);
+  for (size_t i = 0; i < a.params.size(); ++i) EXPECT_EQ(a.params[i], b.params[i]) << "param " << i;
+}
+
+TEST(ModelSource, NamesShapesAndErrors) {
+  const ModelSource src = ModelSource::open(fixture("qwen2"));
+  const std::vector<std::string> names = src.tensor_names();
+  EXPECT_EQ(names.front(), "model.embed_tokens.weight");
+  EXPECT_EQ(names[2], "model.layers.0.self_attn.q_proj.weight");
+  EXPECT_EQ(names[3], "model.layers.0.self_attn.q_proj.bias");  // qwen2 has q/k/v biases
+  EXPECT_EQ(names.back(), "lm_head.weight");
+  EXPECT_EQ(src.expected_shape("model.layers.1.mlp.down_proj.weight"), (Shape{32, 64}));
+  test::expect_error([&] { src.load("model.layers.9.mlp.up_proj.weight"); }, {"model.layers.9.mlp.up_proj.weight"});
+  // A tensor with the wrong shape names the file and the tensor.
+  test::TempDir dir;
+  fs::copy_file(fixture("qwen2") + "/config.json", dir.file("config.json"));
+  const SafetensorsFile whole = SafetensorsFile::open(fixture("qwen2") + "/model.safetensors");
+  std::vector<std::pair<std::string, Tensor>> tensors;
+  for (const std::string& name : whole.names())
+    tensors.emplace_back(name, name == "model.norm.weight" ? Tensor::zeros({31}) : whole.get(name));
+  write_safetensors(dir.file("model.safetensors"), tensors);
+  test::expect_error([&] { ModelSource::open(dir.path()).load("model.norm.weight"); },
+                     {"model.norm.weight", "has shape (31)", "expected (32)"});
+  // release() of a mapped tensor keeps it readable (the pages come back from the file).
+  const ModelSource ok = ModelSource::open(fixture("qwen2"));
+  const Tensor before = ok.load("model.embed_tokens.weight").clone();
+  ok.release("model.embed_tokens.weight");
+  const Tensor after = ok.load("model.embed_tokens.weight");
+  EXPECT_EQ(std::memcmp(before.raw(), after.raw(), before.nbytes()), 0);
+}
+
+}  // namespace
+}  // namespace qlora

@@ -1,7 +1,10 @@
 // GGML tensor types: their block geometry (so a GGUF reader can size any tensor) and the
-// dequantization kernels for the types we load (Q8_0, Q4_0, Q4_1, F16, BF16, F32).
-// Block layouts follow ggml/src/ggml-common.h. Tested in tests/unit/test_gguf.cpp on hand-made
-// blocks against hand-computed values.
+// dequantization kernels for the types we load: F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 and
+// the k-quants Q2_K, Q3_K, Q4_K, Q5_K, Q6_K (what Q4_K_M / Q5_K_M / Q6_K files on the hub hold).
+// Block layouts follow ggml/src/ggml-common.h; each value is computed with the same f32
+// operations in the same order as gguf-py's dequantize, without fma contraction, so the results
+// are bit-identical to it on any machine. Tested in tests/unit/test_gguf.cpp on hand-made blocks
+// and in tests/unit/test_gguf_dequant.cpp against gguf-py on blocks llama.cpp's quantizer wrote.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -24,9 +27,16 @@ bool ggml_type_dequantizable(uint32_t type);
 // The caller checks the type with ggml_type_dequantizable() and the sizes.
 void dequantize_ggml(uint32_t type, const uint8_t* src, float* dst, size_t n);
 
-// The kernels, one per type (n a multiple of 32).
+// The kernels, one per type (n a multiple of 32, or of 256 for the k-quants).
 void dequantize_q8_0(const uint8_t* src, float* dst, size_t n);
 void dequantize_q4_0(const uint8_t* src, float* dst, size_t n);
 void dequantize_q4_1(const uint8_t* src, float* dst, size_t n);
+void dequantize_q5_0(const uint8_t* src, float* dst, size_t n);
+void dequantize_q5_1(const uint8_t* src, float* dst, size_t n);
+void dequantize_q2_k(const uint8_t* src, float* dst, size_t n);
+void dequantize_q3_k(const uint8_t* src, float* dst, size_t n);
+void dequantize_q4_k(const uint8_t* src, float* dst, size_t n);
+void dequantize_q5_k(const uint8_t* src, float* dst, size_t n);
+void dequantize_q6_k(const uint8_t* src, float* dst, size_t n);
 
 }  // namespace qlora

@@ -302,8 +302,9 @@ Tensor GgufFile::load(const std::string& name, bool keep_float_dtype) const {
     return Tensor(info->shape, stored, std::move(storage));
   }
   if (!ggml_type_dequantizable(info->type))
-    fail("gguf", "tensor {} in {} has type {}; supported: F32, F16, BF16, Q8_0, Q4_0, Q4_1", name,
-         path_, ggml_type_name(info->type));
+    fail("gguf", "tensor {} in {} has type {}, which qlora cannot dequantize; supported: F32, F16, BF16, Q8_0, "
+         "Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K (requantize the file with llama-quantize, e.g. to "
+         "Q4_K_M)", name, path_, ggml_type_name(info->type));
   Tensor out = Tensor::zeros(info->shape, is_float && keep_float_dtype ? stored : DType::F32);
   if (out.dtype() == DType::F32)
     dequantize_ggml(info->type, src, out.data<float>(), size_t(out.numel()));

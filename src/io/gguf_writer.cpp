@@ -10,6 +10,7 @@
 #include <filesystem>
 
 #include "core/error.h"
+#include "io/ggml_dequant.h"
 
 namespace qlora {
 namespace {
@@ -178,7 +179,7 @@ void GgufWriter::add_tensor(const std::string& name, const Tensor& t, GgmlType t
   if (type == GgmlType::Q8_0 && inner % kQ8Block != 0)
     fail("gguf", "tensor {}: Q8_0 needs the innermost dimension to be a multiple of 32; got {}", name,
          shape_str(t.shape()));
-  TensorEntry e{name, t.shape(), type, {}};
+  TensorEntry e{name, t.shape(), uint32_t(type), {}};
   const int64_t n = t.numel();
   e.data.resize(ggml_row_bytes(type, inner) * size_t(n / inner));
   if (type == GgmlType::F32 || type == GgmlType::Q8_0) {
@@ -193,6 +194,23 @@ void GgufWriter::add_tensor(const std::string& name, const Tensor& t, GgmlType t
     std::memcpy(e.data.data(), h.raw(), size_t(n) * 2);
   }
   tensors_.push_back(std::move(e));
+}
+
+void GgufWriter::add_encoded_tensor(const std::string& name, const Shape& shape, uint32_t type,
+                                    std::vector<uint8_t> bytes) {
+  for (const TensorEntry& e : tensors_)
+    if (e.name == name) fail("gguf", "tensor {} added twice", name);
+  const GgmlTypeTraits traits = ggml_type_traits(type);
+  if (!traits.block_elems) fail("gguf", "tensor {}: unknown GGML type {}", name, type);
+  if (shape.empty() || shape.size() > 4) fail("gguf", "tensor {}: {} dimensions; GGUF holds 1 to 4", name, shape.size());
+  const int64_t inner = shape.back();
+  if (inner % int64_t(traits.block_elems) != 0)
+    fail("gguf", "tensor {}: {} needs the innermost dimension to be a multiple of {}; got {}", name, traits.name,
+         traits.block_elems, shape_str(shape));
+  const size_t want = size_t(shape_numel(shape) / int64_t(traits.block_elems)) * traits.block_bytes;
+  if (bytes.size() != want)
+    fail("gguf", "tensor {}: {} bytes for {} {}; expected {}", name, bytes.size(), traits.name, shape_str(shape), want);
+  tensors_.push_back({name, shape, type, std::move(bytes)});
 }
 
 void GgufWriter::write(const std::string& path) const {

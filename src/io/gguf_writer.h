@@ -42,6 +42,9 @@ class GgufWriter {
   // `t` (any float dtype; PyTorch shape, outermost first) converted to `type` now (F32, F16, BF16
   // or Q8_0; Q8_0 needs the innermost dimension to be a multiple of 32). Names must be unique.
   void add_tensor(const std::string& name, const Tensor& t, GgmlType type);
+  // A tensor already encoded as `type` (any GGML type: blocks copied as they are, e.g. from another
+  // GGUF file). `bytes` must be exactly the type's size for `shape`.
+  void add_encoded_tensor(const std::string& name, const Shape& shape, uint32_t type, std::vector<uint8_t> bytes);
 
   void write(const std::string& path) const;
 
@@ -53,7 +56,7 @@ class GgufWriter {
   struct TensorEntry {
     std::string name;
     Shape shape;
-    GgmlType type;
+    uint32_t type;
     std::vector<uint8_t> data;
   };
   void add_kv(const std::string& key, std::vector<uint8_t> bytes);

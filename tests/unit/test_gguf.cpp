@@ -101,7 +101,9 @@ TEST(GgufDequant, TypeTable) {
   EXPECT_EQ(ggml_type_traits(3).block_bytes, 20u);
   EXPECT_EQ(ggml_type_traits(14).block_bytes, 210u);  // Q6_K
   EXPECT_TRUE(ggml_type_dequantizable(2));
-  EXPECT_FALSE(ggml_type_dequantizable(12));
+  for (uint32_t t : {6u, 7u, 10u, 11u, 12u, 13u, 14u}) EXPECT_TRUE(ggml_type_dequantizable(t)) << t;  // Q5_*, k-quants
+  EXPECT_FALSE(ggml_type_dequantizable(16));  // IQ2_XXS
+  EXPECT_FALSE(ggml_type_dequantizable(15));  // Q8_K: llama.cpp's intermediate, never in files
 }
 
 TEST(Gguf, ParsesStories260KVersion1) {
@@ -302,11 +304,11 @@ TEST(Gguf, BadTensorsAreErrors) {
   }
   {
     test::GgufBuilder b(3);
-    b.tensor("k4", {256}, 12, std::vector<uint8_t>(144));  // a valid Q4_K block: parses, but
+    b.tensor("iq2", {256}, 16, std::vector<uint8_t>(66));  // a valid IQ2_XXS block: parses, but
     b.write(path);                                         // we cannot dequantize it
     const GgufFile g = GgufFile::open(path);
-    EXPECT_EQ(g.tensors()[0].nbytes, 144u);
-    expect_error([&] { g.load("k4"); }, {path, "tensor k4", "Q4_K", "supported"});
+    EXPECT_EQ(g.tensors()[0].nbytes, 66u);
+    expect_error([&] { g.load("iq2"); }, {path, "tensor iq2", "IQ2_XXS", "supported"});
   }
   {
     // Two tensors at the same offset: patch the second's offset to 0.

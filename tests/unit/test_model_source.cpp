@@ -10,6 +10,9 @@
 #include <filesystem>
 #include <fstream>
 
+#include "core/rng.h"
+#include "io/ggml_dequant.h"
+#include "io/gguf_writer.h"
 #include "io/safetensors.h"
 #include "io_test_util.h"
 #include "model/loader.h"
@@ -118,6 +121,110 @@ TEST(ModelSource, GgufAndLlama2cStreamLikeEagerLoad) {
     ASSERT_EQ(a.nbytes(), b.nbytes());
     EXPECT_EQ(std::memcmp(a.raw(), b.raw(), a.nbytes()), 0);
   }
+}
+
+// A one-layer llama GGUF (hidden 256, so every k-quant fits a row) whose matrices are stored in
+// the block types hub files hold, one type per matrix: Q2_K .. Q6_K, Q5_0, Q5_1, Q8_0. The blocks
+// are random bytes with small f16 super-block scales: every other bit of a block is a free field,
+// so these are valid blocks (test_gguf_dequant.cpp checks the kernels against gguf-py).
+struct KQuantGguf {
+  static constexpr int64_t kHidden = 256, kVocab = 64;
+  // llama.cpp tensor name, shape (outermost first), GGML type.
+  struct Entry {
+    std::string name;
+    Shape shape;
+    GgmlType type;
+  };
+  static std::vector<Entry> entries() {
+    const int64_t C = kHidden, kv = 128;  // 2 heads of 128, 1 kv head
+    return {{"token_embd.weight", {kVocab, C}, GgmlType::Q8_0}, {"blk.0.attn_norm.weight", {C}, GgmlType::F32},
+            {"blk.0.attn_q.weight", {C, C}, GgmlType::Q2_K},    {"blk.0.attn_k.weight", {kv, C}, GgmlType::Q3_K},
+            {"blk.0.attn_v.weight", {kv, C}, GgmlType::Q4_K},   {"blk.0.attn_output.weight", {C, C}, GgmlType::Q5_K},
+            {"blk.0.ffn_norm.weight", {C}, GgmlType::F32},      {"blk.0.ffn_gate.weight", {C, C}, GgmlType::Q6_K},
+            {"blk.0.ffn_up.weight", {C, C}, GgmlType::Q5_0},    {"blk.0.ffn_down.weight", {C, C}, GgmlType::Q5_1},
+            {"output_norm.weight", {C}, GgmlType::F32},         {"output.weight", {kVocab, C}, GgmlType::Q4_K}};
+  }
+  // Byte offsets of a block's f16 scales (ggml-common.h).
+  static std::vector<size_t> scale_offsets(GgmlType t) {
+    switch (t) {
+      case GgmlType::Q2_K: return {80, 82};
+      case GgmlType::Q3_K: return {108};
+      case GgmlType::Q4_K:
+      case GgmlType::Q5_K: return {0, 2};
+      case GgmlType::Q6_K: return {208};
+      case GgmlType::Q5_1: return {0, 2};
+      default: return {0};  // Q5_0, Q8_0: d first
+    }
+  }
+  static std::vector<uint8_t> random_blocks(Rng& rng, GgmlType type, int64_t n) {
+    const GgmlTypeTraits traits = ggml_type_traits(uint32_t(type));
+    const size_t blocks = size_t(n) / traits.block_elems;
+    std::vector<uint8_t> bytes(blocks * traits.block_bytes);
+    for (uint8_t& b : bytes) b = uint8_t(rng.next_u64());
+    for (size_t b = 0; b < blocks; ++b)
+      for (size_t off : scale_offsets(type)) {
+        const uint16_t d = f32_to_f16(0.002f * (rng.uniform() + 0.1f));
+        std::memcpy(&bytes[b * traits.block_bytes + off], &d, 2);
+      }
+    return bytes;
+  }
+  // Writes the model; `override_type` replaces the type of attn_q (for the error test).
+  static void write(const std::string& path, uint32_t override_type = 0) {
+    GgufWriter w;
+    w.add_string("general.architecture", "llama");
+    w.add_u32("llama.context_length", 64);
+    w.add_u32("llama.embedding_length", uint32_t(kHidden));
+    w.add_u32("llama.block_count", 1);
+    w.add_u32("llama.feed_forward_length", uint32_t(kHidden));
+    w.add_u32("llama.attention.head_count", 2);
+    w.add_u32("llama.attention.head_count_kv", 1);
+    w.add_u32("llama.rope.dimension_count", 128);
+    w.add_u32("llama.vocab_size", uint32_t(kVocab));
+    w.add_f32("llama.attention.layer_norm_rms_epsilon", 1e-5f);
+    Rng rng(11);
+    for (const Entry& e : entries()) {
+      if (e.type == GgmlType::F32) {
+        Tensor norm = Tensor::zeros(e.shape);
+        for (int64_t i = 0; i < norm.numel(); ++i) norm.data<float>()[i] = 1.0f + 0.1f * (rng.uniform() - 0.5f);
+        w.add_tensor(e.name, norm, GgmlType::F32);
+        continue;
+      }
+      uint32_t type = uint32_t(e.type);
+      if (override_type && e.name == "blk.0.attn_q.weight") type = override_type;
+      const GgmlTypeTraits traits = ggml_type_traits(type);
+      std::vector<uint8_t> bytes = type == uint32_t(e.type) ? random_blocks(rng, e.type, shape_numel(e.shape))
+                                   : std::vector<uint8_t>(size_t(shape_numel(e.shape)) / traits.block_elems * traits.block_bytes);
+      w.add_encoded_tensor(e.name, e.shape, type, std::move(bytes));
+    }
+    w.write(path);
+  }
+};
+
+TEST(ModelSource, KQuantGgufStreamsLikeEagerLoad) {
+  test::TempDir dir;
+  const std::string path = dir.file("kquant.gguf");
+  KQuantGguf::write(path);
+  const ModelSource src = ModelSource::open(path);
+  EXPECT_EQ(src.config().hidden_size, KQuantGguf::kHidden);
+  // Each stored type appears, and each tensor loads as the kernel dequantizes its bytes.
+  const std::string types = src.stored_types();
+  for (const char* t : {"Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "Q5_0", "Q5_1", "Q8_0"})
+    EXPECT_NE(types.find(t), std::string::npos) << t << " not in " << types;
+  const GgufFile file = GgufFile::open(path);
+  const Tensor up = src.load("model.layers.0.mlp.up_proj.weight");
+  const Tensor raw = file.load("blk.0.ffn_up.weight");
+  ASSERT_EQ(up.nbytes(), raw.nbytes());
+  EXPECT_EQ(std::memcmp(up.raw(), raw.raw(), up.nbytes()), 0);
+  for (TrainMethod m : {TrainMethod::Qlora, TrainMethod::Lora, TrainMethod::Full})
+    expect_streaming_equals_eager(path, m);
+}
+
+TEST(ModelSource, GgufTypeWeCannotDequantizeNamesFileAndTensor) {
+  test::TempDir dir;
+  const std::string path = dir.file("iq2.gguf");
+  KQuantGguf::write(path, /*IQ2_XXS*/ 16);
+  test::expect_error([&] { TrainModel(ModelSource::open(path), options(TrainMethod::Qlora)); },
+                     {"iq2.gguf", "blk.0.attn_q.weight", "IQ2_XXS"});
 }
 
 // A bitsandbytes NF4 folder: QLoRA takes every 4-bit weight exactly as stored.

@@ -97,6 +97,9 @@ void check_options(const EstimateOptions& o) {
   for (const std::string& m : o.target_modules)
     if (projection_index(m) < 0) fail("estimate", "unknown target module '{}'; expected one of {}", m, projection_list());
   if (o.method != "full" && o.target_modules.empty()) fail("estimate", "no LoRA target modules");
+  const std::string& s = o.source_dtype;
+  if (s != "bf16" && s != "f16" && s != "f32" && s != "quantized" && s != "bnb-4bit")
+    fail("estimate", "unknown source dtype '{}'; expected bf16, f16, f32, quantized or bnb-4bit", s);
   const int64_t bs = o.quant_block_size;
   if (bs <= 0) fail("estimate", "quantization block size must be positive; got {}", bs);
 }
@@ -115,6 +118,58 @@ std::string resolve_precision(const EstimateOptions& o) {
   if (o.method != "qlora" && four_bit)
     fail("estimate", "--precision {} is a frozen 4-bit base: use --method qlora", p);
   return p;
+}
+
+// How the source stores a tensor (EstimateOptions::source_dtype), as ModelSource::load hands it out.
+struct Stored {
+  enum Kind { Bf16, F16, F32, Dequantized, Bnb4 } kind;
+  double bytes_per_value;  // of the file: the pages a load touches
+};
+
+Stored stored_as(const EstimateOptions& o, int64_t parameters, const TensorSpec& t) {
+  const std::string& s = o.source_dtype;
+  if (s == "bf16") return {Stored::Bf16, 2};
+  if (s == "f16") return {Stored::F16, 2};
+  if (s == "f32") return {Stored::F32, 4};
+  if (s == "bnb-4bit")  // 4-bit projections (codes + 8-bit constants); the rest as saved, bf16
+    return t.kind == TensorSpec::Projection ? Stored{Stored::Bnb4, 0.52} : Stored{Stored::Bf16, 2};
+  // GGUF block types: the file's average width (Q4_K_M is ~4.8 bits), else Q4_K's 4.5 bits.
+  const double width = o.source_file_bytes > 0 ? double(o.source_file_bytes) / double(parameters) : 0.5625;
+  return {Stored::Dequantized, width};
+}
+
+// Bytes of a frozen dense matrix as build_model_weights keeps it (ModelWeights::Builder::frozen):
+// bf16 with bf16 compute or a bf16 source (a zero-copy view of the file), else f32.
+size_t frozen_matrix_bytes(Stored::Kind kind, bool bf16_compute) {
+  return bf16_compute || kind == Stored::Bf16 ? 2 : 4;
+}
+
+// The memory a tensor needs beyond what the built model keeps, while build_model_weights turns it
+// into its final form: the pages of the file it touches (released after use unless the result is a
+// view of them), the f32 values a GGUF block type dequantizes to, the bf16 rounding of a bf16-compute
+// load, and the f32 widening the quantizer or a conversion makes. The steps follow one another and
+// each frees the previous one's temporary; they are summed, which overstates the worst case by at
+// most one temporary.
+size_t load_transient(const TensorSpec& t, Stored s, bool full, bool quantize, bool bf16_compute) {
+  const size_t n = size_t(t.numel());
+  const size_t pages = size_t(std::ceil(double(n) * s.bytes_per_value));
+  if (!t.matrix()) return pages + 4 * n;  // a norm or bias: widened to f32, a few KB
+  if (quantize && s.kind == Stored::Bnb4) return pages;  // taken as stored, copied out
+  const size_t dequantized = s.kind == Stored::Dequantized || s.kind == Stored::Bnb4 ? 4 * n : 0;
+  const bool f32_values = s.kind == Stored::F32 || dequantized;
+  const size_t rounded = bf16_compute && s.kind != Stored::Bf16 ? 2 * n : 0;  // at_load_width
+  if (quantize || full) {
+    // quantize_4bit / the f32 master widen whatever is not f32 already.
+    const size_t widened = f32_values && !rounded ? 0 : 4 * n;
+    return pages + dequantized + rounded + widened;
+  }
+  // A frozen matrix: kept as loaded when its width is already the kept one (the pages are then the
+  // weights themselves); otherwise the pages and any temporary go once the kept copy exists.
+  const size_t kept = frozen_matrix_bytes(s.kind, bf16_compute);
+  const bool view = (s.kind == Stored::Bf16 && kept == 2) || (s.kind == Stored::F32 && kept == 4);
+  if (view) return 0;
+  const size_t widened = f32_values || rounded ? 0 : 4 * n;  // f16 -> f32
+  return pages + (kept == 2 ? dequantized : 0) + widened;
 }
 
 void finish_total(MemoryEstimate& m) {
@@ -197,8 +252,6 @@ MemoryEstimate estimate_memory(const LlamaConfig& c, const EstimateOptions& o) {
            std::find(o.target_modules.begin(), o.target_modules.end(), t.projection) != o.target_modules.end();
   };
   std::vector<int64_t> trainable_sizes;  // element counts of the tensors the optimizer keeps state for
-  // Bytes per value of a dense frozen or compute copy of a matrix.
-  const size_t dense = precision == "int8" ? 1 : bf16 ? 2 : 4;
 
   for (const TensorSpec& t : tensors) {
     const size_t n = size_t(t.numel());
@@ -225,7 +278,7 @@ MemoryEstimate estimate_memory(const LlamaConfig& c, const EstimateOptions& o) {
       m.weights += q.codes;
       m.quant_constants += q.constants;
     } else {
-      m.weights += dense * n;
+      m.weights += precision == "int8" ? n : frozen_matrix_bytes(stored_as(o, m.parameters, t).kind, bf16) * n;
     }
     if (targeted(t)) {
       const int64_t a = R * t.cols, b = t.rows * R;  // A (R, in), B (out, R)
@@ -287,29 +340,14 @@ MemoryEstimate estimate_memory(const LlamaConfig& c, const EstimateOptions& o) {
                   sizeof(float);
 
   m.overhead = kProcessOverheadBytes;
-  // Loading holds every weight dense (f32; bf16 matrices with bf16 compute). On top of that, first
-  // the mapped file's pages (the loader touches all of them; they go when the file is closed), then,
-  // in build_model_weights, one converted copy of the largest tensor (the embedding) before its
-  // source is released: the two never coincide, so the transient is the larger of them.
-  size_t dense_load = 0, largest = 0;
-  for (const TensorSpec& t : tensors) {
-    dense_load += size_t(t.numel()) * (t.matrix() && bf16 ? 2 : 4);
-    // convert() widens to f32 first, then narrows to the compute dtype.
-    largest = std::max(largest, size_t(t.numel()) * (t.matrix() && bf16 ? 6 : 4));
-  }
-  const size_t file = o.source_file_bytes >= 0 ? size_t(o.source_file_bytes) : 2 * size_t(m.parameters);
-  size_t transient = std::max(file, largest);
-  if (bf16 && !full) {
-    // With bf16 weights each frozen projection is widened to an f32 temporary while it is converted
-    // or quantized. Measured (docs/memory.md), the process keeps about all of that memory until the
-    // build ends (the allocator retains the freed temporaries), and the other transients fit inside
-    // it: count one f32 copy of every decoder projection.
-    size_t widened = 0;
-    for (const TensorSpec& t : tensors)
-      if (t.kind == TensorSpec::Projection) widened += 4 * size_t(t.numel());
-    transient = std::max(transient, widened);
-  }
-  m.load_peak = dense_load + transient;
+  // Loading streams the source tensor by tensor (build_model_weights): at its peak the process
+  // holds the model built so far — at most all of it, the flat parameter and gradient buffers being
+  // allocated up front — and the transient of the tensor in hand.
+  size_t transient = 0;
+  for (const TensorSpec& t : tensors)
+    transient = std::max(transient, load_transient(t, stored_as(o, m.parameters, t), full,
+                                                   qlora && t.kind == TensorSpec::Projection, bf16));
+  m.load_peak = m.weights + m.quant_constants + m.adapters + m.gradients + transient;
   finish_total(m);
   return m;
 }
@@ -452,7 +490,7 @@ std::string MemoryEstimate::table() const {
                      trainable_parameters,
                      parameters ? 100.0 * double(trainable_parameters) / double(parameters) : 0.0);
   if (!textbook && total > training_sum())
-    out += "the peak is the load: every weight is dense in memory before it is converted (see docs/memory.md)\n";
+    out += "the peak is the load: the built model plus one tensor being converted (see docs/memory.md)\n";
   return out;
 }
 
@@ -463,6 +501,14 @@ uint64_t source_weight_bytes(const std::string& path) {
   for (const auto& entry : fs::directory_iterator(path))
     if (entry.is_regular_file() && entry.path().extension() == ".safetensors") total += entry.file_size();
   return total;
+}
+
+std::string estimate_source_dtype(const std::string& stored_types) {
+  const std::string first = lower(stored_types.substr(0, stored_types.find('+')));
+  if (first == "bf16" || first == "f16" || first == "f32") return first;
+  if (first == "f64") return "f32";
+  if (first.rfind("bnb-", 0) == 0) return "bnb-4bit";
+  return "quantized";  // GGUF block types: Q4_K, Q8_0, ...
 }
 
 }  // namespace qlora

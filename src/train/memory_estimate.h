@@ -39,8 +39,12 @@ struct EstimateOptions {
   // Mixture of experts (Mixtral): LlamaConfig has no expert fields, so they travel here.
   // The MLP is counted n_experts times (weights, adapters) and experts_per_token times (activations).
   int64_t n_experts = 1, experts_per_token = 1;
-  // Bytes of the weight file the loader maps while loading (its pages count in the resident set
-  // until loading ends). -1 = assume a bf16 safetensors checkpoint (2 bytes per parameter).
+  // How the weights are stored: the dense width of a safetensors/GGUF checkpoint (bf16 | f16 |
+  // f32), GGUF block types (quantized: dequantized to f32 tensor by tensor), or a bitsandbytes
+  // 4-bit folder (bnb-4bit: QLoRA takes its projections as stored). It sets the width of frozen
+  // matrices (a bf16 source stays bf16) and the load transient. The hub serves bf16.
+  std::string source_dtype = "bf16";
+  // Bytes of the weight files (for `quantized`: their average width). -1 = unknown.
   int64_t source_file_bytes = -1;
 };
 
@@ -53,7 +57,7 @@ struct MemoryEstimate {
   size_t activations = 0;      // activations alive at the step's peak (saved + backward working set)
   size_t activations_engine = 0;  // TrainModel's MemoryStats::activations_peak (an upper bound; not in total)
   size_t overhead = 0;         // process baseline: binary, BLAS/OpenMP buffers, allocator slack
-  size_t load_peak = 0;        // while loading: all weights dense + max(mapped file, one converted tensor)
+  size_t load_peak = 0;        // while loading: the built model + the largest one-tensor transient
   size_t optimizer_spilled = 0;  // paged optimizer: state kept in the spill file, not in RAM
   size_t total = 0;            // textbook: the sum; else max(training sum, load_peak + overhead)
   int64_t parameters = 0;      // model parameters counted
@@ -112,5 +116,8 @@ size_t process_overhead_bytes();
 // Bytes of a model's weight files as the loader maps them: the file itself, or the *.safetensors
 // of a folder (what EstimateOptions::source_file_bytes wants).
 uint64_t source_weight_bytes(const std::string& path);
+// EstimateOptions::source_dtype from ModelSource::stored_types() ("bf16+f32", "Q4_K+Q6_K+F32",
+// "bnb-nf4+bf16"): its dominant (first) type.
+std::string estimate_source_dtype(const std::string& stored_types);
 
 }  // namespace qlora

@@ -1,7 +1,8 @@
 // `qlora train` end to end on the real stories260K model (../shared/models/stories260K) with the
 // shipped GSM8K subset: outputs (adapter, metrics.jsonl, report.html, checkpoints, summary), the
 // dry run, command-line overrides, resume equal to an uninterrupted run, Ctrl-C saving a
-// checkpoint, and bad configs rejected with the key's name before any output is written.
+// checkpoint, bad configs rejected with the key's name before any output is written, and the
+// memory budget (the settings it chooses, and the refusal of a run that will not fit).
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -11,6 +12,8 @@
 
 #include "cli_runner.h"
 #include "io/peft_adapter.h"
+#include "model/model_source.h"
+#include "train/memory_budget.h"
 #include "test_paths.h"
 #include "unit/io_test_util.h"
 
@@ -149,6 +152,7 @@ TEST_F(CliTrain, BadConfigsNameTheKeyAndWriteNothing) {
       {"--micro_batch_size 0", "key 'micro_batch_size' must be > 0"},
       {"--method prefix", "key 'method'"},
       {"--lora_dropout 1.5", "key 'lora_dropout'"},
+      {"--memory-budget lots", "key 'memory_budget' must be a size"},
   };
   for (const BadConfig& c : cases) {
     SCOPED_TRACE(c.args);
@@ -163,6 +167,51 @@ TEST_F(CliTrain, BadConfigsNameTheKeyAndWriteNothing) {
   const test::RunResult r = test::run_cli("train " + dir.path() + "/broken.yaml");
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.out.find("broken.yaml: line"), std::string::npos) << r.out;
+}
+
+// The estimate of TinyRun's settings with `batch` and `checkpointing`, as train_run makes it.
+EstimateOptions tiny_run_estimate(int64_t batch, bool checkpointing) {
+  EstimateOptions o;
+  o.method = "qlora", o.lora_r = 4, o.seq = 128, o.batch = batch, o.checkpointing = checkpointing;
+  o.source_file_bytes = int64_t(source_weight_bytes(model_path()));
+  o.source_dtype = estimate_source_dtype(ModelSource::open(model_path()).stored_types());
+  return o;
+}
+
+TEST_F(CliTrain, MemoryBudgetChoosesMicroBatchAndCheckpointing) {
+  const LlamaConfig config = ModelSource::open(model_path()).config();
+  // Budgets at the estimates of the configured run (micro-batch 2) and of the smaller settings.
+  for (const auto& [batch, ckpt] : {std::pair<int64_t, bool>{2, false}, {1, false}, {1, true}}) {
+    const size_t budget = estimate_memory(config, tiny_run_estimate(batch, ckpt)).total;
+    const auto choice = choose_for_budget(config, tiny_run_estimate(2, false), 2, budget);
+    ASSERT_TRUE(choice.has_value());
+    SCOPED_TRACE(::testing::Message() << "budget " << budget << " -> micro-batch " << choice->micro_batch
+                                      << (choice->checkpointing ? " with" : " without") << " checkpointing");
+    TinyRun run;
+    const test::RunResult r = run.train("--dry-run --memory-budget " + std::to_string(budget));
+    ASSERT_EQ(r.exit_code, 0) << r.out;
+    EXPECT_NE(r.out.find("micro_batch_size: " + std::to_string(choice->micro_batch)), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("gradient_checkpointing: " + std::string(choice->checkpointing ? "1" : "0")),
+              std::string::npos)
+        << r.out;
+    EXPECT_NE(r.out.find("gradient_accumulation_steps: " + std::to_string(choice->accumulation)), std::string::npos)
+        << r.out;
+    EXPECT_NE(r.out.find("load peak"), std::string::npos) << r.out;
+  }
+}
+
+TEST_F(CliTrain, RefusesARunThatWillNotFitAndWritesNothing) {
+  TinyRun run;
+  const test::RunResult r = run.train("--memory-budget 1MiB");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.out.find("[memory] this run needs about"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("memory_budget 1MiB is 1 MiB"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("nothing would fit"), std::string::npos) << r.out;
+  EXPECT_FALSE(test::exists(run.out)) << "output written for a run that does not fit";
+  // The dry run gives the same verdict.
+  const test::RunResult dry = run.train("--dry-run --memory-budget 1MiB");
+  EXPECT_NE(dry.exit_code, 0);
+  EXPECT_NE(dry.out.find("nothing would fit"), std::string::npos) << dry.out;
 }
 
 }  // namespace

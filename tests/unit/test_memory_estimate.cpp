@@ -12,6 +12,7 @@
 
 #include "core/error.h"
 #include "optim/optimizer.h"
+#include "model/model_source.h"
 #include "train/memory_estimate.h"
 #include "train_test_util.h"
 
@@ -126,12 +127,20 @@ TEST(MemoryEstimatePresets, QloraSevenBFitsSixteenGB) {
   const MemoryEstimate m = estimate_memory(preset_config("llama-7b"), o);
   EXPECT_LT(m.weights + m.quant_constants + m.adapters + m.gradients + m.optimizer + m.activations,
             size_t(16 * kGB));
-  // 6.48e9 projection values at 4 bits = 3.24 GB, plus the embedding and LM head kept in f32.
-  const size_t dense = size_t(2) * 32000 * 4096 * 4;
+  // 6.48e9 projection values at 4 bits = 3.24 GB, plus the embedding and LM head kept in bf16 (the
+  // hub's bf16 checkpoint, the default source) and the norms in f32.
+  const size_t dense = size_t(2) * 32000 * 4096 * 2 + size_t(65) * 4096 * 4;
   EXPECT_NEAR(double(m.weights - dense) / kGB, 3.24, 0.01);
   EXPECT_LT(m.training_sum(), size_t(16 * kGB));
-  // This engine's process peak is the load (every weight dense in f32 first), documented.
-  EXPECT_GT(m.total, size_t(27 * kGB));
+  // The load streams: the built model plus the largest projection's transient (its bf16 pages and
+  // the f32 copy the quantizer reads, 6 bytes x 4096 x 11008), so training sets the peak.
+  const size_t built = m.weights + m.quant_constants + m.adapters + m.gradients;
+  EXPECT_EQ(m.load_peak, built + size_t(6) * 4096 * 11008);
+  EXPECT_EQ(m.total, m.training_sum());
+  // An f32 source keeps the embedding and head in f32 (the frozen tensors' own width).
+  o.source_dtype = "f32";
+  EXPECT_EQ(estimate_memory(preset_config("llama-7b"), o).weights, m.weights + size_t(2) * 32000 * 4096 * 2);
+  o.source_dtype = "bf16";
   // Full fp32 of the same model (exact count) is far above.
   o.method = "full";
   EXPECT_GT(estimate_memory(preset_config("llama-7b"), o).training_sum(), size_t(107 * kGB));
@@ -150,6 +159,9 @@ TEST(MemoryEstimateErrors, BadInputNamesTheOption) {
   EstimateOptions o;
   o.method = "prefix";
   expect_error(o, "--method");
+  o = {};
+  o.source_dtype = "int3";
+  expect_error(o, "source dtype");
   o = {};
   o.precision = "fp8";
   expect_error(o, "--precision");
@@ -177,6 +189,7 @@ struct EngineCase {
   std::string fixture, method, compute, optimizer;
   bool checkpointing;
   int64_t B, T;
+  std::string source = "f32";  // bf16: the fixture's matrices stored in bf16, as the hub ships them
 };
 
 // Weights, gradients, adapters and optimizer state are enumerated tensor by tensor, so they must
@@ -187,6 +200,14 @@ void check_against_engine(const EngineCase& k) {
                                     << (k.checkpointing ? " ckpt" : "") << " B=" << k.B << " T=" << k.T);
   LlamaModelFile file = test::load_fixture(k.fixture);
   const LlamaConfig config = file.config;
+  if (k.source == "bf16") {
+    const ModelSource names = ModelSource::from_file(file);
+    for (const std::string& name : names.tensor_names()) {
+      Tensor* t = file.weights.find(name);
+      if (t->ndim() == 2) *t = t->to(DType::BF16);
+    }
+    if (config.tie_word_embeddings) file.weights.lm_head = file.weights.embed_tokens;
+  }
   TrainModelOptions to;
   to.method = train_method_from_name(k.method);
   to.compute = dtype_from_name(k.compute);
@@ -209,6 +230,7 @@ void check_against_engine(const EngineCase& k) {
   o.checkpointing = k.checkpointing;
   o.batch = k.B, o.seq = k.T;
   o.lora_r = to.lora.r;
+  o.source_dtype = k.source;
   const MemoryEstimate m = estimate_memory(config, o);
   const MemoryStats s = model.memory();
 
@@ -249,6 +271,9 @@ TEST(MemoryEstimateEngine, MatchesTrainModelCategories) {
       {"llama-tied", "qlora", "f32", "adamw", false, 3, 8},
       {"qwen2", "lora", "f32", "adamw", false, 2, 8},
       {"qwen2", "full", "f32", "adamw8bit", false, 1, 8},
+      // A bf16 source keeps its frozen matrices in bf16 with f32 compute.
+      {"llama-gqa", "lora", "f32", "adamw", false, 2, 16, "bf16"},
+      {"llama-tied", "qlora", "f32", "adamw", true, 1, 16, "bf16"},
   };
   for (const EngineCase& k : cases) check_against_engine(k);
 }

@@ -1,15 +1,15 @@
 // `qlora estimate (MODEL | --preset NAME | --params N) --method full|lora|qlora [--precision P]
 //   [--seq N] [--batch B] [--checkpointing] [--optimizer adamw|adamw8bit|paged] [--rank R]
 //   [--textbook] [--json]`: the memory a training run needs, by category (train/memory_estimate.h).
-// A Hugging Face folder is read config-only; GGUF and llama2.c files are loaded (their configs sit
-// beside the weights). Tested in tests/e2e/test_estimate_cli.cpp.
+// A model is opened, not loaded: its config and tensor index say its shape and how its weights are
+// stored (which sets the width of frozen tensors and the load transient). Tested in tests/e2e/test_estimate_cli.cpp.
 #include <fmt/core.h>
 
 #include <filesystem>
 
 #include "commands.h"
 #include "core/error.h"
-#include "model/loader.h"
+#include "model/model_source.h"
 #include "train/memory_estimate.h"
 
 namespace qlora::cli {
@@ -65,17 +65,13 @@ void run_estimate(EstimateArgs& a) {
       m = estimate_memory(config, o);
     }
   } else {
-    namespace fs = std::filesystem;
-    if (!fs::exists(a.model)) fail("estimate", "MODEL {} does not exist", a.model);
-    LlamaConfig config;
-    if (fs::is_directory(a.model) && fs::exists(fs::path(a.model) / "config.json")) {
-      config = LlamaConfig::from_hf_file((fs::path(a.model) / "config.json").string());
-    } else {
-      config = load_model(a.model).config;  // GGUF / llama2.c: the config comes with the weights
-    }
+    if (!std::filesystem::exists(a.model)) fail("estimate", "MODEL {} does not exist", a.model);
+    // The config and the tensor index only: no weights are read.
+    const ModelSource model = ModelSource::open(a.model);
     o.source_file_bytes = int64_t(source_weight_bytes(a.model));
-    m = estimate_memory(config, o);
-    source = a.model;
+    o.source_dtype = estimate_source_dtype(model.stored_types());
+    m = estimate_memory(model.config(), o);
+    source = fmt::format("{} ({})", a.model, model.stored_types());
   }
 
   if (a.json) {
@@ -96,7 +92,10 @@ void run_estimate(EstimateArgs& a) {
 void register_estimate(CLI::App& app) {
   auto a = std::make_shared<EstimateArgs>();
   CLI::App* cmd = app.add_subcommand("estimate", "Estimate the memory a fine-tuning run needs");
-  cmd->add_option("model", a->model, "model: Hugging Face folder (config only), GGUF or llama2.c file");
+  cmd->add_option("model", a->model, "model: Hugging Face folder, GGUF or llama2.c file (no weights are read)");
+  cmd->add_option("--source-dtype", a->options.source_dtype,
+                  "how the weights are stored, for presets: bf16 | f16 | f32 | quantized (GGUF) | bnb-4bit")
+      ->capture_default_str();
   cmd->add_option("--preset", a->preset, "llama-7b | llama-13b | mistral-7b | llama3-8b | mixtral-8x7b");
   cmd->add_option("--params", a->params, "a bare parameter count (e.g. 10B), with --textbook");
   cmd->add_option("--method", a->options.method, "full | lora | qlora")->capture_default_str();

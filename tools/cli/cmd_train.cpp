@@ -45,6 +45,8 @@ void register_train(CLI::App& app) {
       ->expected(0, 1)
       ->default_str("latest");
   cmd->add_flag("--quiet", cmd_options->run.quiet, "no progress line");
+  cmd->add_flag("--ignore-memory-check", cmd_options->run.ignore_memory_check,
+                "run even when the memory estimate exceeds the available memory or memory_budget");
   cmd->callback([cmd, cmd_options] {
     TrainCommand o = *cmd_options;
     if (cmd->count("--resume") && o.run.resume.empty()) o.run.resume = "latest";

@@ -7,6 +7,7 @@
 #include <map>
 
 #include "core/error.h"
+#include "core/memory.h"
 #include "model/model_options.h"
 
 namespace qlora::cli {
@@ -160,6 +161,7 @@ const std::vector<std::pair<std::string, Key>>& keys() {
       {"seed", field(&C::seed, "a non-negative integer")},
       {"output_dir", field(&C::output_dir, "a path")},
       {"threads", field(&C::threads, "an integer")},
+      {"memory_budget", field(&C::memory_budget, "a size such as 6GiB")},
   };
   return table;
 }
@@ -261,6 +263,15 @@ void validate(const TrainRunConfig& c) {
   if (c.lr_scheduler != "constant" && c.lr_scheduler != "linear" && c.lr_scheduler != "cosine")
     fail("config", "key 'lr_scheduler' must be constant, linear or cosine; got '{}'", c.lr_scheduler);
   if (c.output_dir.empty()) fail("config", "key 'output_dir' must not be empty");
+  if (!c.memory_budget.empty()) {
+    uint64_t budget = 0;
+    try {
+      budget = parse_byte_size(c.memory_budget);
+    } catch (const Error&) {
+    }
+    if (budget == 0)
+      fail("config", "key 'memory_budget' must be a size such as 6GiB or 512MiB; got '{}'", c.memory_budget);
+  }
 }
 
 }  // namespace

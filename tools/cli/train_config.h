@@ -64,6 +64,9 @@ struct TrainRunConfig {
   uint64_t seed = 42;
   std::string output_dir = "runs/qlora";
   int threads = 0;
+  // Memory: "" checks the estimate against the machine's available memory; a size ("6GiB")
+  // makes the run choose micro_batch_size and gradient_checkpointing to fit it (train/memory_budget.h).
+  std::string memory_budget;
 };
 
 // Loads `path` (may be empty: defaults only), applies `overrides` (pairs of dotted key and YAML

@@ -25,6 +25,7 @@
 #include "report_html.h"
 #include "quant/nf4.h"
 #include "train/adapter_export.h"
+#include "train/memory_budget.h"
 #include "train/memory_estimate.h"
 #include "train/model_export.h"
 #include "train/train_model.h"
@@ -94,7 +95,7 @@ TrainerConfig trainer_config(const TrainRunConfig& c, size_t train_sequences) {
   return t;
 }
 
-EstimateOptions estimate_options(const TrainRunConfig& c) {
+EstimateOptions estimate_options(const TrainRunConfig& c, const ModelSource& source) {
   EstimateOptions e;
   e.method = c.method;
   e.seq = c.sequence_len;
@@ -107,6 +108,7 @@ EstimateOptions estimate_options(const TrainRunConfig& c) {
   e.double_quant = c.double_quant;
   e.compute = c.compute_dtype;
   e.source_file_bytes = int64_t(source_weight_bytes(c.base_model));
+  e.source_dtype = estimate_source_dtype(source.stored_types());
   return e;
 }
 
@@ -147,25 +149,59 @@ std::string mib(size_t bytes) { return fmt::format("{:.0f} MiB", double(bytes) /
 
 }  // namespace
 
-void run_training(const TrainRunConfig& c, const TrainRunOptions& options) {
+void run_training(const TrainRunConfig& requested, const TrainRunOptions& options) {
+  TrainRunConfig c = requested;  // memory_budget may change the micro-batch and checkpointing
   set_num_threads(c.threads);
   const auto t_start = std::chrono::steady_clock::now();
   auto log = [&](const std::string& line) {
     if (!options.quiet) fmt::print(stderr, "{}\n", line);
   };
 
-  log(fmt::format("loading {}", c.base_model));
   // Opened, not loaded: the model streams its weights in one tensor at a time.
   const ModelSource source = ModelSource::open(c.base_model);
   if (c.sequence_len > source.config().max_position_embeddings)
     fail("config", "key 'sequence_len' {} exceeds the model's context of {}", c.sequence_len,
          source.config().max_position_embeddings);
-  const MemoryEstimate estimate = estimate_memory(source.config(), estimate_options(c));
+
+  // Memory, decided before anything is loaded: the estimate against the budget the config gives,
+  // else against what the machine has available now.
+  size_t budget = available_memory_bytes();
+  std::string budget_source = "the available memory";
+  if (!c.memory_budget.empty()) {
+    const size_t available = budget;
+    budget = size_t(parse_byte_size(c.memory_budget));
+    budget_source = "memory_budget " + c.memory_budget;
+    if (available > 0 && budget > available)
+      fmt::print(stderr, "warning: memory_budget {} is more than the {} available now\n", c.memory_budget,
+                 format_bytes(available));
+    if (auto choice = choose_for_budget(source.config(), estimate_options(c, source), c.gradient_accumulation_steps,
+                                        budget)) {
+      if (choice->micro_batch != c.micro_batch_size || choice->checkpointing != (c.gradient_checkpointing > 0))
+        log(fmt::format("memory_budget {}: micro_batch_size {}, gradient_checkpointing {}, "
+                        "gradient_accumulation_steps {} (estimated {})",
+                        c.memory_budget, choice->micro_batch, choice->checkpointing ? "true" : "false",
+                        choice->accumulation, format_bytes(choice->estimate.total)));
+      c.micro_batch_size = choice->micro_batch;
+      c.gradient_accumulation_steps = choice->accumulation;
+      c.gradient_checkpointing = choice->checkpointing ? std::max<int64_t>(1, c.gradient_checkpointing) : 0;
+    }
+  }
+  const EstimateOptions estimate_opts = estimate_options(c, source);
+  const MemoryEstimate estimate = estimate_memory(source.config(), estimate_opts);
+  const bool fits = budget == 0 || estimate.total <= budget;
+  const std::string refusal =
+      fits ? "" : does_not_fit_message(source.config(), estimate_opts, estimate, budget, budget_source);
   if (options.dry_run) {
     fmt::print("{}", train_config_yaml(c));
-    fmt::print("\n# memory estimate ({} params, method {})\n{}", count_parameters(source.config()), c.method,
-               estimate.table());
+    fmt::print("\n# memory estimate ({} params, method {}, weights stored as {})\n{}", count_parameters(source.config()),
+               c.method, source.stored_types(), estimate.table());
+    if (budget > 0) fmt::print("# {}: {}\n", budget_source, format_bytes(budget));
+    if (!fits) fail("memory", "{}", refusal);
     return;
+  }
+  if (!fits) {
+    if (!options.ignore_memory_check) fail("memory", "{}\n(--ignore-memory-check runs it anyway)", refusal);
+    fmt::print(stderr, "warning: {}\n", refusal);
   }
 
   fs::create_directories(c.output_dir);
@@ -193,8 +229,14 @@ void run_training(const TrainRunConfig& c, const TrainRunOptions& options) {
   LlamaModelFile source_meta;  // what a full fine-tune's export copies from the source (tokenizer)
   source_meta.path = source.path(), source_meta.format = source.format();
   // Held by pointer so both can be freed before the "after" samples load the model again.
+  log(fmt::format("loading {} ({})", c.base_model, source.stored_types()));
+  const auto t_load = std::chrono::steady_clock::now();
   auto model_owner = std::make_unique<TrainModel>(source, model_options(c));
   TrainModel& model = *model_owner;
+  const double load_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_load).count();
+  log(fmt::format("loaded in {:.1f} s; resident {} (peak {}, estimated load peak {})", load_seconds,
+                  format_bytes(current_rss_bytes()), format_bytes(peak_rss_bytes()),
+                  format_bytes(estimate.load_peak + estimate.overhead)));
   const TrainerConfig tcfg = trainer_config(c, data.train.size());
   auto trainer_owner = std::make_unique<Trainer>(model, data.train, data.validation, tcfg);
   Trainer& trainer = *trainer_owner;
@@ -310,6 +352,7 @@ void run_training(const TrainRunConfig& c, const TrainRunOptions& options) {
                             {"val_loss_before", val_before},
                             {"val_loss_after", val_after},
                             {"peak_rss_bytes", peak},
+                            {"load_seconds", load_seconds},
                             {"estimated_bytes", estimate.to_json()},
                             {"skipped_steps", skipped},
                             {"seconds", seconds},

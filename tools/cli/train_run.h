@@ -14,6 +14,7 @@ struct TrainRunOptions {
   bool dry_run = false;      // print the resolved config and the memory estimate, then exit
   std::string resume;        // "" = fresh; "latest" = newest checkpoint in output_dir; else a checkpoint dir
   bool quiet = false;        // no progress line (tests)
+  bool ignore_memory_check = false;  // run even when the estimate exceeds the budget (a warning)
 };
 
 void run_training(const TrainRunConfig& config, const TrainRunOptions& options);

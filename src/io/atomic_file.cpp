@@ -57,6 +57,18 @@ void AtomicFile::write(const void* data, size_t bytes) {
   }
 }
 
+void AtomicFile::write_at(uint64_t offset, const void* data, size_t bytes) {
+  QLORA_ASSERT(fd_ >= 0, "write to {} after commit", path_);
+  const char* p = static_cast<const char*>(data);
+  while (bytes > 0) {
+    const ssize_t w = ::pwrite(fd_, p, bytes, off_t(offset));
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) fail(module_, "cannot write {}: {}", tmp_, w < 0 ? std::strerror(errno) : "no progress (disk full?)");
+    p += w, offset += uint64_t(w);
+    bytes -= size_t(w);
+  }
+}
+
 void AtomicFile::commit() {
   QLORA_ASSERT(fd_ >= 0, "commit of {} twice", path_);
   if (::fsync(fd_) != 0) fail(module_, "cannot fsync {}: {}", tmp_, std::strerror(errno));

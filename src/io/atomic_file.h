@@ -6,6 +6,7 @@
 // tests/unit/test_atomic_file.cpp (content, replacement, failure leaves the old file, no temp left).
 #pragma once
 #include <cstddef>
+#include <cstdint>
 #include <string>
 #include <string_view>
 
@@ -23,6 +24,9 @@ class AtomicFile {
 
   void write(const void* data, size_t bytes);
   void write(std::string_view text) { write(text.data(), text.size()); }
+  // Overwrites bytes already written (or leaves a hole to fill later) at `offset`, without moving
+  // the position of write().
+  void write_at(uint64_t offset, const void* data, size_t bytes);
   void commit();
   const std::string& temp_path() const { return tmp_; }
 

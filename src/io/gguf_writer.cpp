@@ -1,15 +1,11 @@
 // GGUF v3 writer. See gguf_writer.h.
 #include "io/gguf_writer.h"
 
-#include <fcntl.h>
-#include <unistd.h>
-
 #include <cmath>
-#include <cstdio>
 #include <cstring>
-#include <filesystem>
 
 #include "core/error.h"
+#include "io/atomic_file.h"
 #include "io/ggml_dequant.h"
 
 namespace qlora {
@@ -57,10 +53,6 @@ size_t ggml_row_bytes(GgmlType type, int64_t n) {
     case GgmlType::Q8_0: return size_t(n / kQ8Block) * (2 + kQ8Block);
     default: fail("gguf", "the writer supports F32, F16, BF16 and Q8_0; got {}", ggml_type_name(uint32_t(type)));
   }
-}
-
-void write_all(FILE* f, const void* data, size_t n, const std::string& path) {
-  if (n && std::fwrite(data, 1, n, f) != n) fail("gguf", "write error on {}", path);
 }
 
 }  // namespace
@@ -171,29 +163,38 @@ void GgufWriter::add_value(const std::string& key, const GgufValue& v, GgufType 
   add_kv(key, std::move(b));
 }
 
-void GgufWriter::add_tensor(const std::string& name, const Tensor& t, GgmlType type) {
-  for (const TensorEntry& e : tensors_)
-    if (e.name == name) fail("gguf", "tensor {} added twice", name);
+std::vector<uint8_t> encode_ggml_tensor(const std::string& name, const Tensor& t, GgmlType type) {
   if (t.ndim() < 1 || t.ndim() > 4) fail("gguf", "tensor {}: {} dimensions; GGUF holds 1 to 4", name, t.ndim());
   const int64_t inner = t.dim(-1);
   if (type == GgmlType::Q8_0 && inner % kQ8Block != 0)
     fail("gguf", "tensor {}: Q8_0 needs the innermost dimension to be a multiple of 32; got {}", name,
          shape_str(t.shape()));
-  TensorEntry e{name, t.shape(), uint32_t(type), {}};
   const int64_t n = t.numel();
-  e.data.resize(ggml_row_bytes(type, inner) * size_t(n / inner));
+  std::vector<uint8_t> data(ggml_row_bytes(type, inner) * size_t(n / inner));
   if (type == GgmlType::F32 || type == GgmlType::Q8_0) {
     const Tensor f = t.dtype() == DType::F32 ? t : t.to(DType::F32);
     if (type == GgmlType::F32)
-      std::memcpy(e.data.data(), f.raw(), size_t(n) * 4);
+      std::memcpy(data.data(), f.raw(), size_t(n) * 4);
     else
-      quantize_q8_0(f.data<float>(), n, e.data.data());
+      quantize_q8_0(f.data<float>(), n, data.data());
   } else {
     const DType want = type == GgmlType::F16 ? DType::F16 : DType::BF16;
     const Tensor h = t.dtype() == want ? t : t.to(want);
-    std::memcpy(e.data.data(), h.raw(), size_t(n) * 2);
+    std::memcpy(data.data(), h.raw(), size_t(n) * 2);
   }
-  tensors_.push_back(std::move(e));
+  return data;
+}
+
+void GgufWriter::add_tensor(const std::string& name, const Tensor& t, GgmlType type) {
+  add_encoded_tensor(name, t.shape(), uint32_t(type), encode_ggml_tensor(name, t, type));
+}
+
+void GgufWriter::declare_tensor(const std::string& name, const Shape& shape, GgmlType type) {
+  for (const TensorEntry& e : tensors_)
+    if (e.name == name) fail("gguf", "tensor {} added twice", name);
+  if (shape.empty() || shape.size() > 4) fail("gguf", "tensor {}: {} dimensions; GGUF holds 1 to 4", name, shape.size());
+  const int64_t inner = shape.back();
+  tensors_.push_back({name, shape, uint32_t(type), ggml_row_bytes(type, inner) * size_t(shape_numel(shape) / inner), {}});
 }
 
 void GgufWriter::add_encoded_tensor(const std::string& name, const Shape& shape, uint32_t type,
@@ -210,10 +211,11 @@ void GgufWriter::add_encoded_tensor(const std::string& name, const Shape& shape,
   const size_t want = size_t(shape_numel(shape) / int64_t(traits.block_elems)) * traits.block_bytes;
   if (bytes.size() != want)
     fail("gguf", "tensor {}: {} bytes for {} {}; expected {}", name, bytes.size(), traits.name, shape_str(shape), want);
-  tensors_.push_back({name, shape, type, std::move(bytes)});
+  const size_t size = bytes.size();
+  tensors_.push_back({name, shape, type, size, std::move(bytes)});
 }
 
-void GgufWriter::write(const std::string& path) const {
+void GgufWriter::write(const std::string& path, const TensorProducer& produce) const {
   std::vector<uint8_t> head = {'G', 'G', 'U', 'F'};
   put<uint32_t>(head, kVersion);
   put<uint64_t>(head, tensors_.size());
@@ -229,31 +231,27 @@ void GgufWriter::write(const std::string& path) const {
     for (auto it = e.shape.rbegin(); it != e.shape.rend(); ++it) put<uint64_t>(head, uint64_t(*it));  // innermost first
     put<uint32_t>(head, uint32_t(e.type));
     put<uint64_t>(head, offset);
-    offset += (e.data.size() + kAlignment - 1) / kAlignment * kAlignment;
+    offset += (e.bytes + kAlignment - 1) / kAlignment * kAlignment;
   }
   head.resize((head.size() + kAlignment - 1) / kAlignment * kAlignment, 0);
 
-  const std::string tmp = path + ".tmp-" + std::to_string(::getpid());
-  FILE* f = std::fopen(tmp.c_str(), "wb");
-  if (!f) fail("gguf", "cannot create {}: {}", tmp, std::strerror(errno));
-  try {
-    write_all(f, head.data(), head.size(), tmp);
-    static const uint8_t zeros[kAlignment] = {};
-    for (const TensorEntry& e : tensors_) {
-      write_all(f, e.data.data(), e.data.size(), tmp);
-      const size_t pad = (kAlignment - e.data.size() % kAlignment) % kAlignment;
-      write_all(f, zeros, pad, tmp);
+  // Readers never see a half-written file (io/atomic_file.h).
+  AtomicFile file(path, "gguf");
+  file.write(head.data(), head.size());
+  static const uint8_t zeros[kAlignment] = {};
+  for (const TensorEntry& e : tensors_) {
+    std::vector<uint8_t> produced;
+    if (e.data.empty() && e.bytes > 0) {
+      if (!produce) fail("gguf", "{}: tensor {} was declared but no producer was given", path, e.name);
+      produced = produce(e.name);
+      if (produced.size() != e.bytes)
+        fail("gguf", "{}: tensor {}: {} bytes produced; {} declared", path, e.name, produced.size(), e.bytes);
     }
-    if (std::fflush(f) != 0 || ::fsync(fileno(f)) != 0) fail("gguf", "cannot flush {}", tmp);
-    std::fclose(f);
-    f = nullptr;
-    std::filesystem::rename(tmp, path);
-  } catch (...) {
-    if (f) std::fclose(f);
-    std::error_code ec;
-    std::filesystem::remove(tmp, ec);
-    throw;
+    const std::vector<uint8_t>& data = e.data.empty() ? produced : e.data;
+    file.write(data.data(), data.size());
+    file.write(zeros, (kAlignment - data.size() % kAlignment) % kAlignment);
   }
+  file.commit();
 }
 
 }  // namespace qlora

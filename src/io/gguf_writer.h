@@ -2,10 +2,11 @@
 // ggml/docs/gguf.md specifies (header, KVs, tensor infos with dimensions innermost first, data
 // aligned to general.alignment = 32). Q8_0 rounds exactly as llama.cpp's quantize_row_q8_0_ref
 // (d = amax/127 stored f16, q = roundf(x · (1/d))). The file is written atomically (temp file,
-// fsync, rename). Tested in tests/unit/test_merge_export.cpp (our reader reads it back) and
+// fsync, rename); tensors may be declared and produced one at a time while it is written. Tested in tests/unit/test_merge_export.cpp (our reader reads it back) and
 // tests/e2e/test_peft_roundtrip.cpp (gguf-py's GGUFReader reads it).
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -22,6 +23,8 @@ enum class GgufType : uint32_t {
 
 // Q8_0 blocks (32 values: f16 scale + 32 int8) of n values (n % 32 == 0), llama.cpp's reference.
 void quantize_q8_0(const float* x, int64_t n, uint8_t* out);
+// `t` (any float dtype) encoded as `type` (F32, F16, BF16 or Q8_0); `name` is for messages.
+std::vector<uint8_t> encode_ggml_tensor(const std::string& name, const Tensor& t, GgmlType type);
 
 class GgufWriter {
  public:
@@ -46,7 +49,13 @@ class GgufWriter {
   // GGUF file). `bytes` must be exactly the type's size for `shape`.
   void add_encoded_tensor(const std::string& name, const Shape& shape, uint32_t type, std::vector<uint8_t> bytes);
 
-  void write(const std::string& path) const;
+  // A tensor whose encoded data `write` asks its producer for, when its turn comes: a model is
+  // written one tensor at a time.
+  void declare_tensor(const std::string& name, const Shape& shape, GgmlType type);
+  using TensorProducer = std::function<std::vector<uint8_t>(const std::string& name)>;
+  // Writes the file atomically: the header, then each tensor's data in the order added (declared
+  // tensors from `produce`, which must return exactly the declared size).
+  void write(const std::string& path, const TensorProducer& produce = {}) const;
 
  private:
   struct Kv {
@@ -57,7 +66,8 @@ class GgufWriter {
     std::string name;
     Shape shape;
     uint32_t type;
-    std::vector<uint8_t> data;
+    size_t bytes;               // encoded size
+    std::vector<uint8_t> data;  // empty for a declared tensor
   };
   void add_kv(const std::string& key, std::vector<uint8_t> bytes);
   std::vector<Kv> kvs_;

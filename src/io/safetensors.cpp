@@ -11,7 +11,6 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
-#include "io/atomic_file.h"
 #include "io/mapped_file.h"
 
 namespace qlora {
@@ -39,7 +38,7 @@ DType parse_dtype(const std::string& s, const std::string& path, const std::stri
        path, tensor, s);
 }
 
-const char* safetensors_dtype_name(DType dtype) {
+const char* dtype_label(DType dtype) {
   for (const auto& d : kDtypes)
     if (d.dtype == dtype) return d.name;
   QLORA_ASSERT(false, "no safetensors name for dtype {}", dtype_name(dtype));
@@ -193,37 +192,6 @@ Tensor SafetensorsFile::get(const std::string& name) const {
   return out;
 }
 
-void write_safetensors(const std::string& path, const std::vector<std::pair<std::string, Tensor>>& tensors,
-                       const std::map<std::string, std::string>& metadata) {
-  nlohmann::ordered_json header = nlohmann::ordered_json::object();
-  if (!metadata.empty()) {
-    nlohmann::ordered_json meta = nlohmann::ordered_json::object();
-    for (const auto& [k, v] : metadata) meta[k] = v;
-    header["__metadata__"] = std::move(meta);
-  }
-  uint64_t offset = 0;
-  for (const auto& [name, t] : tensors) {
-    if (name == "__metadata__" || header.contains(name))
-      fail("safetensors", "cannot write {}: duplicate or reserved tensor name {}", path, name);
-    if (!t.defined()) fail("safetensors", "cannot write {}: tensor {} is undefined", path, name);
-    nlohmann::ordered_json entry;
-    entry["dtype"] = safetensors_dtype_name(t.dtype());
-    entry["shape"] = t.shape();
-    entry["data_offsets"] = {offset, offset + t.nbytes()};
-    offset += t.nbytes();
-    header[name] = std::move(entry);
-  }
-  std::string json = header.dump();
-  // Pad with spaces so the data section starts 8-byte aligned (as the reference writer does).
-  json.append((8 - json.size() % 8) % 8, ' ');
-  const uint64_t header_len = json.size();
-
-  // Readers never see a half-written file (io/atomic_file.h).
-  AtomicFile file(path, "safetensors");
-  file.write(&header_len, 8);
-  file.write(json.data(), json.size());
-  for (const auto& [name, t] : tensors) file.write(t.raw(), t.nbytes());
-  file.commit();
-}
+const char* safetensors_dtype_name(DType dtype) { return dtype_label(dtype); }
 
 }  // namespace qlora

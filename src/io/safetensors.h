@@ -2,7 +2,9 @@
 // ({name: {dtype, shape, data_offsets: [begin, end]}, "__metadata__": {str: str}}), then the data.
 // The reader memory-maps the file and validates before touching data: header length within the
 // file, JSON well-formed, known dtype, offsets in range, sizes equal to shape x dtype, no overlaps.
-// The writer is atomic (temp file, fsync, rename). Tested in tests/unit/test_safetensors.cpp.
+// The writers are atomic (temp file, fsync, rename); SafetensorsStreamWriter writes a file tensor
+// by tensor, so a model of any size is written holding one tensor. Tested in
+// tests/unit/test_safetensors.cpp.
 #pragma once
 #include <map>
 #include <memory>
@@ -45,8 +47,44 @@ class SafetensorsFile {
   const uint8_t* base_ = nullptr;
 };
 
-// Writes tensors (in the given order) atomically. Dtypes as safetensors spells them (F32, BF16...).
+// Dtypes as safetensors spells them (F32, BF16, U8, ...).
+const char* safetensors_dtype_name(DType dtype);
+
+// Writes tensors (in the given order) atomically.
 void write_safetensors(const std::string& path, const std::vector<std::pair<std::string, Tensor>>& tensors,
                        const std::map<std::string, std::string>& metadata = {});
+
+// A safetensors file written one tensor at a time. The tensors are declared up front (name, dtype,
+// shape), so the header and every offset are known before any data; write() then takes them in
+// declared order. A few small tensors whose bytes are not known until later (bitsandbytes'
+// quant_state JSON, which holds a value computed while quantizing) are declared with an upper
+// bound, given by write_deferred() at any time, and stored after the others: the header is
+// written last, into space reserved for it at the start and padded with spaces (which the
+// format allows). Nothing appears at `path` until commit(); destroyed uncommitted, nothing does.
+class SafetensorsStreamWriter {
+ public:
+  struct Entry {
+    std::string name;
+    DType dtype;
+    Shape shape;
+  };
+  struct Deferred {
+    std::string name;
+    size_t max_bytes;  // a U8 tensor of at most this many bytes
+  };
+  SafetensorsStreamWriter(std::string path, std::vector<Entry> entries, std::vector<Deferred> deferred = {},
+                          std::map<std::string, std::string> metadata = {});
+  ~SafetensorsStreamWriter();
+
+  // The next declared entry; `t` must have its dtype and shape.
+  void write(const std::string& name, const Tensor& t);
+  void write_deferred(const std::string& name, std::string bytes);
+  // Every entry and deferred tensor written: stores the deferred data and the header, renames.
+  void commit();
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
 
 }  // namespace qlora

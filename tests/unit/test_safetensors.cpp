@@ -172,5 +172,70 @@ TEST(Safetensors, SizeMismatchWithShape) {
   expect_error([&] { SafetensorsFile::open(path); }, {path, "tensor w", "24 bytes", "expected 12", "(2, 3)"});
 }
 
+// The streaming writer: declared entries in order, deferred tensors stored last with the header
+// written into its reserved space; the file reads back like one written at once; misuse is an
+// error and leaves no file behind.
+TEST(SafetensorsStreamWriter, DeferredTensorsAndHeaderReservation) {
+  TempDir dir;
+  const std::string path = dir.file("s.safetensors");
+  const Tensor a = Tensor::from_vector(std::vector<float>{1, 2, 3, 4, 5, 6}, {2, 3});
+  const Tensor b = Tensor::from_vector(std::vector<float>{7}, {1});
+  {
+    SafetensorsStreamWriter w(path, {{"a", DType::F32, {2, 3}}, {"b", DType::F32, {1}}}, {{"json", 100}},
+                              {{"format", "pt"}});
+    w.write("a", a);
+    w.write_deferred("json", R"({"x": 1})");  // 8 of the 100 bytes reserved
+    w.write("b", b);
+    EXPECT_FALSE(std::filesystem::exists(path)) << "visible before commit";
+    w.commit();
+  }
+  const SafetensorsFile f = SafetensorsFile::open(path);
+  EXPECT_EQ(f.names(), (std::vector<std::string>{"a", "b", "json"}));
+  EXPECT_EQ(f.get("a").data<float>()[5], 6.0f);
+  EXPECT_EQ(f.get("b").data<float>()[0], 7.0f);
+  const Tensor j = f.get("json");
+  EXPECT_EQ(std::string(static_cast<const char*>(j.raw()), j.nbytes()), R"({"x": 1})");
+  EXPECT_EQ(f.metadata().at("format"), "pt");
+  // Without deferred tensors the stream writer writes exactly what write_safetensors does.
+  write_safetensors(dir.file("whole.safetensors"), {{"a", a}, {"b", b}});
+  {
+    SafetensorsStreamWriter w(dir.file("stream.safetensors"), {{"a", DType::F32, {2, 3}}, {"b", DType::F32, {1}}});
+    w.write("a", a);
+    w.write("b", b);
+    w.commit();
+  }
+  EXPECT_EQ(test::read_bytes(dir.file("whole.safetensors")), test::read_bytes(dir.file("stream.safetensors")));
+}
+
+TEST(SafetensorsStreamWriter, MisuseIsAnErrorAndWritesNothing) {
+  TempDir dir;
+  const std::string path = dir.file("bad.safetensors");
+  const Tensor a = Tensor::zeros({2});
+  auto writer = [&] {
+    return std::make_unique<SafetensorsStreamWriter>(
+        path, std::vector<SafetensorsStreamWriter::Entry>{{"a", DType::F32, {2}}, {"b", DType::F32, {2}}},
+        std::vector<SafetensorsStreamWriter::Deferred>{{"j", 4}});
+  };
+  expect_error([&] { writer()->write("b", a); }, {path, "tensor b written where a comes next"});
+  expect_error([&] { writer()->write("a", Tensor::zeros({3})); }, {path, "tensor a", "declared f32 (2)"});
+  expect_error([&] { writer()->write_deferred("j", "too long"); }, {path, "tensor j has 8 bytes; at most 4"});
+  expect_error([&] { writer()->write_deferred("k", "x"); }, {path, "tensor k was not declared"});
+  expect_error([&] {
+    auto w = writer();
+    w->write("a", a);
+    w->commit();
+  }, {path, "1 of 2 tensors written; b is missing"});
+  expect_error([&] {
+    auto w = writer();
+    w->write("a", a), w->write("b", a);
+    w->commit();
+  }, {path, "deferred tensor j never given"});
+  expect_error([&] { SafetensorsStreamWriter(path, {{"a", DType::F32, {2}}, {"a", DType::F32, {2}}}); },
+               {path, "duplicate or reserved tensor name a"});
+  EXPECT_FALSE(std::filesystem::exists(path));
+  for (const auto& e : std::filesystem::directory_iterator(dir.path()))
+    ADD_FAILURE() << "left behind: " << e.path();
+}
+
 }  // namespace
 }  // namespace qlora

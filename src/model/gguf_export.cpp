@@ -4,6 +4,7 @@
 #include <fmt/core.h>
 
 #include <filesystem>
+#include <map>
 
 #include "core/error.h"
 #include "io/gguf_writer.h"
@@ -15,9 +16,13 @@ namespace qlora {
 
 std::vector<std::string> export_gguf(const LlamaModelFile& model, const std::string& path,
                                      const GgufExportOptions& options) {
+  return export_gguf(ModelSource::from_file(model), path, options);
+}
+
+std::vector<std::string> export_gguf(const ModelSource& model, const std::string& path,
+                                     const GgufExportOptions& options) {
   std::vector<std::string> notes;
-  const LlamaConfig& c = model.config;
-  const LlamaWeights& w = model.weights;
+  const LlamaConfig& c = model.config();
   const GgmlType type = options.type;
   if (type != GgmlType::F32 && type != GgmlType::F16 && type != GgmlType::BF16 && type != GgmlType::Q8_0)
     fail("export", "GGUF export type must be f32, f16, bf16 or q8_0; got {}", ggml_type_name(uint32_t(type)));
@@ -30,7 +35,7 @@ std::vector<std::string> export_gguf(const LlamaModelFile& model, const std::str
 
   GgufWriter g;
   g.add_string("general.architecture", arch);
-  g.add_string("general.name", std::filesystem::path(model.path).filename().string());
+  g.add_string("general.name", std::filesystem::path(model.path()).filename().string());
   g.add_u32("general.alignment", 32);
   // llama_ftype: 0 ALL_F32, 1 MOSTLY_F16, 7 MOSTLY_Q8_0, 32 MOSTLY_BF16.
   g.add_u32("general.file_type", type == GgmlType::F32 ? 0 : type == GgmlType::F16 ? 1 : type == GgmlType::Q8_0 ? 7 : 32);
@@ -54,16 +59,16 @@ std::vector<std::string> export_gguf(const LlamaModelFile& model, const std::str
   }
 
   bool have_tokenizer = false;
-  if (model.format == "gguf") {
-    copy_gguf_tokenizer(GgufFile::open(model.path), g);
+  if (model.format() == "gguf") {
+    copy_gguf_tokenizer(GgufFile::open(model.path()), g);
     have_tokenizer = true;
-  } else if (model.format == "hf") {
-    have_tokenizer = gguf_tokenizer_from_hf(model.path, g);
+  } else if (model.format() == "hf") {
+    have_tokenizer = gguf_tokenizer_from_hf(model.path(), g);
   }
   if (!have_tokenizer) {
     notes.push_back(fmt::format("no tokenizer metadata written (source {} has no byte-level BPE tokenizer.json); "
                                 "llama.cpp needs one to run the file",
-                                model.path));
+                                model.path()));
   }
   // The config's ids win over the tokenizer's when they are set and the tokenizer lacks them.
   if (c.bos_token_id >= 0 && !g.has("tokenizer.ggml.bos_token_id"))
@@ -72,40 +77,60 @@ std::vector<std::string> export_gguf(const LlamaModelFile& model, const std::str
     g.add_u32("tokenizer.ggml.eos_token_id", uint32_t(c.eos_token_ids[0]));
 
   // Matrices in `type` (F16 where Q8_0 does not fit the row length), 1-D tensors F32, like llama.cpp.
-  auto matrix_type = [&](const Tensor& t) {
-    return type == GgmlType::Q8_0 && t.dim(-1) % 32 != 0 ? GgmlType::F16 : type;
+  // Each tensor is declared now (llama.cpp name, shape, type) and produced while the file is
+  // written: loaded from the source (merged when it merges an adapter), q/k rows back to the
+  // interleaved RoPE order (llama only), encoded, and its source released.
+  struct Planned {
+    std::string hf_name;
+    int64_t rope_heads;  // > 0: permute rows to llama.cpp's RoPE order over this many heads
+    GgmlType type;
   };
-  auto add_matrix = [&](const std::string& name, const Tensor& t) {
-    if (matrix_type(t) != type)
-      notes.push_back(fmt::format("{} {} written as F16: rows of {} are not a multiple of 32", name,
-                                  shape_str(t.shape()), t.dim(-1)));
-    g.add_tensor(name, t, matrix_type(t));
+  std::map<std::string, Planned> plan;
+  auto add = [&](const std::string& gguf_name, const std::string& hf_name, int64_t rope_heads) {
+    const Shape shape = model.expected_shape(hf_name);
+    GgmlType t = GgmlType::F32;
+    if (shape.size() == 2) {
+      t = type == GgmlType::Q8_0 && shape.back() % 32 != 0 ? GgmlType::F16 : type;
+      if (t != type)
+        notes.push_back(fmt::format("{} {} written as F16: rows of {} are not a multiple of 32", gguf_name,
+                                    shape_str(shape), shape.back()));
+    }
+    g.declare_tensor(gguf_name, shape, t);
+    plan[gguf_name] = {hf_name, qwen2 ? 0 : rope_heads, t};
   };
-  add_matrix("token_embd.weight", w.embed_tokens);
-  const int64_t L = int64_t(w.layers.size());
+  add("token_embd.weight", "model.embed_tokens.weight", 0);
+  const int64_t L = c.num_hidden_layers;
   for (int64_t l = 0; l < L; ++l) {
-    const LlamaLayerWeights& lw = w.layers[size_t(l)];
-    const std::string p = fmt::format("blk.{}.", l);
-    auto rope = [&](const Tensor& t, int64_t heads) { return qwen2 ? t : permute_rope_rows(t, heads); };
+    const std::string p = fmt::format("blk.{}.", l), hf = fmt::format("model.layers.{}.", l);
     // q and k rows go back to the interleaved RoPE order; v and the rest are as they are.
     auto rope_heads = [&](int proj) -> int64_t {
       return proj == kProjQ ? c.num_attention_heads : proj == kProjK ? c.num_key_value_heads : 0;
     };
-    auto stored = [&](const Tensor& t, int proj) { return rope_heads(proj) ? rope(t, rope_heads(proj)) : t; };
     auto name = [&](int proj, const char* suffix) { return p + std::string(gguf_projection_name(proj)) + suffix; };
+    auto hf_name = [&](int proj, const char* suffix) { return hf + std::string(projection_path(proj)) + suffix; };
     // llama.cpp's order: attn_norm, q, k, v, their biases, attn_output, ffn_norm, gate, up, down.
-    g.add_tensor(p + "attn_norm.weight", lw.input_layernorm, GgmlType::F32);
-    for (int proj = kProjQ; proj <= kProjV; ++proj) add_matrix(name(proj, ".weight"), stored(lw.projection(proj), proj));
-    for (int proj = kProjQ; proj <= kProjV; ++proj)
-      if (lw.bias(proj)->defined()) g.add_tensor(name(proj, ".bias"), stored(*lw.bias(proj), proj), GgmlType::F32);
-    add_matrix(name(kProjO, ".weight"), lw.o_proj);
-    g.add_tensor(p + "ffn_norm.weight", lw.post_attention_layernorm, GgmlType::F32);
-    for (int proj = kProjGate; proj <= kProjDown; ++proj) add_matrix(name(proj, ".weight"), lw.projection(proj));
-    if (options.progress) options.progress(l + 1, L, p);
+    add(p + "attn_norm.weight", hf + "input_layernorm.weight", 0);
+    for (int proj = kProjQ; proj <= kProjV; ++proj) add(name(proj, ".weight"), hf_name(proj, ".weight"), rope_heads(proj));
+    if (c.attention_bias)
+      for (int proj = kProjQ; proj <= kProjV; ++proj) add(name(proj, ".bias"), hf_name(proj, ".bias"), rope_heads(proj));
+    add(name(kProjO, ".weight"), hf_name(kProjO, ".weight"), 0);
+    add(p + "ffn_norm.weight", hf + "post_attention_layernorm.weight", 0);
+    for (int proj = kProjGate; proj <= kProjDown; ++proj) add(name(proj, ".weight"), hf_name(proj, ".weight"), 0);
   }
-  g.add_tensor("output_norm.weight", w.norm, GgmlType::F32);
-  if (!c.tie_word_embeddings) add_matrix("output.weight", w.lm_head);
-  g.write(path);
+  add("output_norm.weight", "model.norm.weight", 0);
+  if (!c.tie_word_embeddings) add("output.weight", "lm_head.weight", 0);
+
+  int64_t layers_done = 0;
+  g.write(path, [&](const std::string& gguf_name) {
+    const Planned& p = plan.at(gguf_name);
+    Tensor t = model.load(p.hf_name);
+    if (p.rope_heads) t = permute_rope_rows(t, p.rope_heads);
+    std::vector<uint8_t> bytes = encode_ggml_tensor(gguf_name, t, p.type);
+    model.release(p.hf_name);
+    if (options.progress && gguf_name.ends_with(".ffn_down.weight"))
+      options.progress(++layers_done, L, gguf_name.substr(0, gguf_name.size() - 15));
+    return bytes;
+  });
   return notes;
 }
 

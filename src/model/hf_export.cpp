@@ -49,10 +49,10 @@ json read_json(const fs::path& path) {
 }
 
 // The tokenizer and generation files: copied from an HF source folder, built from a GGUF source.
-void write_side_files(const LlamaModelFile& model, const fs::path& out, std::vector<std::string>& notes) {
-  const LlamaConfig& c = model.config;
-  if (model.format == "hf") {
-    const fs::path src(model.path);
+void write_side_files(const ModelSource& model, const fs::path& out, std::vector<std::string>& notes) {
+  const LlamaConfig& c = model.config();
+  if (model.format() == "hf") {
+    const fs::path src(model.path());
     bool any = false;
     for (const char* name : {"tokenizer.json", "tokenizer_config.json", "tokenizer.model", "special_tokens_map.json",
                              "added_tokens.json", "vocab.json", "merges.txt", "chat_template.jinja",
@@ -62,9 +62,9 @@ void write_side_files(const LlamaModelFile& model, const fs::path& out, std::vec
       fs::copy_file(from, out / name, fs::copy_options::overwrite_existing);
       any = any || std::string(name) != "generation_config.json";
     }
-    if (!any) notes.push_back(fmt::format("no tokenizer files beside {}; none written", model.path));
-  } else if (model.format == "gguf") {
-    const GgufFile g = GgufFile::open(model.path);
+    if (!any) notes.push_back(fmt::format("no tokenizer files beside {}; none written", model.path()));
+  } else if (model.format() == "gguf") {
+    const GgufFile g = GgufFile::open(model.path());
     try {
       const HfTokenizerFiles files = hf_tokenizer_from_gguf(g);
       write_text_atomic(out / "tokenizer.json", files.tokenizer.dump(2) + "\n");
@@ -73,7 +73,7 @@ void write_side_files(const LlamaModelFile& model, const fs::path& out, std::vec
       notes.push_back(fmt::format("no tokenizer written: {}", e.what()));
     }
   } else {
-    notes.push_back(fmt::format("no tokenizer written for a {} source", model.format));
+    notes.push_back(fmt::format("no tokenizer written for a {} source", model.format()));
   }
   if (!fs::exists(out / "generation_config.json") && (c.bos_token_id >= 0 || !c.eos_token_ids.empty())) {
     json g;
@@ -108,58 +108,65 @@ Tensor permute_rope_rows(const Tensor& w, int64_t n_heads) { return reorder_rope
 
 std::vector<std::string> export_hf_folder(const LlamaModelFile& model, const std::string& out_dir,
                                           const HfExportOptions& options) {
+  return export_hf_folder(ModelSource::from_file(model), out_dir, options);
+}
+
+std::vector<std::string> export_hf_folder(const ModelSource& model, const std::string& out_dir,
+                                          const HfExportOptions& options) {
   std::vector<std::string> notes;
   const std::string dtype_str = torch_dtype_name(options.dtype);
   const fs::path out(out_dir);
   if (fs::exists(out) && !fs::is_directory(out)) fail("export", "output {} exists and is not a folder", out_dir);
   fs::create_directories(out);
-  const LlamaConfig& c = model.config;
-  const LlamaWeights& w = model.weights;
+  const LlamaConfig& c = model.config();
   const DType dt = options.dtype;
 
-  std::vector<std::pair<std::string, Tensor>> dense;
-  std::map<std::string, BnbWeight> quantized;
-  dense.emplace_back("model.embed_tokens.weight", w.embed_tokens.to(dt));
-  const int64_t L = int64_t(w.layers.size());
-  for (int64_t l = 0; l < L; ++l) {
-    const LlamaLayerWeights& lw = w.layers[size_t(l)];
-    const std::string p = fmt::format("model.layers.{}.", l);
-    dense.emplace_back(p + "input_layernorm.weight", lw.input_layernorm.to(dt));
-    dense.emplace_back(p + "post_attention_layernorm.weight", lw.post_attention_layernorm.to(dt));
-    for (int proj = 0; proj < kProjCount; ++proj) {
-      const Tensor* bias = lw.bias(proj);
-      if (bias && bias->defined()) dense.emplace_back(p + projection_path(proj) + ".bias", bias->to(dt));
-    }
-    for (int proj = 0; proj < kProjCount; ++proj) {
-      const Tensor* t = &lw.projection(proj);
-      const std::string name = p + projection_path(proj) + ".weight";
-      if (options.quantize_nf4) {
-        // Quantize the merged f32 weight once (merging into 4-bit would round the base twice).
-        const Tensor f = t->to(DType::F32);
-        quantized.emplace(name, BnbWeight{quantize_4bit(f.data<float>(), f.shape(), QuantType::NF4,
-                                                        options.nf4_block_size, options.nf4_double_quant),
-                                          dtype_str});
-      } else {
-        dense.emplace_back(name, t->to(dt));
-      }
-    }
-    if (options.progress) options.progress(l + 1, L, p);
+  // Declared up front in the source's order, then streamed: each tensor is loaded (merged when the
+  // source merges an adapter), converted or quantized, written, and its source released.
+  auto decoder_linear = [&](const std::string& name) {
+    if (!options.quantize_nf4 || name.rfind("model.layers.", 0) != 0) return false;
+    for (int proj = 0; proj < kProjCount; ++proj)
+      if (name.ends_with("." + std::string(projection_path(proj)) + ".weight")) return true;
+    return false;
+  };
+  std::vector<SafetensorsStreamWriter::Entry> entries;
+  std::vector<SafetensorsStreamWriter::Deferred> deferred;
+  const std::vector<std::string> names = model.tensor_names();
+  for (const std::string& name : names) {
+    if (decoder_linear(name))
+      declare_bnb_4bit(name, model.expected_shape(name), QuantType::NF4, options.nf4_block_size,
+                       options.nf4_double_quant, dtype_str, entries, deferred);
+    else
+      entries.push_back({name, dt, model.expected_shape(name)});
   }
-  dense.emplace_back("model.norm.weight", w.norm.to(dt));
-  if (!c.tie_word_embeddings) dense.emplace_back("lm_head.weight", w.lm_head.to(dt));
-
-  if (options.quantize_nf4) {
-    write_bnb_quantized((out / "model.safetensors").string(), quantized, dense);
-  } else {
-    std::sort(dense.begin(), dense.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
-    write_safetensors((out / "model.safetensors").string(), dense, {{"format", "pt"}});
+  SafetensorsStreamWriter writer((out / "model.safetensors").string(), std::move(entries), std::move(deferred),
+                                 {{"format", "pt"}});
+  const int64_t L = c.num_hidden_layers;
+  int64_t layers_done = 0;
+  for (const std::string& name : names) {
+    const Tensor t = model.load(name);
+    if (decoder_linear(name)) {
+      // Quantize the merged f32 weight once (merging into 4-bit would round the base twice).
+      const Tensor f = t.to(DType::F32);
+      write_bnb_4bit(writer, name,
+                     BnbWeight{quantize_4bit(f.data<float>(), f.shape(), QuantType::NF4, options.nf4_block_size,
+                                             options.nf4_double_quant),
+                               dtype_str});
+    } else {
+      writer.write(name, t.to(dt));
+    }
+    model.release(name);
+    const std::string post = "post_attention_layernorm.weight";
+    if (options.progress && name.ends_with("." + post))
+      options.progress(++layers_done, L, name.substr(0, name.size() - post.size()));
   }
+  writer.commit();
   // A single file replaces any shards an earlier export left there.
   std::error_code ec;
   fs::remove(out / "model.safetensors.index.json", ec);
 
-  json config = model.format == "hf" && fs::exists(fs::path(model.path) / "config.json")
-                    ? read_json(fs::path(model.path) / "config.json")
+  json config = model.format() == "hf" && fs::exists(fs::path(model.path()) / "config.json")
+                    ? read_json(fs::path(model.path()) / "config.json")
                     : c.to_hf_json();
   config.erase("quantization_config");
   config["torch_dtype"] = dtype_str;

@@ -6,6 +6,8 @@
 //     tokenizer: copied from an HF source, or built from a GGUF's tokenizer.ggml.* vocabulary
 //     (model/tokenizer_export.h). With quantize_nf4 the decoder linears are written as
 //     bitsandbytes 4-bit (quant/bnb_format.h) plus a quantization_config, after merging in f32.
+//     The weights are streamed tensor by tensor from a ModelSource (one source tensor and its
+//     written copy in memory at a time); the safetensors data is in the source's tensor order.
 //   - export_gguf: one GGUF v3 file llama.cpp loads (model/gguf_export.cpp).
 // Tested in tests/unit/test_merge_export.cpp and tests/e2e/test_peft_roundtrip.cpp.
 #pragma once
@@ -15,6 +17,7 @@
 
 #include "core/tensor.h"
 #include "io/gguf.h"
+#include "model/model_source.h"
 #include "model/weights.h"
 
 namespace qlora {
@@ -32,6 +35,9 @@ struct HfExportOptions {
 
 // Writes the folder (created if needed; files replaced atomically one by one). Returns notes for
 // the user (e.g. "no tokenizer written: ..."), empty when all went as expected.
+// Streams the model: one source tensor and its converted (or quantized) copy at a time.
+std::vector<std::string> export_hf_folder(const ModelSource& model, const std::string& out_dir,
+                                          const HfExportOptions& options = {});
 std::vector<std::string> export_hf_folder(const LlamaModelFile& model, const std::string& out_dir,
                                           const HfExportOptions& options = {});
 
@@ -44,6 +50,8 @@ struct GgufExportOptions {
 // tensor names and q/k rows permuted to its interleaved RoPE order (llama only). The tokenizer
 // metadata is copied from a GGUF source or built from an HF source's tokenizer.json when it is
 // byte-level BPE. Returns notes as export_hf_folder.
+std::vector<std::string> export_gguf(const ModelSource& model, const std::string& path,
+                                     const GgufExportOptions& options = {});
 std::vector<std::string> export_gguf(const LlamaModelFile& model, const std::string& path,
                                      const GgufExportOptions& options = {});
 

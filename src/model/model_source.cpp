@@ -84,7 +84,8 @@ ModelSource ModelSource::from_file(LlamaModelFile file) {
   };
   LlamaConfig config = held->config;
   const std::string path = held->path;
-  return ModelSource(std::move(config), path, "memory", path.empty() ? "the model in memory" : path, lookup);
+  const std::string format = held->format.empty() ? "memory" : held->format;
+  return ModelSource(std::move(config), path, format, path.empty() ? "the model in memory" : path, lookup);
 }
 
 const LlamaConfig& ModelSource::config() const { return impl_->config; }
@@ -157,6 +158,8 @@ void ModelSource::release(const std::string& name) const {
   auto src = impl_->lookup(name);
   if (src && src->release) src->release();
 }
+
+std::string ModelSource::stored_type(const std::string& name) const { return impl_->find(name).stored_type; }
 
 std::string ModelSource::stored_types() const {
   std::map<std::string, int64_t> numel_by_type;

@@ -45,7 +45,8 @@ class ModelSource {
   // the config and the tensor index, no weights. Errors name the file.
   static ModelSource open(const std::string& path);
   // A model already in memory; each load hands out its tensor and release() drops the source's
-  // reference, so a consumer frees the dense weights as it goes.
+  // reference, so a consumer frees the dense weights as it goes. format() is the file's own
+  // ("hf", "gguf", ...; "memory" when it has none), so exporters still find its tokenizer.
   static ModelSource from_file(LlamaModelFile file);
 
   const LlamaConfig& config() const;
@@ -69,6 +70,8 @@ class ModelSource {
   void release(const std::string& name) const;
   // Stored types over tensor_names(), most elements first: "Q4_1+Q8_0+F32". From the index only.
   std::string stored_types() const;
+  // How the source stores one tensor ("bf16", "Q4_K", "bnb-nf4", ...). From the index only.
+  std::string stored_type(const std::string& name) const;
 
  private:
   struct Impl;

@@ -9,6 +9,7 @@
 
 #include "core/error.h"
 #include "quant/codebooks.h"
+#include "quant/double_quant.h"
 #include "quant/nf4.h"
 
 namespace qlora {
@@ -200,6 +201,34 @@ std::vector<std::pair<std::string, Tensor>> bnb_4bit_tensors(const std::string& 
   out.emplace_back(name + std::string(kStateTag) + std::string(quant_type_name(q.type)),
                    bytes_tensor(json.data(), json.size(), DType::U8, {int64_t(json.size())}));
   return out;
+}
+
+void declare_bnb_4bit(const std::string& name, const Shape& shape, QuantType type, int64_t block_size,
+                      bool double_quant, const std::string& dtype,
+                      std::vector<SafetensorsStreamWriter::Entry>& entries,
+                      std::vector<SafetensorsStreamWriter::Deferred>& deferred) {
+  const int64_t n = shape_numel(shape), blocks = (n + block_size - 1) / block_size;
+  entries.push_back({name, DType::U8, {(n + 1) / 2, 1}});
+  entries.push_back({name + ".absmax", double_quant ? DType::U8 : DType::F32, {blocks}});
+  entries.push_back({name + ".quant_map", DType::F32, {16}});
+  QuantTensor q;  // only what the JSON says: shape, type, block sizes; offset 0 renders as "0.0"
+  q.shape = shape, q.type = type, q.block_size = block_size, q.double_quant = double_quant;
+  if (double_quant) {
+    q.nested_block_size = kNestedBlockSize;
+    const int64_t nested = (blocks + kNestedBlockSize - 1) / kNestedBlockSize;
+    entries.push_back({name + ".nested_absmax", DType::F32, {nested}});
+    entries.push_back({name + ".nested_quant_map", DType::F32, {256}});
+  }
+  // The offset's repr ("0.0" here) is at most 24 characters ("-1.2345678901234567e-308").
+  const size_t bound = bnb_quant_state_json(q, dtype).size() + 24;
+  deferred.push_back({name + std::string(kStateTag) + std::string(quant_type_name(type)), bound});
+}
+
+void write_bnb_4bit(SafetensorsStreamWriter& writer, const std::string& name, const BnbWeight& w) {
+  std::vector<std::pair<std::string, Tensor>> parts = bnb_4bit_tensors(name, w);
+  for (size_t i = 0; i + 1 < parts.size(); ++i) writer.write(parts[i].first, parts[i].second);
+  const Tensor& json = parts.back().second;
+  writer.write_deferred(parts.back().first, std::string(static_cast<const char*>(json.raw()), json.nbytes()));
 }
 
 void write_bnb_quantized(const std::string& path, const std::map<std::string, BnbWeight>& quantized,

@@ -53,6 +53,14 @@ std::string bnb_quant_state_json(const QuantTensor& q, const std::string& dtype 
 // The tensors for `name` in QuantState.as_dict(packed=True) order, weight first.
 std::vector<std::pair<std::string, Tensor>> bnb_4bit_tensors(const std::string& name, const BnbWeight& w);
 
+// Streaming: declares the tensors of a 4-bit weight of `shape` (bnb_4bit_tensors' order, the
+// quant_state JSON deferred with a bound on its length), then writes them once it is quantized.
+void declare_bnb_4bit(const std::string& name, const Shape& shape, QuantType type, int64_t block_size,
+                      bool double_quant, const std::string& dtype,
+                      std::vector<SafetensorsStreamWriter::Entry>& entries,
+                      std::vector<SafetensorsStreamWriter::Deferred>& deferred);
+void write_bnb_4bit(SafetensorsStreamWriter& writer, const std::string& name, const BnbWeight& w);
+
 // Writes the 4-bit weights (bnb layout) and the dense tensors to one safetensors file, atomically,
 // all sorted by name (as transformers' save_pretrained lists them), metadata {"format": "pt"}.
 void write_bnb_quantized(const std::string& path, const std::map<std::string, BnbWeight>& quantized,

@@ -2,10 +2,13 @@
 // we write loads back with identical weights (f32) or bf16-rounded ones; a GGUF we write loads
 // back exactly at f32, within Q8_0's rounding at q8_0 (with close logits); nf4 re-quantization
 // loads back within NF4's error; bad adapters are refused naming the key; the SmolLM2 GGUF's
-// tokenizer becomes a tokenizer.json that encodes like the GGUF one.
+// tokenizer becomes a tokenizer.json that encodes like the GGUF one; the streaming merge and
+// exports (merged_source, tensor by tensor) write the same tensors, byte for byte, as merging the
+// whole model in memory first.
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -13,6 +16,7 @@
 #include "data/tokenizer.h"
 #include "io/gguf.h"
 #include "io/gguf_writer.h"
+#include "io/safetensors.h"
 #include "io_test_util.h"
 #include "model/hf_export.h"
 #include "model/llama.h"
@@ -128,6 +132,49 @@ TEST(Merge, RefusesAdaptersThatDoNotFit) {
   for (auto& [k, t] : bad.tensors)
     if (k.find("layers.0.self_attn.q_proj.lora_A") != std::string::npos) t = Tensor::zeros({4, 3});
   expect_error([&] { merge_adapter(base.weights, base.config, bad); }, {"model.layers.0.self_attn.q_proj", "(4, 3)"});
+}
+
+// Every tensor of two safetensors files (or two GGUF files) byte for byte.
+void expect_same_tensors(const SafetensorsFile& a, const SafetensorsFile& b) {
+  ASSERT_EQ(a.names().size(), b.names().size());
+  for (const std::string& name : a.names()) {
+    ASSERT_TRUE(b.contains(name)) << name;
+    const Tensor x = a.get(name), y = b.get(name);
+    ASSERT_EQ(x.nbytes(), y.nbytes()) << name;
+    EXPECT_EQ(std::memcmp(x.raw(), y.raw(), x.nbytes()), 0) << name;
+  }
+}
+
+TEST(Export, StreamingMergeWritesWhatTheInMemoryMergeWrites) {
+  for (const char* fixture : {"llama-gqa", "llama-bf16", "llama-tied"}) {
+    SCOPED_TRACE(fixture);
+    const Merged m = merged_fixture(fixture);  // merged in memory, all tensors f32
+    const ModelSource streamed = merged_source(ModelSource::open(test::source_path(std::string("tests/golden/fixtures/") + fixture)), m.adapter);
+    TempDir dir;
+    HfExportOptions f32, bf16, nf4;
+    bf16.dtype = DType::BF16;
+    nf4.quantize_nf4 = true;
+    for (const auto& [name, o] : {std::pair{"f32", f32}, {"bf16", bf16}, {"nf4", nf4}}) {
+      SCOPED_TRACE(name);
+      export_hf_folder(m.file, dir.file(std::string("eager-") + name), o);
+      export_hf_folder(streamed, dir.file(std::string("stream-") + name), o);
+      expect_same_tensors(SafetensorsFile::open(dir.file(std::string("eager-") + name) + "/model.safetensors"),
+                          SafetensorsFile::open(dir.file(std::string("stream-") + name) + "/model.safetensors"));
+    }
+    for (GgmlType type : {GgmlType::F16, GgmlType::Q8_0}) {
+      GgufExportOptions o;
+      o.type = type;
+      export_gguf(m.file, dir.file("eager.gguf"), o);
+      export_gguf(streamed, dir.file("stream.gguf"), o);
+      const GgufFile a = GgufFile::open(dir.file("eager.gguf")), b = GgufFile::open(dir.file("stream.gguf"));
+      ASSERT_EQ(a.tensors().size(), b.tensors().size());
+      for (const GgufTensorInfo& t : a.tensors()) {
+        const Tensor x = a.load(t.name, true), y = b.load(t.name, true);
+        ASSERT_EQ(x.nbytes(), y.nbytes()) << t.name;
+        EXPECT_EQ(std::memcmp(x.raw(), y.raw(), x.nbytes()), 0) << t.name;
+      }
+    }
+  }
 }
 
 TEST(Export, HfFolderLoadsBackIdentically) {

@@ -1,7 +1,8 @@
 // `qlora export MODEL --adapter DIR --format peft|gguf -o OUT [--type f16|bf16|q8_0|f32]`:
 //   peft: writes the adapter (a PEFT folder or a training checkpoint-<N> folder) as a normalised
 //         PEFT folder (adapter_config.json + adapter_model.safetensors) that peft loads on MODEL;
-//   gguf: merges the adapter into MODEL (f32) and writes one GGUF file for llama.cpp.
+//   gguf: merges the adapter into MODEL (f32, tensor by tensor as it is written) and writes one
+//         GGUF file for llama.cpp.
 // Tested in tests/e2e/test_peft_roundtrip.cpp.
 #include <fmt/core.h>
 
@@ -9,7 +10,7 @@
 #include "core/error.h"
 #include "io/peft_adapter.h"
 #include "model/hf_export.h"
-#include "model/loader.h"
+#include "model/model_source.h"
 #include "model/merge.h"
 #include "progress.h"
 #include "train/adapter_export.h"
@@ -36,20 +37,19 @@ GgmlType ggml_type_from(const std::string& s) {
 void run_export(const ExportCliOptions& o) {
   PeftAdapter adapter = read_adapter_source(o.adapter, o.lora_alpha);
   if (o.format == "peft") {
-    // Check it fits the model before writing something peft would refuse.
-    LlamaModelFile model = load_model(o.model_path, {});
-    merge_adapter(model.weights, model.config, adapter);
+    // Check it fits the model before writing something peft would refuse (config only).
+    adapter_modules(adapter, ModelSource::open(o.model_path).config());
     if (adapter.config.base_model_name_or_path.empty()) adapter.config.base_model_name_or_path = o.model_path;
     write_peft_adapter(o.out, adapter);
     fmt::print("wrote PEFT adapter {} (r {}, lora_alpha {}, {} tensors) -> {}\n", o.adapter, adapter.config.r,
                adapter.config.lora_alpha, adapter.tensors.size(), o.out);
     return;
   }
-  LlamaModelFile model = load_model(o.model_path, {});
-  merge_adapter(model.weights, model.config, adapter);
+  // Streamed: each projection is merged as it is written, never the whole model in f32.
+  const ModelSource model = merged_source(ModelSource::open(o.model_path), adapter);
   GgufExportOptions ex;
   ex.type = ggml_type_from(o.type);
-  ProgressBar bar("write", model.config.num_hidden_layers);
+  ProgressBar bar("write", model.config().num_hidden_layers);
   ex.progress = [&bar](int64_t done, int64_t, const std::string& what) { bar.update(done, what); };
   const std::vector<std::string> notes = export_gguf(model, o.out, ex);
   bar.finish();

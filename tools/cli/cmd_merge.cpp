@@ -2,13 +2,14 @@
 // LoRA adapter (or a training checkpoint-<N> folder) into the model, W + scale·B·A in f32, and
 // writes a Hugging Face folder (config.json, model.safetensors, tokenizer, generation config).
 // --quantize nf4 writes the merged decoder linears as bitsandbytes 4-bit (quantized once, after
-// the f32 merge). Tested in tests/e2e/test_peft_roundtrip.cpp.
+// the f32 merge). The model streams through: one source tensor and its merged and written copies
+// in memory at a time. Tested in tests/e2e/test_peft_roundtrip.cpp.
 #include <fmt/core.h>
 
 #include "commands.h"
 #include "core/error.h"
 #include "model/hf_export.h"
-#include "model/loader.h"
+#include "model/model_source.h"
 #include "model/merge.h"
 #include "progress.h"
 #include "train/adapter_export.h"
@@ -32,9 +33,9 @@ void run_merge(const MergeCliOptions& o) {
   const PeftAdapter adapter = read_adapter_source(o.adapter, o.lora_alpha);
   fmt::print(stderr, "adapter {}: r {}, lora_alpha {}, {} tensors, targets {}\n", o.adapter, adapter.config.r,
              adapter.config.lora_alpha, adapter.tensors.size(), adapter.config.target_modules.size());
-  LlamaModelFile model = load_model(o.model_path, {});
-  merge_adapter(model.weights, model.config, adapter);
-  ProgressBar bar("write", model.config.num_hidden_layers);
+  // Streamed: each projection is merged as it is written, never the whole model in f32.
+  const ModelSource model = merged_source(ModelSource::open(o.model_path), adapter);
+  ProgressBar bar("write", model.config().num_hidden_layers);
   ex.progress = [&bar](int64_t done, int64_t, const std::string& what) { bar.update(done, what); };
   const std::vector<std::string> notes = export_hf_folder(model, o.out, ex);
   bar.finish();

@@ -5,7 +5,8 @@
 // files found beside the source. Dense tensors keep the source's stored dtype (bf16/f16/f32; f32
 // when mixed or from a quantized GGUF) and the 4-bit quant_state says to dequantize to it. Reports
 // per-tensor and total RMSE / max |error| against the f32
-// weights and the storage bits per quantized parameter.
+// weights and the storage bits per quantized parameter. The model streams through one tensor at
+// a time (read, quantized or converted, written, released).
 // Layouts (tested end to end in tests/quant/test_bnb_checkpoint.cpp):
 //   nf4/fp4: bitsandbytes 4-bit (quant/bnb_format.h), loadable by transformers + bitsandbytes.
 //   int8 without --block-size: LLM.int8's row-wise absmax layout, as transformers saves
@@ -19,12 +20,13 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <sstream>
 
 #include "commands.h"
 #include "core/error.h"
 #include "io/atomic_file.h"
-#include "model/loader.h"
+#include "model/model_source.h"
 #include "progress.h"
 #include "quant/bnb_format.h"
 #include "quant/int8.h"
@@ -79,18 +81,18 @@ nlohmann::json quantization_config(const QuantizeCliOptions& o) {
           {"quant_method", "bitsandbytes"}};
 }
 
-nlohmann::json source_config(const LlamaModelFile& file) {
-  if (file.format == "hf") {
-    std::ifstream in(fs::path(file.path) / "config.json");
+nlohmann::json source_config(const ModelSource& file) {
+  if (file.format() == "hf") {
+    std::ifstream in(fs::path(file.path()) / "config.json");
     std::stringstream ss;
     ss << in.rdbuf();
-    return nlohmann::json::parse(ss.str());  // load_model already parsed it successfully
+    return nlohmann::json::parse(ss.str());  // ModelSource::open already parsed it successfully
   }
-  return file.config.to_hf_json();
+  return file.config().to_hf_json();
 }
 
-void copy_tokenizer_files(const LlamaModelFile& file, const fs::path& out) {
-  const fs::path dir = fs::is_directory(file.path) ? fs::path(file.path) : fs::path(file.path).parent_path();
+void copy_tokenizer_files(const ModelSource& file, const fs::path& out) {
+  const fs::path dir = fs::is_directory(file.path()) ? fs::path(file.path()) : fs::path(file.path()).parent_path();
   for (const char* name : {"tokenizer.json", "tokenizer_config.json", "tokenizer.model", "special_tokens_map.json",
                            "added_tokens.json", "vocab.json", "merges.txt", "chat_template.jinja",
                            "generation_config.json"}) {
@@ -110,76 +112,88 @@ void run_quantize(const QuantizeCliOptions& o) {
   const fs::path out(o.out);
   if (fs::exists(out) && !fs::is_directory(out)) fail("quantize", "output {} exists and is not a folder", o.out);
 
-  LlamaModelFile file = load_model(o.model_path, {});
-  const LlamaConfig& c = file.config;
-  const LlamaWeights& w = file.weights;
+  // Streamed: each tensor is read, quantized or converted, written and released in turn.
+  const ModelSource file = ModelSource::open(o.model_path);
+  const LlamaConfig& c = file.config();
   // Dense tensors go back in the dtype the source stored (bf16/f16/f32; f32 for mixed or
   // quantized sources), and the 4-bit weights dequantize to it, as transformers does.
-  const DType keep = file.file_dtype == "bf16" ? DType::BF16 : file.file_dtype == "f16" ? DType::F16 : DType::F32;
+  const std::string stored = file.stored_types();
+  const DType keep = stored == "bf16" ? DType::BF16 : stored == "f16" ? DType::F16 : DType::F32;
   const std::string keep_name = keep == DType::BF16 ? "bfloat16" : keep == DType::F16 ? "float16" : "float32";
 
-  std::map<std::string, BnbWeight> quantized;
-  std::vector<std::pair<std::string, Tensor>> dense;
+  std::set<std::string> linears;  // the decoder projections' weights
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l)
+    for (int proj = 0; proj < kProjCount; ++proj)
+      linears.insert(fmt::format("model.layers.{}.{}.weight", l, projection_path(proj)));
+  // int8: X.weight.absmax (blocks) or X.SCB (rows) beside the values.
+  auto scale_name = [&](const std::string& weight) {
+    return block > 0 ? weight + ".absmax" : weight.substr(0, weight.size() - 7) + ".SCB";
+  };
+  std::vector<SafetensorsStreamWriter::Entry> entries;
+  std::vector<SafetensorsStreamWriter::Deferred> deferred;
+  const std::vector<std::string> names = file.tensor_names();
+  for (const std::string& name : names) {
+    const Shape shape = file.expected_shape(name);
+    if (!linears.count(name)) {
+      entries.push_back({name, keep, shape});
+    } else if (!is_int8) {
+      declare_bnb_4bit(name, shape, qtype, block, o.double_quant, keep_name, entries, deferred);
+    } else {
+      const int64_t n = shape_numel(shape), scales = block > 0 ? (n + block - 1) / block : shape[0];
+      entries.push_back({name, DType::I8, shape});
+      entries.push_back({scale_name(name), DType::F32, {scales}});
+    }
+  }
+  fs::create_directories(out);
+  SafetensorsStreamWriter writer((out / "model.safetensors").string(), std::move(entries), std::move(deferred),
+                                 {{"format", "pt"}});
+
   nlohmann::json tensors = nlohmann::json::array();
   double total_sq = 0.0, total_max = 0.0, total_bits = 0.0;
   int64_t total_n = 0;
-
-  dense.emplace_back("model.embed_tokens.weight", w.embed_tokens.to(keep));
-  dense.emplace_back("model.norm.weight", w.norm.to(keep));
-  if (!c.tie_word_embeddings) dense.emplace_back("lm_head.weight", w.lm_head.to(keep));
-
-  const int64_t n_layers = int64_t(w.layers.size());
-  ProgressBar bar("quantize", n_layers * kProjCount);
+  ProgressBar bar("quantize", int64_t(linears.size()));
   int64_t done = 0;
-  for (int64_t l = 0; l < n_layers; ++l) {
-    const LlamaLayerWeights& L = w.layers[size_t(l)];
-    const std::string p = fmt::format("model.layers.{}.", l);
-    dense.emplace_back(p + "input_layernorm.weight", L.input_layernorm.to(keep));
-    dense.emplace_back(p + "post_attention_layernorm.weight", L.post_attention_layernorm.to(keep));
-    for (int proj = 0; proj < kProjCount; ++proj) {
-      const Tensor* bias = L.bias(proj);
-      if (bias && bias->defined()) dense.emplace_back(p + projection_path(proj) + ".bias", bias->to(keep));
+  for (const std::string& name : names) {
+    const Tensor t = file.load(name);
+    if (!linears.count(name)) {
+      writer.write(name, t.to(keep));
+      file.release(name);
+      continue;
     }
-    for (int proj = 0; proj < kProjCount; ++proj) {
-      const Tensor* tensor = &L.projection(proj);
-      const std::string name = p + projection_path(proj) + ".weight";
-      const Tensor x = tensor->to(DType::F32);
-      const int64_t n = x.numel();
-      std::vector<float> back(static_cast<size_t>(n));
-      double bits = 0.0;
-      if (!is_int8) {
-        BnbWeight bw{quantize_4bit(x.data<float>(), x.shape(), qtype, block, o.double_quant), keep_name};
-        dequantize_4bit(bw.q, back.data());
-        bits = bw.q.bits_per_param() * double(n);
-        quantized.emplace(name, std::move(bw));
-      } else {
-        const int64_t rows = x.dim(0), cols = x.numel() / rows;
-        const Int8Quantized q8 = quantize_int8_blockwise(x.data<float>(), n, block > 0 ? block : cols);
-        dequantize_int8(q8, back.data());
-        bits = 8.0 * double(n) + 32.0 * double(q8.absmax.size());
-        Tensor values = Tensor::zeros(x.shape(), DType::I8);
-        std::copy(q8.values.begin(), q8.values.end(), values.data<int8_t>());
-        dense.emplace_back(name, values);
-        const std::string scale_name = block > 0 ? name + ".absmax" : p + projection_path(proj) + ".SCB";
-        dense.emplace_back(scale_name, Tensor::from_vector(q8.absmax, {int64_t(q8.absmax.size())}));
-      }
-      const ErrorStats s = compare(x.data<float>(), back.data(), n);
-      total_sq += s.sum_sq;
-      total_max = std::max(total_max, s.max_abs);
-      total_bits += bits;
-      total_n += n;
-      tensors.push_back({{"name", name},
-                         {"shape", x.shape()},
-                         {"rmse", std::sqrt(s.sum_sq / double(n))},
-                         {"max_abs", s.max_abs},
-                         {"bits_per_param", bits / double(n)}});
-      bar.update(++done, name);
+    const Tensor x = t.to(DType::F32);
+    file.release(name);
+    const int64_t n = x.numel();
+    std::vector<float> back(static_cast<size_t>(n));
+    double bits = 0.0;
+    if (!is_int8) {
+      const BnbWeight bw{quantize_4bit(x.data<float>(), x.shape(), qtype, block, o.double_quant), keep_name};
+      dequantize_4bit(bw.q, back.data());
+      bits = bw.q.bits_per_param() * double(n);
+      write_bnb_4bit(writer, name, bw);
+    } else {
+      const int64_t rows = x.dim(0), cols = x.numel() / rows;
+      const Int8Quantized q8 = quantize_int8_blockwise(x.data<float>(), n, block > 0 ? block : cols);
+      dequantize_int8(q8, back.data());
+      bits = 8.0 * double(n) + 32.0 * double(q8.absmax.size());
+      Tensor values = Tensor::zeros(x.shape(), DType::I8);
+      std::copy(q8.values.begin(), q8.values.end(), values.data<int8_t>());
+      writer.write(name, values);
+      writer.write(scale_name(name), Tensor::from_vector(q8.absmax, {int64_t(q8.absmax.size())}));
     }
+    const ErrorStats s = compare(x.data<float>(), back.data(), n);
+    total_sq += s.sum_sq;
+    total_max = std::max(total_max, s.max_abs);
+    total_bits += bits;
+    total_n += n;
+    tensors.push_back({{"name", name},
+                       {"shape", x.shape()},
+                       {"rmse", std::sqrt(s.sum_sq / double(n))},
+                       {"max_abs", s.max_abs},
+                       {"bits_per_param", bits / double(n)}});
+    bar.update(++done, name);
   }
   bar.finish();
-
-  fs::create_directories(out);
-  write_bnb_quantized((out / "model.safetensors").string(), quantized, dense);
+  writer.commit();
   nlohmann::json config = source_config(file);
   config["quantization_config"] = quantization_config(o);
   write_file_atomically((out / "config.json").string(), config.dump(2) + "\n", "quantize");
@@ -188,7 +202,7 @@ void run_quantize(const QuantizeCliOptions& o) {
   const double rmse = total_n ? std::sqrt(total_sq / double(total_n)) : 0.0;
   const double bpp = total_n ? total_bits / double(total_n) : 0.0;
   if (o.json) {
-    nlohmann::json j = {{"model", file.path},
+    nlohmann::json j = {{"model", file.path()},
                         {"output", o.out},
                         {"type", o.type},
                         {"block_size", block},

@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "io/json_unique.h"
 #include "io/mapped_file.h"
 
 namespace qlora {
@@ -77,11 +78,13 @@ SafetensorsFile SafetensorsFile::open(const std::string& path) {
   const size_t data_bytes = map.size - data_start;
 
   nlohmann::ordered_json header;
+  std::optional<std::string> duplicate;
   try {
-    header = nlohmann::ordered_json::parse(map.data + 8, map.data + data_start);
+    header = parse_json_unique_keys<nlohmann::ordered_json>(map.data + 8, map.data + data_start, duplicate);
   } catch (const nlohmann::json::exception& e) {
     fail("safetensors", "{}: malformed JSON header: {}", path, e.what());
   }
+  if (duplicate) fail("safetensors", "{}: the header names {} twice", path, *duplicate);
   if (!header.is_object())
     fail("safetensors", "{}: header must be a JSON object; got {}", path, header.type_name());
 

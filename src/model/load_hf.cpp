@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "io/json_unique.h"
 #include "io/safetensors.h"
 #include "model/load_common.h"
 #include "model/model_source.h"
@@ -27,11 +28,14 @@ std::map<std::string, std::string> read_weight_map(const std::string& index_path
   std::stringstream ss;
   ss << in.rdbuf();
   nlohmann::json j;
+  std::optional<std::string> duplicate;
   try {
-    j = nlohmann::json::parse(ss.str());
+    const std::string text = ss.str();
+    j = parse_json_unique_keys<nlohmann::json>(text.begin(), text.end(), duplicate);
   } catch (const nlohmann::json::exception& e) {
     fail("load", "malformed JSON in {}: {}", index_path, e.what());
   }
+  if (duplicate) fail("load", "{}: names {} twice", index_path, *duplicate);
   if (!j.is_object() || !j.contains("weight_map") || !j["weight_map"].is_object())
     fail("load", "{}: expected an object with a 'weight_map' object", index_path);
   std::map<std::string, std::string> map;

@@ -95,8 +95,24 @@ TEST(ModelSource, ShardedFolderStreamsLikeEagerLoad) {
   fs::copy_file(fixture("llama-gqa") + "/config.json", dir.file("config.json"));
   expect_streaming_equals_eager(dir.path(), TrainMethod::Qlora);
   expect_streaming_equals_eager(dir.path(), TrainMethod::Full);
+  // An index naming a tensor twice (nlohmann would keep the last silently).
+  const std::string index = dir.file("model.safetensors.index.json");
+  const std::vector<uint8_t> raw_index = test::read_bytes(index);
+  const std::string good_index(raw_index.begin(), raw_index.end());
+  std::string twice = good_index;
+  twice.insert(twice.find('{', twice.find("weight_map")) + 1,
+               "\"model.norm.weight\": \"model-00001-of-00002.safetensors\", ");
+  std::ofstream(index) << twice;
+  test::expect_error([&] { ModelSource::open(dir.path()); }, {"model.safetensors.index.json", "model.norm.weight twice"});
+  std::ofstream(index) << good_index;
+  // A shard cut short: the tensor whose bytes run past the end is named with its file.
+  const std::string shard2 = dir.file("model-00002-of-00002.safetensors");
+  const std::vector<uint8_t> bytes = test::read_bytes(shard2);
+  test::write_bytes(shard2, std::vector<uint8_t>(bytes.begin(), bytes.end() - 64));
+  test::expect_error([&] { TrainModel(ModelSource::open(dir.path()), options(TrainMethod::Lora)); },
+                     {"model-00002-of-00002.safetensors", "tensor model.layers.", "file truncated"});
   // A shard the index names but the folder lacks: named in the error.
-  fs::remove(dir.file("model-00002-of-00002.safetensors"));
+  fs::remove(shard2);
   test::expect_error([&] { TrainModel(ModelSource::open(dir.path()), options(TrainMethod::Lora)); },
                      {"model-00002-of-00002.safetensors"});
 }

@@ -2,6 +2,7 @@
 // hand-made bad file per validation rule, each error naming the file (and the tensor).
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <filesystem>
 #include <random>
 
@@ -235,6 +236,20 @@ TEST(SafetensorsStreamWriter, MisuseIsAnErrorAndWritesNothing) {
   EXPECT_FALSE(std::filesystem::exists(path));
   for (const auto& e : std::filesystem::directory_iterator(dir.path()))
     ADD_FAILURE() << "left behind: " << e.path();
+}
+
+TEST(Safetensors, HeaderNamingATensorTwice) {
+  TempDir dir;
+  const std::string path = dir.file("twice.safetensors");
+  std::string json = R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})";
+  json.append((8 - json.size() % 8) % 8, ' ');
+  std::vector<uint8_t> bytes(8);
+  const uint64_t n = json.size();
+  std::memcpy(bytes.data(), &n, 8);
+  bytes.insert(bytes.end(), json.begin(), json.end());
+  bytes.resize(bytes.size() + 8, 0);
+  test::write_bytes(path, bytes);
+  expect_error([&] { SafetensorsFile::open(path); }, {path, "names a twice"});
 }
 
 }  // namespace

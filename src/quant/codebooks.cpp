@@ -152,6 +152,45 @@ const CodeBounds<256>& bounds_dynamic() {
   return b;
 }
 
+const KernelCode4& kernel_code_4bit(QuantType type) {
+  static const KernelCode4 nf4 = [] {
+    // dQuantizeNF4's tree, its thresholds in ascending order (decimal literals of the kernel,
+    // rounded to f32 as nvcc rounds them); the code index is the count of thresholds below v.
+    static constexpr float t[15] = {
+        -0.8480964004993439f, -0.6106329262256622f, -0.4599952697753906f, -0.33967943489551544f,
+        -0.23460740596055984f, -0.13791173323988914f, -0.045525018125772476f, 0.03979014977812767f,
+        0.1202552504837513f, 0.2035212516784668f, 0.2920137718319893f, 0.3893125355243683f,
+        0.5016634166240692f, 0.6427869200706482f, 0.8614784181118011f};
+    KernelCode4 k;
+    for (int i = 0; i < 15; ++i) k.bounds.bounds[size_t(i)] = t[i];
+    for (int i = 0; i < 16; ++i) k.bounds.order[size_t(i)] = uint8_t(i);
+    return k;
+  }();
+  static const KernelCode4 fp4 = [] {
+    // dQuantizeFP4: bit 3 is the sign (v < 0); |v| against the tree's thresholds, ascending, picks
+    // the magnitude code 0b000, 0b001, 0b110, 0b111, 0b100, 0b101, 0b010, 0b011 (0 .. 1 in value).
+    static constexpr float t[7] = {0.00260417f, 0.0859375f, 0.20833333f, 0.29166667f,
+                                   0.4166667f,  0.583333f,  0.8333333f};
+    static constexpr uint8_t magnitude_order[8] = {0b000, 0b001, 0b110, 0b111, 0b100, 0b101, 0b010, 0b011};
+    KernelCode4 k;
+    k.sign_magnitude = true;
+    for (int i = 0; i < 7; ++i) k.magnitude.bounds[size_t(i)] = t[i];
+    for (int i = 0; i < 8; ++i) k.magnitude.order[size_t(i)] = magnitude_order[i];
+    return k;
+  }();
+  static const KernelCode4 int4 = [] {
+    KernelCode4 k;
+    k.bounds = bounds_4bit(QuantType::INT4);
+    return k;
+  }();
+  switch (type) {
+    case QuantType::NF4: return nf4;
+    case QuantType::FP4: return fp4;
+    case QuantType::INT4: return int4;
+  }
+  return nf4;
+}
+
 const std::array<uint8_t, 65536>& bnb_cpu_lut() {
   // bitsandbytes csrc/cpu_ops.cpp build_quantize_lut: for each of 65536 points spread over [-1, 1],
   // the first sorted code whose upper midpoint is not below the point.

@@ -12,9 +12,9 @@
 namespace qlora {
 
 void quantize_blockwise_8bit(const float* x, int64_t n, int64_t block_size, uint8_t* codes, float* absmax,
-                             Rounding8 rounding) {
+                             BnbRounding rounding) {
   if (block_size <= 0) fail("quant", "quantize_blockwise_8bit: block size must be positive, got {}", block_size);
-  cpu::quantize_blocks_8bit(x, n, block_size, bounds_dynamic(), rounding == Rounding8::BnbCpuLut ? &bnb_cpu_lut() : nullptr,
+  cpu::quantize_blocks_8bit(x, n, block_size, kDynamicCode.data(), rounding == BnbRounding::Cpu ? &bnb_cpu_lut() : nullptr,
                             codes, absmax);
 }
 
@@ -90,7 +90,7 @@ float absmax_mean(const float* absmax, int64_t n) {
   return torch_sum_f32(absmax, n) / float(n);
 }
 
-DoubleQuantized double_quantize(const std::vector<float>& absmax, Rounding8 rounding, int64_t nested_block_size) {
+DoubleQuantized double_quantize(const std::vector<float>& absmax, BnbRounding rounding, int64_t nested_block_size) {
   DoubleQuantized dq;
   const int64_t n = int64_t(absmax.size());
   dq.nested_block_size = nested_block_size;

@@ -9,21 +9,26 @@
 
 namespace qlora {
 
-// How a scaled value picks its 8-bit code.
-enum class Rounding8 : uint8_t {
-  // The nearest code (midpoints between sorted codes; a tie takes the lower code): bitsandbytes'
-  // torch reference path (backends/default/ops.py); its CUDA kernel also rounds to the nearest
-  // code (exact ties aside). The default: most accurate, and what GPU-made checkpoints hold.
-  Nearest,
-  // bitsandbytes >= 0.49 on CPU: a 65536-entry lookup table over [-1, 1], so |v| below ~1.5e-5
-  // snaps to the codes at +-2.1e-5 instead of 0. Only to reproduce CPU-made checkpoints bit for bit.
-  BnbCpuLut,
+// Which bitsandbytes implementation a quantizer reproduces byte for byte. They differ where a
+// scaled value sits near the boundary between two codes, and on zero blocks:
+enum class BnbRounding : uint8_t {
+  // Its CUDA kernels (what a checkpoint quantized on a GPU holds; the default). 4-bit codes by the
+  // kernel's threshold trees (NF4's thresholds are the f32 midpoints but for 4 one ulp off; FP4's
+  // are decimal constants up to 14 ulp off them, compared against |v|), 8-bit codes by its
+  // bisection with f32 midpoints (nearest, ties resolved by the search path); v = x * (1 / absmax)
+  // in every block.
+  Cuda,
+  // bitsandbytes >= 0.49 on CPU: 4-bit codes by torch.bucketize over the f32 midpoints (the
+  // default backend; a partial last block divides), 8-bit codes through a 65536-entry lookup
+  // table over [-1, 1], so |v| below ~1.5e-5 snaps to the codes at +-2.1e-5 instead of 0 and
+  // values within ~1.5e-5 of a midpoint may take the farther code.
+  Cpu,
 };
 
 // codes[i] = code index of x[i] / absmax[i / block_size] in kDynamicCode; absmax has
 // ceil(n / block_size) entries. A block of zeros gets absmax 0.
 void quantize_blockwise_8bit(const float* x, int64_t n, int64_t block_size, uint8_t* codes, float* absmax,
-                             Rounding8 rounding = Rounding8::Nearest);
+                             BnbRounding rounding = BnbRounding::Cuda);
 // out[i] = kDynamicCode[codes[i]] * absmax[i / block_size]
 void dequantize_blockwise_8bit(const uint8_t* codes, const float* absmax, int64_t n, int64_t block_size,
                                float* out);
@@ -40,7 +45,7 @@ constexpr int64_t kNestedBlockSize = 256;  // bitsandbytes quantize_4bit(compres
 // The mean of the absmax values bit for bit as torch computes it in f32 (its cascaded sum, then
 // divided by n), for up to 32768 values (beyond, torch splits the sum across threads).
 float absmax_mean(const float* absmax, int64_t n);
-DoubleQuantized double_quantize(const std::vector<float>& absmax, Rounding8 rounding = Rounding8::Nearest,
+DoubleQuantized double_quantize(const std::vector<float>& absmax, BnbRounding rounding = BnbRounding::Cuda,
                                 int64_t nested_block_size = kNestedBlockSize);
 // absmax[i] = kDynamicCode[codes[i]] * nested_absmax[i / nested_block_size] + offset (in f32)
 std::vector<float> double_dequantize(const std::vector<uint8_t>& codes, const std::vector<float>& nested_absmax,

@@ -59,7 +59,7 @@ QuantType quant_type_from_name(std::string_view name) {
 }
 
 QuantTensor quantize_4bit(const float* x, const Shape& shape, QuantType type, int64_t block_size, bool double_quant,
-                          Rounding8 absmax_rounding) {
+                          BnbRounding rounding) {
   check_block_size(block_size);
   const int64_t n = shape_numel(shape);
   if (shape.empty() || n <= 0)
@@ -74,10 +74,13 @@ QuantTensor quantize_4bit(const float* x, const Shape& shape, QuantType type, in
   const int64_t n_blocks = q.n_blocks();
   std::vector<float> absmax(size_t(n_blocks), 0.0f);
   q.codes = Tensor::zeros({(n + 1) / 2}, DType::U8);
-  cpu::quantize_blocks_4bit(x, n, block_size, bounds_4bit(type), q.codes.data<uint8_t>(), absmax.data());
+  if (rounding == BnbRounding::Cuda)
+    cpu::quantize_blocks_4bit_kernel(x, n, block_size, kernel_code_4bit(type), q.codes.data<uint8_t>(), absmax.data());
+  else
+    cpu::quantize_blocks_4bit(x, n, block_size, bounds_4bit(type), q.codes.data<uint8_t>(), absmax.data());
 
   if (double_quant) {
-    const DoubleQuantized dq = double_quantize(absmax, absmax_rounding);
+    const DoubleQuantized dq = double_quantize(absmax, rounding);
     q.double_quant = true;
     q.absmax_codes = Tensor::zeros({n_blocks}, DType::U8);
     std::copy(dq.codes.begin(), dq.codes.end(), q.absmax_codes.data<uint8_t>());

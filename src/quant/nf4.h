@@ -19,7 +19,7 @@ namespace qlora {
 // input (naming the first bad element), or on an empty shape.
 QuantTensor quantize_4bit(const float* x, const Shape& shape, QuantType type = QuantType::NF4,
                           int64_t block_size = 64, bool double_quant = false,
-                          Rounding8 absmax_rounding = Rounding8::Nearest);
+                          BnbRounding rounding = BnbRounding::Cuda);
 QuantTensor quantize_4bit(const Tensor& x, QuantType type = QuantType::NF4, int64_t block_size = 64,
                           bool double_quant = false);
 

@@ -94,16 +94,17 @@ TEST(BnbCheckpoint, QuantizerMatchesBitsandbytesByteForByte) {
   const SafetensorsFile f = SafetensorsFile::open(kGolden);
   const Tensor src = ref.get("source.q_proj");
   // NF4 + double quant, as transformers stored it. bitsandbytes' CPU path rounds the absmax
-  // constants through its lookup table (Rounding8::BnbCpuLut, see double_quant.h).
+  // constants through its lookup table (BnbRounding::Cpu, see double_quant.h).
   const std::string name = "model.layers.0.self_attn.q_proj.weight";
-  BnbWeight ours{quantize_4bit(src.data<float>(), src.shape(), QuantType::NF4, 64, true, Rounding8::BnbCpuLut),
+  BnbWeight ours{quantize_4bit(src.data<float>(), src.shape(), QuantType::NF4, 64, true, BnbRounding::Cpu),
                  "float32"};
   for (const auto& [key, t] : bnb_4bit_tensors(name, ours)) {
     ASSERT_TRUE(f.contains(key)) << key;
     EXPECT_TRUE(same_bytes(t, f.get(key))) << key;
   }
-  // FP4 without double quantization, as QuantState.as_dict(packed=True) gives it.
-  BnbWeight fp4{quantize_4bit(src.data<float>(), src.shape(), QuantType::FP4, 64, false), "float32"};
+  // FP4 without double quantization, as QuantState.as_dict(packed=True) gives it (made on the CPU).
+  BnbWeight fp4{quantize_4bit(src.data<float>(), src.shape(), QuantType::FP4, 64, false, BnbRounding::Cpu),
+                "float32"};
   const auto parts = bnb_4bit_tensors("fp4.q_proj.weight", fp4);
   EXPECT_EQ(parts.size(), 4u);
   for (const auto& [key, t] : parts) {

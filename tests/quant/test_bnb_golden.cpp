@@ -81,14 +81,14 @@ TEST_F(BnbGolden, CodebooksMatchBitForBit) {
 }
 
 // Quantizes each golden input as bitsandbytes did and compares every byte. The nested absmax
-// codes come from bitsandbytes' CPU lookup-table rounding (Rounding8::BnbCpuLut); with the exact
-// nearest rounding (CUDA's) they may differ in a few codes, each by one step, checked below.
+// codes come from bitsandbytes' CPU lookup-table rounding (BnbRounding::Cpu); with the CUDA
+// kernel's bisection they may differ in a few codes, checked below.
 TEST_F(BnbGolden, QuantizeMatchesByteForByte) {
   for (const Case& c : kCases) {
     const std::string name = case_name(c);
     SCOPED_TRACE(name);
     Tensor x = file_->get(std::string("input.") + c.input);
-    QuantTensor q = quantize_4bit(x.data<float>(), x.shape(), c.type, c.block, c.dq, Rounding8::BnbCpuLut);
+    QuantTensor q = quantize_4bit(x.data<float>(), x.shape(), c.type, c.block, c.dq, BnbRounding::Cpu);
     EXPECT_EQ(test::elements<uint8_t>(q.codes), values<uint8_t>(file_->get(name + ".packed")));
     if (c.dq) {
       EXPECT_EQ(test::elements<uint8_t>(q.absmax_codes), values<uint8_t>(file_->get(name + ".absmax_codes")));
@@ -98,8 +98,9 @@ TEST_F(BnbGolden, QuantizeMatchesByteForByte) {
       for (size_t i = 0; i < nested.size(); ++i) EXPECT_EQ(bits(ours[i]), bits(nested[i])) << i;
       EXPECT_EQ(bits(q.offset), bits(values<float>(file_->get(name + ".offset"))[0]));
 
-      QuantTensor exact = quantize_4bit(x.data<float>(), x.shape(), c.type, c.block, c.dq, Rounding8::Nearest);
-      EXPECT_EQ(test::elements<uint8_t>(exact.codes), test::elements<uint8_t>(q.codes));
+      // The CUDA rule (docs/quantization.md) moves FP4 codes near its thresholds and zeros, and
+      // 8-bit codes where the CPU's lookup table is coarse: at most a few steps, near 0.
+      QuantTensor exact = quantize_4bit(x.data<float>(), x.shape(), c.type, c.block, c.dq, BnbRounding::Cuda);
       int differ = 0;
       const auto exact_codes = test::elements<uint8_t>(exact.absmax_codes), bnb_codes = test::elements<uint8_t>(q.absmax_codes);
       for (size_t i = 0; i < bnb_codes.size(); ++i) {
@@ -107,7 +108,7 @@ TEST_F(BnbGolden, QuantizeMatchesByteForByte) {
         differ += d != 0;
         EXPECT_LE(std::abs(d), 4) << "absmax code " << i;  // only codes near 0 can differ
       }
-      std::printf("[ golden ] %s: %d of %zu nested codes differ between exact and bnb-CPU rounding\n", name.c_str(),
+      std::printf("[ golden ] %s: %d of %zu nested codes differ between the CUDA and bnb-CPU rules\n", name.c_str(),
                   differ, bnb_codes.size());
     } else {
       auto absmax = values<float>(file_->get(name + ".absmax"));

@@ -5,12 +5,15 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
+#include <limits>
 #include <vector>
 
 #include "core/error.h"
 #include "core/rng.h"
 #include "quant/codebooks.h"
 #include "quant/double_quant.h"
+#include "quant/nf4.h"
 #include "quant_test_util.h"
 
 namespace qlora {
@@ -65,6 +68,81 @@ TEST(Codebooks, MidpointTiesTakeTheLowerCode) {
   EXPECT_EQ(fp4.encode(-0.2f), 14); // nearest -1/6
 }
 
+// The CUDA kernels' 4-bit trees (kernel_code_4bit). NF4's thresholds are decimal literals of the
+// midpoints: 11 of 15 round to the f32 midpoint itself, 4 to its neighbour one ulp away, so NF4
+// codes differ between the rules only in those 4 one-ulp slivers (and where the scaling differs).
+// FP4's are coarser constants compared with |v|: the rules differ in slivers of up to 14 ulp next
+// to each midpoint and in which of the two zeros a tiny value takes.
+TEST(Codebooks, KernelTreesAgainstTheMidpoints) {
+  const KernelCode4& nf4 = kernel_code_4bit(QuantType::NF4);
+  int one_ulp = 0;
+  for (int i = 0; i < 15; ++i) {
+    const float k = nf4.bounds.bounds[size_t(i)], m = bounds_4bit(QuantType::NF4).bounds[size_t(i)];
+    if (k == m) continue;
+    ++one_ulp;
+    EXPECT_TRUE(k == std::nextafter(m, 2.0f) || k == std::nextafter(m, -2.0f)) << "threshold " << i;
+    // The value between them takes different codes under the two rules.
+    const float between = std::max(k, m);
+    EXPECT_NE(nf4.encode(between), bounds_4bit(QuantType::NF4).encode(between)) << "threshold " << i;
+  }
+  EXPECT_EQ(one_ulp, 4);  // thresholds 0, 8, 12 and 14
+  for (int i = 0; i < 16; ++i) EXPECT_EQ(nf4.encode(kNf4Code[size_t(i)]), i);
+
+  const KernelCode4& fp4 = kernel_code_4bit(QuantType::FP4);
+  const CodeBounds<16>& mid = bounds_4bit(QuantType::FP4);
+  for (int i = 0; i < 16; ++i) EXPECT_EQ(kFp4Code[fp4.encode(kFp4Code[size_t(i)])], kFp4Code[size_t(i)]) << i;
+  EXPECT_EQ(fp4.encode(1e-4f), 0);   // the kernel: +0 for a tiny positive value, -0 for a negative
+  EXPECT_EQ(fp4.encode(-1e-4f), 8);
+  EXPECT_EQ(mid.encode(1e-4f), 8);   // the CPU's argsort-and-bucketize: the other way round
+  EXPECT_EQ(mid.encode(-1e-4f), 0);
+  EXPECT_EQ(fp4.encode(std::nanf("")), 0);
+  EXPECT_EQ(fp4.encode(-1e-40f), 0);  // a denormal flushes to zero in the kernel: + sign
+  EXPECT_EQ(fp4.encode(-std::numeric_limits<float>::min()), 8);
+  // Between the kernel's 0.583333 and the f32 midpoint of 1/2 and 2/3 (0.58333337): 2/3 on a GPU,
+  // 1/2 on the CPU.
+  const float sliver = 0.5833332f;
+  EXPECT_EQ(kFp4Code[fp4.encode(sliver)], kFp4Code[2]);
+  EXPECT_EQ(kFp4Code[mid.encode(sliver)], kFp4Code[5]);
+  EXPECT_EQ(kFp4Code[fp4.encode(-sliver)], kFp4Code[10]);
+  // A tie on a kernel threshold keeps the smaller magnitude, for either sign.
+  EXPECT_EQ(kFp4Code[fp4.encode(0.0859375f)], kFp4Code[1]);
+  EXPECT_EQ(kFp4Code[fp4.encode(-0.0859375f)], kFp4Code[9]);
+  EXPECT_EQ(kFp4Code[mid.encode(-0.0859375f)], -1.0f / 6.0f);  // bucketize: the lower, larger magnitude
+}
+
+// Zero blocks and partial blocks, the two places where the rules scale differently.
+TEST(Codebooks, KernelRuleOnZeroAndPartialBlocks) {
+  std::vector<float> zeros(64, 0.0f);
+  QuantTensor cuda = quantize_4bit(zeros.data(), {64}, QuantType::NF4, 64, false, BnbRounding::Cuda);
+  QuantTensor cpu_rule = quantize_4bit(zeros.data(), {64}, QuantType::NF4, 64, false, BnbRounding::Cpu);
+  EXPECT_EQ(cuda.codes.data<uint8_t>()[0], 0x00);  // NaN: every comparison false
+  EXPECT_EQ(cpu_rule.codes.data<uint8_t>()[0], 0x77);  // 0 / 1e-38 = 0: the code of 0.0
+  EXPECT_EQ(dequantize_4bit(cuda).data<float>()[5], 0.0f);
+  // A partial last block: the kernel multiplies by 1 / absmax, the CPU divides. Where the two
+  // roundings of a value land on either side of an NF4 midpoint, each rule keeps its own side.
+  int found = 0;
+  for (float am : {3.0f, 7.0f, 11.0f, 13.0f, 0.3f}) {
+    const float inv = 1.0f / am;
+    for (int k = 0; k < 15; ++k) {
+      const float m = bounds_4bit(QuantType::NF4).bounds[size_t(k)];
+      const float t = kernel_code_4bit(QuantType::NF4).bounds.bounds[size_t(k)];
+      float y = m * am;
+      for (int step = 0; step < 8; ++step) y = std::nextafter(y, 0.0f);
+      for (int step = 0; step < 16; ++step, y = std::nextafter(y, 2.0f * am)) {
+        const bool cuda_above = y * inv > t, cpu_above = y / am > m;
+        if (cuda_above == cpu_above) continue;
+        const float block[3] = {am, y, 0.0f};  // 3 values in blocks of 64: one partial block
+        const QuantTensor a = quantize_4bit(block, {3}, QuantType::NF4, 64, false, BnbRounding::Cuda);
+        const QuantTensor c = quantize_4bit(block, {3}, QuantType::NF4, 64, false, BnbRounding::Cpu);
+        EXPECT_EQ(a.codes.data<uint8_t>()[0] & 0x0f, cuda_above ? k + 1 : k) << "am " << am << " y " << y;
+        EXPECT_EQ(c.codes.data<uint8_t>()[0] & 0x0f, cpu_above ? k + 1 : k) << "am " << am << " y " << y;
+        ++found;
+      }
+    }
+  }
+  EXPECT_GT(found, 0);  // x * (1/a) and x / a do differ by an ulp for some of these
+}
+
 TEST(DoubleQuant, BlockwiseDynamicRoundTrip) {
   const std::vector<float> x = test::normal_data(1000, 21);
   std::vector<uint8_t> codes(x.size());
@@ -117,8 +195,8 @@ TEST(DoubleQuant, BnbCpuLutDiffersOnlyNearZero) {
   for (size_t i = 0; i < x.size(); i += 7) x[i] *= 1e-6f;  // some tiny values
   std::vector<uint8_t> exact(x.size()), lut(x.size());
   std::vector<float> a1(16), a2(16);
-  quantize_blockwise_8bit(x.data(), 4096, 256, exact.data(), a1.data(), Rounding8::Nearest);
-  quantize_blockwise_8bit(x.data(), 4096, 256, lut.data(), a2.data(), Rounding8::BnbCpuLut);
+  quantize_blockwise_8bit(x.data(), 4096, 256, exact.data(), a1.data(), BnbRounding::Cuda);
+  quantize_blockwise_8bit(x.data(), 4096, 256, lut.data(), a2.data(), BnbRounding::Cpu);
   EXPECT_EQ(a1, a2);
   int differ = 0;
   for (size_t i = 0; i < x.size(); ++i) {
@@ -130,13 +208,40 @@ TEST(DoubleQuant, BnbCpuLutDiffersOnlyNearZero) {
     EXPECT_TRUE(std::fabs(v) < 1e-3f || to_mid <= 2.0f / 65535.0f) << i << " v=" << v;
   }
   EXPECT_GT(differ, 0);  // the tiny values do differ
-  // A zero block: code 0 from the lookup-table path (as bitsandbytes' CPU kernel), code of 0.0 otherwise.
+  // A zero block writes code 0 in both: the CPU kernel by a test, the CUDA kernel because 0 * (1/0)
+  // is NaN, which its bisection sends to index 0.
   std::vector<float> zeros(256, 0.0f);
-  quantize_blockwise_8bit(zeros.data(), 256, 256, lut.data(), a2.data(), Rounding8::BnbCpuLut);
-  quantize_blockwise_8bit(zeros.data(), 256, 256, exact.data(), a1.data(), Rounding8::Nearest);
+  quantize_blockwise_8bit(zeros.data(), 256, 256, lut.data(), a2.data(), BnbRounding::Cpu);
+  quantize_blockwise_8bit(zeros.data(), 256, 256, exact.data(), a1.data(), BnbRounding::Cuda);
   EXPECT_EQ(lut[0], 0);
-  EXPECT_EQ(exact[0], 127);
+  EXPECT_EQ(exact[0], 0);
   EXPECT_EQ(a1[0], 0.0f);
+}
+
+// The CUDA kernel's bisection is the nearest code by f32 midpoints: it agrees with the midpoint
+// search everywhere except exactly on a midpoint, where it keeps its final pivot, the upper code
+// for some midpoints and the lower for others.
+TEST(DoubleQuant, KernelBisectionIsNearestWithPathDependentTies) {
+  const CodeBounds<256>& b = bounds_dynamic();
+  std::vector<float> v = test::normal_data(20000, 31);
+  for (float& x : v) x = std::clamp(x / 3.0f, -1.0f, 1.0f);
+  for (int i = 0; i < 256; ++i) v.push_back(kDynamicCode[size_t(i)]);
+  for (float m : b.bounds)
+    for (float x : {std::nextafter(m, -2.0f), std::nextafter(m, 2.0f)}) v.push_back(x);
+  v.push_back(-1.0f), v.push_back(1.0f), v.push_back(-1.5f), v.push_back(1.5f);
+  for (float x : v) {
+    const uint8_t expected = b.encode(std::clamp(x, -1.0f, 1.0f));
+    ASSERT_EQ(int(cpu::kernel_code_8bit(kDynamicCode.data(), x)), int(expected)) << "v=" << x;
+  }
+  int upper = 0, lower = 0;
+  for (int i = 0; i < 255; ++i) {
+    const int k = cpu::kernel_code_8bit(kDynamicCode.data(), b.bounds[size_t(i)]);
+    ASSERT_TRUE(k == i || k == i + 1) << "midpoint " << i;
+    (k == i ? lower : upper) += 1;
+  }
+  EXPECT_GT(upper, 0);  // unlike torch.bucketize, which always takes the lower code
+  EXPECT_GT(lower, 0);
+  std::printf("[kernel bisection] of 255 exact midpoints, %d take the upper code, %d the lower\n", upper, lower);
 }
 
 }  // namespace

@@ -42,6 +42,7 @@ struct QuantizeCliOptions {
   std::string type = "nf4";
   int64_t block_size = 0;  // 0: 64 for 4-bit, one row for int8
   bool double_quant = false;
+  std::string rounding = "cuda";  // which bitsandbytes the bytes match (BnbRounding)
   std::string out;
   bool json = false;
 };
@@ -166,7 +167,8 @@ void run_quantize(const QuantizeCliOptions& o) {
     std::vector<float> back(static_cast<size_t>(n));
     double bits = 0.0;
     if (!is_int8) {
-      const BnbWeight bw{quantize_4bit(x.data<float>(), x.shape(), qtype, block, o.double_quant), keep_name};
+      const BnbWeight bw{quantize_4bit(x.data<float>(), x.shape(), qtype, block, o.double_quant,
+                                       o.rounding == "cpu" ? BnbRounding::Cpu : BnbRounding::Cuda), keep_name};
       dequantize_4bit(bw.q, back.data());
       bits = bw.q.bits_per_param() * double(n);
       write_bnb_4bit(writer, name, bw);
@@ -234,6 +236,10 @@ void register_quantize(CLI::App& app) {
   cmd->add_option("--block-size", o->block_size,
                   "values per absmax (4-bit: 32..4096, default 64; int8: default one row, LLM.int8 layout)");
   cmd->add_flag("--double-quant", o->double_quant, "quantize the 4-bit absmax constants too (QLoRA)");
+  cmd->add_option("--bnb-rounding", o->rounding,
+                  "cuda: bytes as bitsandbytes' CUDA kernels write them (default); cpu: as bitsandbytes on the CPU")
+      ->check(CLI::IsMember({"cuda", "cpu"}))
+      ->capture_default_str();
   cmd->add_option("-o,--output", o->out, "output folder")->required();
   cmd->add_flag("--json", o->json, "print a JSON report");
   cmd->callback([o] { run_quantize(*o); });

@@ -82,6 +82,54 @@ void quantize_blocks_4bit(const float* x, int64_t n, int64_t block_size, const C
   }
 }
 
+void quantize_blocks_4bit_kernel(const float* x, int64_t n, int64_t block_size, const KernelCode4& rule,
+                                 uint8_t* codes, float* absmax) {
+  const int64_t n_blocks = (n + block_size - 1) / block_size;
+#pragma omp parallel for schedule(static)
+  for (int64_t b = 0; b < n_blocks; ++b) {
+    const int64_t begin = b * block_size, end = std::min(n, begin + block_size);
+    const float am = range_absmax(x, begin, end);
+    absmax[b] = am;
+    const float inv = 1.0f / am;  // +inf for a zero block: every v is NaN, every code 0
+    int64_t i = begin;
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
+    // Signed thresholds inside (-1, 1) count the same with or without the CPU rule's clamp.
+    if (!rule.sign_magnitude && am > 0.0f && end - begin == block_size) {
+      const __m512i order =
+          _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(rule.bounds.order.data())));
+      for (; i + 32 <= end; i += 32) encode32(x + i, inv, rule.bounds, order, codes + i / 2);
+    }
+#endif
+    for (; i < end; ++i) {
+      const uint8_t c = rule.encode(x[i] * inv);
+      uint8_t& byte = codes[i / 2];
+      byte = (i % 2 == 0) ? uint8_t((c << 4) | (byte & 0x0f)) : uint8_t((byte & 0xf0) | c);
+    }
+    if (end == n && n % 2 == 1) codes[n / 2] = uint8_t((codes[n / 2] & 0xf0) | rule.encode(0.0f * inv));
+  }
+}
+
+uint8_t kernel_code_8bit(const float* code, float v) {
+  // Invariant: code[lower_index] < v <= code[upper_index] once each has been set by a comparison;
+  // the search never visits index 255, so the upper end starts there.
+  int pivot = 127, lower_index = 0, upper_index = 255;
+  float lower = -1.0f, upper = 1.0f, at = code[pivot];
+  for (int step = 64; step > 0; step /= 2) {
+    if (v > at) {
+      lower_index = pivot, lower = at;
+      pivot += step;
+    } else {
+      upper_index = pivot, upper = at;
+      pivot -= step;
+    }
+    at = code[pivot];
+  }
+  if (upper_index == 255) upper = code[255];
+  if (lower_index == 0) lower = code[0];
+  if (v > at) return uint8_t(v > (upper + at) * 0.5f ? upper_index : pivot);
+  return uint8_t(v < (lower + at) * 0.5f ? lower_index : pivot);
+}
+
 void dequantize_blocks_4bit(const uint8_t* codes, const float* absmax, const float* code, int64_t n,
                             int64_t block_size, float* out) {
 #pragma omp parallel for schedule(static)
@@ -92,7 +140,7 @@ void dequantize_blocks_4bit(const uint8_t* codes, const float* absmax, const flo
   }
 }
 
-void quantize_blocks_8bit(const float* x, int64_t n, int64_t block_size, const CodeBounds<256>& bounds,
+void quantize_blocks_8bit(const float* x, int64_t n, int64_t block_size, const float* code,
                           const std::array<uint8_t, 65536>* lut, uint8_t* codes, float* absmax) {
   const int64_t n_blocks = (n + block_size - 1) / block_size;
 #pragma omp parallel for schedule(static)
@@ -105,13 +153,8 @@ void quantize_blocks_8bit(const float* x, int64_t n, int64_t block_size, const C
       const float inv = am == 0.0f ? 0.0f : 1.0f / am;
       for (int64_t i = begin; i < end; ++i) codes[i] = am == 0.0f ? 0 : lut_encode(*lut, x[i] * inv);
     } else {
-      const float am_safe = std::max(am, 1e-38f);
-      const bool partial = end - begin < block_size;
-      const float inv = 1.0f / am_safe;
-      for (int64_t i = begin; i < end; ++i) {
-        const float v = partial ? x[i] / am_safe : x[i] * inv;
-        codes[i] = bounds.encode(std::clamp(v, -1.0f, 1.0f));
-      }
+      const float inv = 1.0f / am;  // +inf for a zero block: NaN, which the bisection sends to 0
+      for (int64_t i = begin; i < end; ++i) codes[i] = kernel_code_8bit(code, x[i] * inv);
     }
   }
 }

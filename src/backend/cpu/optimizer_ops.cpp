@@ -1,6 +1,7 @@
 // Optimizer kernels and gradient reductions. See optimizer_ops.h; the operation order of each
 // update is documented where its scalars are derived (optim/adamw.cpp, optim/adamw_8bit.cpp).
 #include "backend/cpu/optimizer_ops.h"
+#include "backend/cpu/quantize.h"
 
 #include <algorithm>
 #include <cmath>
@@ -72,15 +73,7 @@ float quantize_block_8bit(const float* x, int64_t n, const float* code, uint8_t*
     for (int64_t i = 0; i < n; ++i) q[i] = zero;
     return absmax;
   }
-  for (int64_t i = 0; i < n; ++i) {
-    const float v = x[i] / absmax;
-    // Largest index whose code is <= v (0 when v is below every code), then the closer neighbour.
-    // Branch-free binary search over the 256 sorted codes (8 fixed halvings).
-    int idx = 0;
-    for (int half = 128; half >= 1; half /= 2) idx += code[idx + half] <= v ? half : 0;
-    if (idx < 255 && std::fabs(v - code[idx + 1]) < std::fabs(v - code[idx])) ++idx;
-    q[i] = uint8_t(idx);
-  }
+  for (int64_t i = 0; i < n; ++i) q[i] = kernel_code_8bit(code, x[i] / absmax);
   return absmax;
 }
 

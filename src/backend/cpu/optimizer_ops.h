@@ -18,10 +18,11 @@ void adamw8bit_step(float* p, const float* g, uint8_t* q1, uint8_t* q2, float* a
                     const DynamicMaps& maps, const AdamW8bitScalars& k);
 void adamw32bit_bnb_step(float* p, const float* g, float* m, float* v, int64_t n, const AdamW8bitScalars& k);
 
-// Quantizes x[0, n) (n <= 256, one block) against a sorted 256-entry code as bnb's CPU kernel
-// (quantize_block in csrc/cpu_ops.cpp) does: absmax = max |x|; each x / absmax goes to the code at
-// its binary-search position, moved one up when that neighbour is strictly closer. Returns absmax.
-// An all-zero block maps to the code's zero.
+// Quantizes x[0, n) (n <= 256, one block) against a sorted 256-entry code by the rule of
+// bitsandbytes' CUDA optimizer kernel (kOptimizerStatic8bit2StateBlockwise, quantize_2D): absmax
+// = max |x|, and x / absmax takes kernel_code_8bit's code (quantize.h: the nearest by f32
+// midpoints; a tie keeps the bisection's pivot). The kernel divides with __fdividef (approximate)
+// where we divide exactly. An all-zero block maps to the code's zero. Returns absmax.
 float quantize_block_8bit(const float* x, int64_t n, const float* code, uint8_t* q);
 
 double sum_squares(const float* x, int64_t n);

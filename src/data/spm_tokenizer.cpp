@@ -173,10 +173,7 @@ std::string SpmTokenizer::decode_token(int32_t id, int32_t prev) const {
   const VocabToken& t = vocab_.token(id);
   switch (t.type) {
     case TokenType::Byte:
-      if (t.text.size() == 6 && t.text.starts_with("<0x")) {
-        return std::string(1, static_cast<char>(std::stoi(t.text.substr(3, 2), nullptr, 16)));
-      }
-      return t.text;
+      return std::string(1, static_cast<char>(byte_piece_value(t.text)));  // checked by Vocab
     case TokenType::Control:
     case TokenType::Unknown:
     case TokenType::UserDefined:

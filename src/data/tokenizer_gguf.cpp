@@ -86,11 +86,15 @@ std::unique_ptr<Tokenizer> load_gguf_tokenizer(const std::string& path) {
     }
   }
 
+  // A special id from the file, or the format's default; either must name a token (a tiny vocab
+  // without the keys would otherwise index past its end).
   const auto get_id = [&](const char* key, int32_t fallback) {
-    if (!f.has(key)) return fallback;
-    const int64_t id = f.get(key).as_int(key);
+    const bool given = f.has(key);
+    const int64_t id = given ? f.get(key).as_int(key) : fallback;
+    if (!given && id < 0) return fallback;
     if (id < 0 || id >= static_cast<int64_t>(n)) {
-      fail("tokenizer", "{}: {} = {}; expected 0..{}", path, key, id, n - 1);
+      if (given) fail("tokenizer", "{}: {} = {}; expected 0..{}", path, key, id, n - 1);
+      fail("tokenizer", "{}: {} is not set and its default {} is past the vocabulary's {} tokens", path, key, id, n);
     }
     return static_cast<int32_t>(id);
   };
@@ -103,7 +107,7 @@ std::unique_ptr<Tokenizer> load_gguf_tokenizer(const std::string& path) {
            get_id("tokenizer.ggml.eot_token_id", -1),    get_id("tokenizer.ggml.eom_token_id", -1)};
     if (!f.has("tokenizer.ggml.token_type")) {  // old files: infer what byte fallback and decode need
       for (VocabToken& t : tokens) {
-        if (t.text.size() == 6 && t.text.starts_with("<0x") && t.text[5] == '>') t.type = TokenType::Byte;
+        if (byte_piece_value(t.text) >= 0) t.type = TokenType::Byte;
       }
       for (int32_t id : {ids.bos, ids.eos}) {
         if (id >= 0) tokens[id].type = TokenType::Control;

@@ -247,7 +247,7 @@ std::unique_ptr<Tokenizer> load_hf_json_tokenizer(const std::string& path, std::
     // SentencePiece-style: "<0xNN>" pieces are byte tokens when byte_fallback is on.
     if (model.value("byte_fallback", false)) {
       for (VocabToken& t : tokens) {
-        if (t.type == TokenType::Normal && t.text.size() == 6 && t.text.starts_with("<0x") && t.text[5] == '>') {
+        if (t.type == TokenType::Normal && byte_piece_value(t.text) >= 0) {
           t.type = TokenType::Byte;
         }
       }

@@ -12,10 +12,6 @@
 namespace qlora {
 namespace {
 
-bool is_byte_piece(const std::string& s) {
-  const auto hex = [](char c) { return (c >= '0' && c <= '9') || (c >= 'A' && c <= 'F'); };
-  return s.size() == 6 && s.starts_with("<0x") && hex(s[3]) && hex(s[4]) && s[5] == '>';
-}
 
 std::string trim(const std::string& s) {
   const size_t b = s.find_first_not_of(" \n");
@@ -68,7 +64,7 @@ std::unique_ptr<Tokenizer> load_llama2c_tokenizer(const std::string& path, std::
     if (id < 3) {
       t.text = trim(t.text);
       t.type = id == 0 ? TokenType::Unknown : TokenType::Control;
-    } else if (is_byte_piece(t.text)) {
+    } else if (0 <= byte_piece_value(t.text)) {
       t.type = TokenType::Byte;
     } else {
       std::string spelled;

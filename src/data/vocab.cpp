@@ -17,6 +17,18 @@ constexpr const char* kEogTexts[] = {
 
 }  // namespace
 
+int byte_piece_value(std::string_view text) {
+  const auto hex = [](char c) {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    return -1;
+  };
+  if (text.size() != 6 || !text.starts_with("<0x") || text[5] != '>') return -1;
+  const int hi = hex(text[3]), lo = hex(text[4]);
+  return hi < 0 || lo < 0 ? -1 : hi * 16 + lo;
+}
+
 Vocab::Vocab(std::vector<VocabToken> tokens, SpecialIds ids, const std::string& source)
     : tokens_(std::move(tokens)), ids_(ids) {
   if (tokens_.empty()) fail("tokenizer", "{}: empty vocabulary; expected at least one token", source);
@@ -30,6 +42,11 @@ Vocab::Vocab(std::vector<VocabToken> tokens, SpecialIds ids, const std::string& 
     if (id < -1 || id >= n) {
       fail("tokenizer", "{}: {} token id {} out of range; expected 0..{}", source, name, id, n - 1);
     }
+  }
+  for (int32_t id = 0; id < n; ++id) {
+    const VocabToken& t = tokens_[size_t(id)];
+    if (t.type == TokenType::Byte && byte_piece_value(t.text) < 0)
+      fail("tokenizer", "{}: token {} '{}' is a byte token but not <0xNN> with two hex digits", source, id, t.text);
   }
   index_.reserve(tokens_.size());
   for (int32_t id = 0; id < n; ++id) index_[tokens_[id].text] = id;

@@ -31,6 +31,9 @@ struct VocabToken {
   TokenType type = TokenType::Normal;
 };
 
+// The byte a SentencePiece byte piece "<0xNN>" (two hex digits) stands for, or -1 for any other text.
+int byte_piece_value(std::string_view text);
+
 struct SpecialIds {
   int32_t bos = -1, eos = -1, unk = -1, pad = -1, eot = -1, eom = -1;
 };
@@ -51,8 +54,8 @@ struct TextFragment {
 class Vocab {
  public:
   Vocab() = default;
-  // Builds the index. Throws Error("[tokenizer] <source>: ...") when the vocabulary is empty or a
-  // special id is out of range. Tokens whose text says end-of-generation (<|eot_id|>, <|im_end|>,
+  // Builds the index. Throws Error("[tokenizer] <source>: ...") when the vocabulary is empty, a
+  // special id is out of range or a Byte token is not "<0xNN>". Tokens whose text says end-of-generation (<|eot_id|>, <|im_end|>,
   // <|endoftext|>, ... as llama.cpp's list) join the EOG set and become Control.
   Vocab(std::vector<VocabToken> tokens, SpecialIds ids, const std::string& source);
 

@@ -150,6 +150,26 @@ TEST(TokenizerGguf, UnsupportedOrInconsistentMetadata) {
         }));
       },
       "tokenizer.ggml.bos_token_id = 7; expected 0..2");
+  // A two-token llama vocabulary without special-id keys: the default BOS 1 / EOS 2 would index
+  // past it (a heap overflow before this was checked); now a clear error.
+  expect_error(
+      [&] {
+        load_tokenizer(write([&](auto& w) {
+          w.add("tokenizer.ggml.model", "llama");
+          w.add("tokenizer.ggml.tokens", std::vector<std::string>{"a", "b"});
+        }));
+      },
+      "tokenizer.ggml.eos_token_id is not set and its default 2 is past the vocabulary's 2 tokens");
+  // A byte token that is not <0xNN> (std::stoi used to escape as "error: stoi").
+  expect_error(
+      [&] {
+        load_tokenizer(write([&](auto& w) {
+          w.add("tokenizer.ggml.model", "llama");
+          w.add("tokenizer.ggml.tokens", std::vector<std::string>{"<unk>", "<s>", "</s>", "<0xZZ>"});
+          w.add("tokenizer.ggml.token_type", std::vector<int32_t>{2, 3, 3, 6});
+        }));
+      },
+      "token 3 '<0xZZ>' is a byte token but not <0xNN>");
   // A tiny consistent gpt2 vocabulary works: "ab" merges.
   const auto tok = load_tokenizer(write([&](auto& w) {
     w.add("tokenizer.ggml.model", "gpt2");

@@ -152,21 +152,20 @@ ModelWeights build_model_weights(Backend& backend, const ModelSource& src, const
   const int64_t L = c.num_hidden_layers;
   out.layers.resize(size_t(L));
 
-  // Each tensor is read from the source, converted or quantized, and its source released unless the
-  // result still views it (an unconverted frozen tensor of a mapped file). With bf16 compute the
+  // Each tensor is read from the source, converted or quantized, and its source released: the file
+  // pages it touched are dropped even when the kept tensor views them (an unconverted frozen tensor
+  // of a read-only mapping faults them back in when it is read), and a tensor the source made
+  // (dequantized) may be the kept one itself, so sharing storage says nothing. With bf16 compute the
   // matrices are taken as a bf16 load holds them (rounded once), as transformers loads a model in
   // torch_dtype=bfloat16 before it quantizes or trains it; norms and biases keep full precision.
   auto at_load_width = [&](const Tensor& t) {
     return options.compute == DType::BF16 && t.ndim() == 2 && t.dtype() != DType::BF16 ? t.to(DType::BF16) : t;
   };
   auto load = [&](const std::string& name) { return at_load_width(src.load(name)); };
-  auto finish = [&src](const std::string& name, const Tensor& source, const Tensor& kept) {
-    if (!kept.defined() || kept.storage() != source.storage()) src.release(name);
-  };
   auto take_frozen = [&](const std::string& name, Tensor& slot) {
     const Tensor source = src.load(name);
     slot = b.frozen(at_load_width(source));
-    finish(name, source, slot);
+    src.release(name);
   };
   auto take_trainable = [&](const std::string& name, bool decay, Tensor& compute, Tensor& grad) {
     const Tensor t = load(name);
@@ -213,7 +212,7 @@ ModelWeights build_model_weights(Backend& backend, const ModelSource& src, const
       if (has_bias) {
         const Tensor source = src.load(bias);
         lin.bias = backend.to_device(Builder::converted(source, b.master));
-        finish(bias, source, lin.bias);
+        src.release(bias);
       }
       if (adapters && options.lora.targets(std::string(projection_name(p)))) {
         attach_lora(lin, options.lora, b.master);  // host A (PEFT init) and B = 0

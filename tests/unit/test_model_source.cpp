@@ -9,6 +9,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <map>
 
 #include "core/rng.h"
 #include "io/ggml_dequant.h"
@@ -275,6 +276,33 @@ TEST(ModelSource, Bf16SourceKeepsItsWidth) {
   const Outcome a = train_two_steps(eager), b = train_two_steps(streamed);
   EXPECT_EQ(a.logits, b.logits);
   for (size_t i = 0; i < a.params.size(); ++i) EXPECT_EQ(a.params[i], b.params[i]) << "param " << i;
+}
+
+// Building a model releases every tensor it reads, frozen ones included: a dequantized or
+// converted tensor may be the kept one itself (same storage), and a viewed one faults its pages
+// back from the file when read, so neither is a reason to keep the source's pages.
+TEST(ModelSource, BuildingReleasesEveryTensorItReads) {
+  for (const std::string& path : {fixture("qwen2"), fixture("llama-bf16")}) {
+    for (TrainMethod method : {TrainMethod::Lora, TrainMethod::Qlora, TrainMethod::Full}) {
+      SCOPED_TRACE(path + " " + train_method_name(method));
+      const ModelSource base = ModelSource::open(path);
+      auto loads = std::make_shared<std::map<std::string, int>>(), releases = std::make_shared<std::map<std::string, int>>();
+      const TensorLookup counting = [base, loads, releases](const std::string& name) -> std::optional<SourceTensor> {
+        const std::vector<std::string> names = base.tensor_names();
+        if (std::find(names.begin(), names.end(), name) == names.end()) return std::nullopt;
+        SourceTensor t;
+        t.shape = base.expected_shape(name);
+        t.file = base.path(), t.name_in_file = name, t.stored_type = base.stored_type(name);
+        t.load = [base, loads, name] { ++(*loads)[name]; return base.load(name); };
+        t.release = [base, releases, name] { ++(*releases)[name]; base.release(name); };
+        return t;
+      };
+      TrainModel model(ModelSource(base.config(), base.path(), base.format(), "counting source", counting),
+                       options(method));
+      EXPECT_FALSE(loads->empty());
+      for (const auto& [name, n] : *loads) EXPECT_GE((*releases)[name], 1) << name << " read but never released";
+    }
+  }
 }
 
 TEST(ModelSource, NamesShapesAndErrors) {

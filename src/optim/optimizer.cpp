@@ -157,9 +157,9 @@ void AdamWBase::load_state_dict(const std::map<std::string, Tensor>& state) {
     std::map<std::string, Tensor> kept;
     for (const auto& [key, t] : state) {
       if (key == "step") continue;
-      const bool known = std::any_of(suffixes.begin(), suffixes.end(), [&](const std::string& s) {
+      const bool known = std::any_of(suffixes.begin(), suffixes.end(), [&key = key](const std::string& s) {
         return key.size() > s.size() && key.compare(key.size() - s.size(), s.size(), s) == 0;
-      });
+      });  // (binding captured by an init-capture: C++20 allows the plain capture, clang 14 does not)
       if (!known)
         fail("optim", "unexpected optimizer state key '{}' (not <param>.exp_avg/... for this optimizer)", key);
       kept.emplace(key, t.clone());

@@ -159,7 +159,8 @@ void load_adapter_into_model(TrainModel& model, const PeftAdapter& adapter) {
   }
   if (used != by_name.size()) {
     for (const auto& [key, t] : by_name) {
-      const bool known = std::any_of(params.begin(), params.end(), [&](const Param& p) { return p.name == key; });
+      const bool known =
+          std::any_of(params.begin(), params.end(), [&key = key](const Param& p) { return p.name == key; });
       if (!known) fail("peft", "adapter key '{}' has no matching module in the model", key);
     }
   }

@@ -35,6 +35,19 @@ inline void encode32(const float* x, float inv, const CodeBounds<16>& bounds, __
                                          _mm256_srli_epi16(pairs, 8));
   _mm_storeu_si128(reinterpret_cast<__m128i*>(out), _mm256_cvtepi16_epi8(packed));
 }
+#else
+// Without AVX-512 (e.g. AVX2-only CPUs): the same rule written so that the compiler vectorises the
+// threshold counts across the 32 values (a binary search per value ran at ~20 ns/value).
+inline void encode32(const float* x, float inv, const CodeBounds<16>& bounds, const uint8_t* order, uint8_t* out) {
+  int32_t count[32];
+  for (int k = 0; k < 32; ++k) {
+    const float v = std::min(std::max(x[k] * inv, -1.0f), 1.0f);
+    int32_t c = 0;
+    for (int j = 0; j < 15; ++j) c += bounds.bounds[size_t(j)] < v ? 1 : 0;
+    count[k] = c;
+  }
+  for (int k = 0; k < 16; ++k) out[k] = uint8_t((order[count[2 * k]] << 4) | order[count[2 * k + 1]]);
+}
 #endif
 
 // max |x| over [begin, end): a block's absmax.
@@ -66,12 +79,14 @@ void quantize_blocks_4bit(const float* x, int64_t n, int64_t block_size, const C
     const bool partial = end - begin < block_size;
     // Blocks hold an even count of values except the last, so a byte never straddles two threads.
     int64_t i = begin;
-#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
     if (!partial) {  // whole blocks: a multiple of 32 values, byte-aligned
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
       const __m512i order = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(bounds.order.data())));
+#else
+      const uint8_t* order = bounds.order.data();
+#endif
       for (; i + 32 <= end; i += 32) encode32(x + i, inv, bounds, order, codes + i / 2);
     }
-#endif
     for (; i < end; ++i) {
       const float v = partial ? x[i] / am_safe : x[i] * inv;
       const uint8_t c = bounds.encode(std::clamp(v, -1.0f, 1.0f));
@@ -92,14 +107,16 @@ void quantize_blocks_4bit_kernel(const float* x, int64_t n, int64_t block_size, 
     absmax[b] = am;
     const float inv = 1.0f / am;  // +inf for a zero block: every v is NaN, every code 0
     int64_t i = begin;
-#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
     // Signed thresholds inside (-1, 1) count the same with or without the CPU rule's clamp.
     if (!rule.sign_magnitude && am > 0.0f && end - begin == block_size) {
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
       const __m512i order =
           _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(rule.bounds.order.data())));
+#else
+      const uint8_t* order = rule.bounds.order.data();
+#endif
       for (; i + 32 <= end; i += 32) encode32(x + i, inv, rule.bounds, order, codes + i / 2);
     }
-#endif
     for (; i < end; ++i) {
       const uint8_t c = rule.encode(x[i] * inv);
       uint8_t& byte = codes[i / 2];

@@ -1,6 +1,7 @@
 // GGUF v3 writer. See gguf_writer.h.
 #include "io/gguf_writer.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -171,16 +172,34 @@ std::vector<uint8_t> encode_ggml_tensor(const std::string& name, const Tensor& t
          shape_str(t.shape()));
   const int64_t n = t.numel();
   std::vector<uint8_t> data(ggml_row_bytes(type, inner) * size_t(n / inner));
-  if (type == GgmlType::F32 || type == GgmlType::Q8_0) {
-    const Tensor f = t.dtype() == DType::F32 ? t : t.to(DType::F32);
-    if (type == GgmlType::F32)
-      std::memcpy(data.data(), f.raw(), size_t(n) * 4);
-    else
-      quantize_q8_0(f.data<float>(), n, data.data());
-  } else {
-    const DType want = type == GgmlType::F16 ? DType::F16 : DType::BF16;
-    const Tensor h = t.dtype() == want ? t : t.to(want);
-    std::memcpy(data.data(), h.raw(), size_t(n) * 2);
+  const DType stored = type == GgmlType::F32 ? DType::F32 : type == GgmlType::F16 ? DType::F16 : DType::BF16;
+  if (type != GgmlType::Q8_0 && t.dtype() == stored) {
+    std::memcpy(data.data(), t.raw(), data.size());
+    return data;
+  }
+  // Converted a chunk at a time through a small f32 buffer, so that encoding a 32000 x 4096
+  // embedding holds its encoded bytes and the source, not also a whole-tensor f32 or f16 copy.
+  const Tensor wide = t.dtype() == DType::F64 ? t.to(DType::F32) : t;  // (f64 only in tests)
+  constexpr int64_t kChunk = 1 << 16;  // a multiple of the Q8_0 block, so blocks stay whole
+  std::vector<float> f(size_t(std::min(n, kChunk)));
+  for (int64_t begin = 0; begin < n; begin += kChunk) {
+    const int64_t len = std::min(kChunk, n - begin);
+    switch (wide.dtype()) {
+      case DType::F32: std::memcpy(f.data(), wide.data<float>() + begin, size_t(len) * 4); break;
+      case DType::BF16: convert_bf16_to_f32(wide.data<uint16_t>() + begin, f.data(), size_t(len)); break;
+      case DType::F16: convert_f16_to_f32(wide.data<uint16_t>() + begin, f.data(), size_t(len)); break;
+      default: fail("gguf", "tensor {}: cannot encode {} values", name, dtype_name(wide.dtype()));
+    }
+    switch (type) {
+      case GgmlType::F32: std::memcpy(data.data() + size_t(begin) * 4, f.data(), size_t(len) * 4); break;
+      case GgmlType::F16:
+        convert_f32_to_f16(f.data(), reinterpret_cast<uint16_t*>(data.data()) + begin, size_t(len));
+        break;
+      case GgmlType::Q8_0: quantize_q8_0(f.data(), len, data.data() + size_t(begin / kQ8Block) * ggml_row_bytes(type, kQ8Block)); break;
+      default:
+        convert_f32_to_bf16(f.data(), reinterpret_cast<uint16_t*>(data.data()) + begin, size_t(len));
+        break;
+    }
   }
   return data;
 }

@@ -10,6 +10,7 @@
 #include "core/dtype.h"
 #include "io/ggml_dequant.h"
 #include "io/gguf.h"
+#include "io/gguf_writer.h"
 #include "io/llama2c.h"
 #include "io_test_util.h"
 #include "test_paths.h"
@@ -335,6 +336,35 @@ TEST(Gguf, BadTensorsAreErrors) {
     b.tensor_f32("dup", {4}, std::vector<float>(4));
     b.write(path);
     expect_error([&] { GgufFile::open(path); }, {path, "duplicate tensor dup"});
+  }
+}
+
+// encode_ggml_tensor converts a chunk at a time (to bound the export's memory); it must give the
+// bytes of a whole-tensor conversion, across chunk boundaries, from every source dtype.
+TEST(GgufWriter, ChunkedEncodingEqualsWholeTensorConversion) {
+  const Shape shape = {3, 35008};  // 105024 values: one and a half chunks; rows a multiple of 32
+  std::vector<float> v(size_t(shape_numel(shape)));
+  uint64_t state = 7;
+  for (float& x : v) {
+    state = state * 6364136223846793005ull + 1442695040888963407ull;
+    x = float(int64_t(state >> 40) - (1 << 23)) / float(1 << 21);
+  }
+  const Tensor f32 = Tensor::from_vector(v, shape);
+  for (DType source : {DType::F32, DType::BF16, DType::F16}) {
+    const Tensor t = f32.to(source);
+    const Tensor wide = t.to(DType::F32);
+    for (GgmlType type : {GgmlType::F32, GgmlType::F16, GgmlType::BF16, GgmlType::Q8_0}) {
+      SCOPED_TRACE(std::string(dtype_name(source)) + " -> type " + std::to_string(int(type)));
+      std::vector<uint8_t> expected;
+      if (type == GgmlType::Q8_0) {
+        expected.resize(size_t(wide.numel() / 32 * 34));
+        quantize_q8_0(wide.data<float>(), wide.numel(), expected.data());
+      } else {
+        const Tensor h = t.to(type == GgmlType::F32 ? DType::F32 : type == GgmlType::F16 ? DType::F16 : DType::BF16);
+        expected.assign(static_cast<const uint8_t*>(h.raw()), static_cast<const uint8_t*>(h.raw()) + h.nbytes());
+      }
+      EXPECT_EQ(encode_ggml_tensor("t", t, type), expected);
+    }
   }
 }
 

@@ -15,7 +15,7 @@
 #include "core/error.h"
 #include "core/memory.h"
 #include "core/rng.h"
-#include "model/loader.h"
+#include "model/model_source.h"
 #include "optim/optimizer.h"
 #include "optim/schedule.h"
 #include "train/train_model.h"
@@ -49,9 +49,8 @@ int main(int argc, char** argv) {
     options.checkpoint_every = checkpointing ? 1 : 0;
     options.lora.r = rank;
     options.lora.lora_alpha = alpha;
-    LoadOptions load;
-    load.weight_dtype = options.compute == DType::BF16 ? DType::BF16 : DType::F32;
-    TrainModel model(load_model(model_path, load), options);
+    // Streamed in, tensor by tensor, as `qlora train` loads it.
+    TrainModel model(ModelSource::open(model_path), options);
     auto optimizer = make_optimizer(OptimizerKind::AdamW, AdamWConfig{}, make_heap_state_store());
 
     Rng rng(0);

@@ -12,7 +12,6 @@
 namespace qlora {
 namespace {
 
-
 std::string trim(const std::string& s) {
   const size_t b = s.find_first_not_of(" \n");
   if (b == std::string::npos) return "";

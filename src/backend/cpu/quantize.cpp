@@ -57,6 +57,18 @@ float range_absmax(const float* x, int64_t begin, int64_t end) {
   return am;
 }
 
+// For each block, over threads: absmax[b] = max |x| of the block, then fn(begin, end, absmax[b]).
+template <typename Fn>
+void for_each_block(const float* x, int64_t n, int64_t block_size, float* absmax, Fn&& fn) {
+  const int64_t n_blocks = (n + block_size - 1) / block_size;
+#pragma omp parallel for schedule(static)
+  for (int64_t b = 0; b < n_blocks; ++b) {
+    const int64_t begin = b * block_size, end = std::min(n, begin + block_size);
+    absmax[b] = range_absmax(x, begin, end);
+    fn(begin, end, absmax[b]);
+  }
+}
+
 uint8_t lut_encode(const std::array<uint8_t, 65536>& lut, float v) {
   v = std::clamp(v, -1.0f, 1.0f);
   const auto idx = static_cast<uint16_t>((v + 1.0f) * 0.5f * float(65536 - 1) + 0.5f);
@@ -67,13 +79,8 @@ uint8_t lut_encode(const std::array<uint8_t, 65536>& lut, float v) {
 
 void quantize_blocks_4bit(const float* x, int64_t n, int64_t block_size, const CodeBounds<16>& bounds,
                           uint8_t* codes, float* absmax) {
-  const int64_t n_blocks = (n + block_size - 1) / block_size;
   const uint8_t pad = bounds.encode(0.0f);
-#pragma omp parallel for schedule(static)
-  for (int64_t b = 0; b < n_blocks; ++b) {
-    const int64_t begin = b * block_size, end = std::min(n, begin + block_size);
-    const float am = range_absmax(x, begin, end);
-    absmax[b] = am;
+  for_each_block(x, n, block_size, absmax, [&](int64_t begin, int64_t end, float am) {
     const float am_safe = std::max(am, 1e-38f);
     const float inv = 1.0f / am_safe;
     const bool partial = end - begin < block_size;
@@ -94,17 +101,12 @@ void quantize_blocks_4bit(const float* x, int64_t n, int64_t block_size, const C
       byte = (i % 2 == 0) ? uint8_t((c << 4) | (byte & 0x0f)) : uint8_t((byte & 0xf0) | c);
     }
     if (end == n && n % 2 == 1) codes[n / 2] = uint8_t((codes[n / 2] & 0xf0) | pad);
-  }
+  });
 }
 
 void quantize_blocks_4bit_kernel(const float* x, int64_t n, int64_t block_size, const KernelCode4& rule,
                                  uint8_t* codes, float* absmax) {
-  const int64_t n_blocks = (n + block_size - 1) / block_size;
-#pragma omp parallel for schedule(static)
-  for (int64_t b = 0; b < n_blocks; ++b) {
-    const int64_t begin = b * block_size, end = std::min(n, begin + block_size);
-    const float am = range_absmax(x, begin, end);
-    absmax[b] = am;
+  for_each_block(x, n, block_size, absmax, [&](int64_t begin, int64_t end, float am) {
     const float inv = 1.0f / am;  // +inf for a zero block: every v is NaN, every code 0
     int64_t i = begin;
     // Signed thresholds inside (-1, 1) count the same with or without the CPU rule's clamp.
@@ -123,7 +125,7 @@ void quantize_blocks_4bit_kernel(const float* x, int64_t n, int64_t block_size, 
       byte = (i % 2 == 0) ? uint8_t((c << 4) | (byte & 0x0f)) : uint8_t((byte & 0xf0) | c);
     }
     if (end == n && n % 2 == 1) codes[n / 2] = uint8_t((codes[n / 2] & 0xf0) | rule.encode(0.0f * inv));
-  }
+  });
 }
 
 uint8_t kernel_code_8bit(const float* code, float v) {
@@ -159,12 +161,7 @@ void dequantize_blocks_4bit(const uint8_t* codes, const float* absmax, const flo
 
 void quantize_blocks_8bit(const float* x, int64_t n, int64_t block_size, const float* code,
                           const std::array<uint8_t, 65536>* lut, uint8_t* codes, float* absmax) {
-  const int64_t n_blocks = (n + block_size - 1) / block_size;
-#pragma omp parallel for schedule(static)
-  for (int64_t b = 0; b < n_blocks; ++b) {
-    const int64_t begin = b * block_size, end = std::min(n, begin + block_size);
-    const float am = range_absmax(x, begin, end);
-    absmax[b] = am;
+  for_each_block(x, n, block_size, absmax, [&](int64_t begin, int64_t end, float am) {
     if (lut) {
       // cpu_ops.cpp quantize_cpu_impl: a zero block writes code 0; otherwise v * (1 / absmax).
       const float inv = am == 0.0f ? 0.0f : 1.0f / am;
@@ -173,7 +170,7 @@ void quantize_blocks_8bit(const float* x, int64_t n, int64_t block_size, const f
       const float inv = 1.0f / am;  // +inf for a zero block: NaN, which the bisection sends to 0
       for (int64_t i = begin; i < end; ++i) codes[i] = kernel_code_8bit(code, x[i] * inv);
     }
-  }
+  });
 }
 
 void decode_absmax_8bit(const uint8_t* codes, const float* nested_absmax, const float* code, int64_t n,

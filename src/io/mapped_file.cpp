@@ -36,6 +36,14 @@ MappedFile map_file(const std::string& path) {
   return file;
 }
 
+void prefetch_mapped_pages(const void* p, size_t bytes) {
+  if (!p || bytes == 0) return;
+  const uintptr_t page = uintptr_t(::sysconf(_SC_PAGESIZE));
+  const uintptr_t begin = uintptr_t(p) / page * page;
+  const uintptr_t end = (uintptr_t(p) + bytes + page - 1) / page * page;
+  ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_WILLNEED);  // advice only
+}
+
 void release_mapped_pages(const void* p, size_t bytes) {
   if (!p || bytes == 0) return;
   const uintptr_t page = uintptr_t(::sysconf(_SC_PAGESIZE));

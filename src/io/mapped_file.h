@@ -21,5 +21,8 @@ MappedFile map_file(const std::string& path);
 // A streaming loader calls it once a tensor has been converted, so RSS holds a few tensors of the
 // source, not the whole file.
 void release_mapped_pages(const void* p, size_t bytes);
+// Asks the kernel to read [p, p + bytes) of a mapped file ahead (madvise WILLNEED), so that a
+// tensor about to be converted arrives in large reads instead of one page fault at a time.
+void prefetch_mapped_pages(const void* p, size_t bytes);
 
 }  // namespace qlora

@@ -188,8 +188,10 @@ Tensor SafetensorsFile::get(const std::string& name) const {
   const uint8_t* p = base_ ? base_ + e.begin : nullptr;
   // The format does not align tensor data; view it in place when the address suits the dtype
   // (the usual case, since writers pad the header to 8 bytes), copy it otherwise.
-  if (p && reinterpret_cast<uintptr_t>(p) % dtype_size(e.dtype) == 0)
+  if (p && reinterpret_cast<uintptr_t>(p) % dtype_size(e.dtype) == 0) {
+    prefetch_mapped_pages(p, bytes);
     return Tensor(e.shape, e.dtype, Storage::borrow(const_cast<uint8_t*>(p), bytes, mapping_));
+  }
   Tensor out = Tensor::zeros(e.shape, e.dtype);
   if (bytes) std::memcpy(out.raw(), p, bytes);
   return out;

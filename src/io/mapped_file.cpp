@@ -36,21 +36,22 @@ MappedFile map_file(const std::string& path) {
   return file;
 }
 
-void prefetch_mapped_pages(const void* p, size_t bytes) {
+namespace {
+
+// madvise over the whole pages covering [p, p + bytes). Advice only: a failure changes nothing
+// but residency.
+void advise_pages(const void* p, size_t bytes, int advice) {
   if (!p || bytes == 0) return;
   const uintptr_t page = uintptr_t(::sysconf(_SC_PAGESIZE));
   const uintptr_t begin = uintptr_t(p) / page * page;
   const uintptr_t end = (uintptr_t(p) + bytes + page - 1) / page * page;
-  ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_WILLNEED);  // advice only
+  ::madvise(reinterpret_cast<void*>(begin), end - begin, advice);
 }
 
-void release_mapped_pages(const void* p, size_t bytes) {
-  if (!p || bytes == 0) return;
-  const uintptr_t page = uintptr_t(::sysconf(_SC_PAGESIZE));
-  const uintptr_t begin = uintptr_t(p) / page * page;
-  const uintptr_t end = (uintptr_t(p) + bytes + page - 1) / page * page;
-  // Advice only: a failure leaves the pages resident, nothing else.
-  ::madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);
-}
+}  // namespace
+
+void prefetch_mapped_pages(const void* p, size_t bytes) { advise_pages(p, bytes, MADV_WILLNEED); }
+
+void release_mapped_pages(const void* p, size_t bytes) { advise_pages(p, bytes, MADV_DONTNEED); }
 
 }  // namespace qlora

@@ -69,6 +69,25 @@ void for_each_block(const float* x, int64_t n, int64_t block_size, float* absmax
   }
 }
 
+// Encodes the whole 32-value groups of [i, end) with `bounds` (x * inv, clamped), two codes per
+// byte; returns where it stopped. Only for blocks whose start is byte-aligned.
+int64_t encode_groups(const float* x, int64_t i, int64_t end, float inv, const CodeBounds<16>& bounds,
+                      uint8_t* codes) {
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
+  const __m512i order = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(bounds.order.data())));
+#else
+  const uint8_t* order = bounds.order.data();
+#endif
+  for (; i + 32 <= end; i += 32) encode32(x + i, inv, bounds, order, codes + i / 2);
+  return i;
+}
+
+// Stores code c as value i's nibble (even i: high nibble).
+inline void put_nibble(uint8_t* codes, int64_t i, uint8_t c) {
+  uint8_t& byte = codes[i / 2];
+  byte = (i % 2 == 0) ? uint8_t((c << 4) | (byte & 0x0f)) : uint8_t((byte & 0xf0) | c);
+}
+
 uint8_t lut_encode(const std::array<uint8_t, 65536>& lut, float v) {
   v = std::clamp(v, -1.0f, 1.0f);
   const auto idx = static_cast<uint16_t>((v + 1.0f) * 0.5f * float(65536 - 1) + 0.5f);
@@ -86,21 +105,12 @@ void quantize_blocks_4bit(const float* x, int64_t n, int64_t block_size, const C
     const bool partial = end - begin < block_size;
     // Blocks hold an even count of values except the last, so a byte never straddles two threads.
     int64_t i = begin;
-    if (!partial) {  // whole blocks: a multiple of 32 values, byte-aligned
-#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
-      const __m512i order = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(bounds.order.data())));
-#else
-      const uint8_t* order = bounds.order.data();
-#endif
-      for (; i + 32 <= end; i += 32) encode32(x + i, inv, bounds, order, codes + i / 2);
-    }
+    if (!partial) i = encode_groups(x, i, end, inv, bounds, codes);  // whole blocks: multiples of 32
     for (; i < end; ++i) {
       const float v = partial ? x[i] / am_safe : x[i] * inv;
-      const uint8_t c = bounds.encode(std::clamp(v, -1.0f, 1.0f));
-      uint8_t& byte = codes[i / 2];
-      byte = (i % 2 == 0) ? uint8_t((c << 4) | (byte & 0x0f)) : uint8_t((byte & 0xf0) | c);
+      put_nibble(codes, i, bounds.encode(std::clamp(v, -1.0f, 1.0f)));
     }
-    if (end == n && n % 2 == 1) codes[n / 2] = uint8_t((codes[n / 2] & 0xf0) | pad);
+    if (end == n && n % 2 == 1) put_nibble(codes, n, pad);  // the odd last value's partner
   });
 }
 
@@ -110,21 +120,10 @@ void quantize_blocks_4bit_kernel(const float* x, int64_t n, int64_t block_size, 
     const float inv = 1.0f / am;  // +inf for a zero block: every v is NaN, every code 0
     int64_t i = begin;
     // Signed thresholds inside (-1, 1) count the same with or without the CPU rule's clamp.
-    if (!rule.sign_magnitude && am > 0.0f && end - begin == block_size) {
-#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__)
-      const __m512i order =
-          _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(rule.bounds.order.data())));
-#else
-      const uint8_t* order = rule.bounds.order.data();
-#endif
-      for (; i + 32 <= end; i += 32) encode32(x + i, inv, rule.bounds, order, codes + i / 2);
-    }
-    for (; i < end; ++i) {
-      const uint8_t c = rule.encode(x[i] * inv);
-      uint8_t& byte = codes[i / 2];
-      byte = (i % 2 == 0) ? uint8_t((c << 4) | (byte & 0x0f)) : uint8_t((byte & 0xf0) | c);
-    }
-    if (end == n && n % 2 == 1) codes[n / 2] = uint8_t((codes[n / 2] & 0xf0) | rule.encode(0.0f * inv));
+    if (!rule.sign_magnitude && am > 0.0f && end - begin == block_size)
+      i = encode_groups(x, i, end, inv, rule.bounds, codes);
+    for (; i < end; ++i) put_nibble(codes, i, rule.encode(x[i] * inv));
+    if (end == n && n % 2 == 1) put_nibble(codes, n, rule.encode(0.0f * inv));  // the kernel pads with 0
   });
 }
 

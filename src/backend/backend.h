@@ -197,6 +197,16 @@ class Backend : public std::enable_shared_from_this<Backend> {
   virtual void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, double alpha, const double* a,
                     int64_t lda, const double* b, int64_t ldb, double beta, double* c, int64_t ldc);
 
+  // ---- bf16 compute (what torch autocast runs): the activation operands rounded to bf16 (nearest
+  // even), w bf16 (dense) or each 4-bit value code · absmax rounded to bf16 (bitsandbytes with
+  // bnb_4bit_compute_dtype=bfloat16), exact products summed in f32. Contracts as their f32 twins.
+  virtual void matmul_xwt_bf16(const float* x, const Tensor& w, float* y, int64_t N) = 0;
+  virtual void matmul_dy_w_acc_bf16(const float* dy, const Tensor& w, float* dx, int64_t N) = 0;
+  virtual void matmul_dyt_x_acc_bf16(const float* dy, const float* x, float* dw, int64_t N, int64_t O,
+                                     int64_t K) = 0;
+  virtual void qmatmul_forward_bf16(const float* x, const QuantTensor& w, float* y, int64_t N) = 0;
+  virtual void qmatmul_dy_w_acc_bf16(const float* dy, const QuantTensor& w, float* dx, int64_t N) = 0;
+
   // ---- frozen 4-bit weights (NF4/FP4, optionally double-quantized), never dequantized whole ----
   // y (N, O) = x · dequant(w)ᵀ (overwritten).
   virtual void qmatmul_forward(const float* x, const QuantTensor& w, float* y, int64_t N) = 0;

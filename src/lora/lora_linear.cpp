@@ -107,6 +107,13 @@ void check_grad(const Tensor& g, const Shape& shape, const Linear& l, const char
 // y (N, O) = x · W0ᵀ (overwritten).
 template <typename T>
 void base_forward(Backend& be, const Linear& l, const T* x, T* y, int64_t N) {
+  if constexpr (std::is_same_v<T, float>) {
+    if (l.bf16_products) {
+      if (l.quantized()) be.qmatmul_forward_bf16(x, *l.qweight, y, N);
+      else be.matmul_xwt_bf16(x, l.weight, y, N);
+      return;
+    }
+  }
   if (l.quantized()) be.qmatmul_forward(x, *l.qweight, y, N);
   else be.matmul_xwt(x, l.weight, y, N);
 }
@@ -114,6 +121,13 @@ void base_forward(Backend& be, const Linear& l, const T* x, T* y, int64_t N) {
 // dx (N, K) += dy · W0.
 template <typename T>
 void base_backward_input(Backend& be, const Linear& l, const T* dy, T* dx, int64_t N) {
+  if constexpr (std::is_same_v<T, float>) {
+    if (l.bf16_products) {
+      if (l.quantized()) be.qmatmul_dy_w_acc_bf16(dy, *l.qweight, dx, N);
+      else be.matmul_dy_w_acc_bf16(dy, l.weight, dx, N);
+      return;
+    }
+  }
   if (l.quantized()) be.qmatmul_dy_w_acc(dy, *l.qweight, dx, N);
   else be.matmul_dy_w_acc(dy, l.weight, dx, N);
 }
@@ -246,7 +260,13 @@ void linear_backward(Backend& be, Linear& linear, const T* x, const T* dy, T* dx
   if (dx) base_backward_input<T>(be, linear, dy, dx, N);  // dx += dy · W0
 
   if (linear.train_weight) {
-    be.matmul_dyt_x_acc(dy, x, linear.grad_weight.data<T>(), N, O, K);  // dW (O, K) += dyᵀ · x
+    T* dw = linear.grad_weight.data<T>();  // dW (O, K) += dyᵀ · x
+    if constexpr (std::is_same_v<T, float>) {
+      if (linear.bf16_products) be.matmul_dyt_x_acc_bf16(dy, x, dw, N, O, K);
+      else be.matmul_dyt_x_acc(dy, x, dw, N, O, K);
+    } else {
+      be.matmul_dyt_x_acc(dy, x, dw, N, O, K);
+    }
     if (linear.bias.defined()) be.add_column_sums(dy, linear.grad_bias.data<T>(), N, O);
   }
 }

@@ -39,6 +39,9 @@ struct Linear {
   bool train_weight = false;
   Tensor grad_weight, grad_bias;
   std::unique_ptr<LoraAdapter> lora;
+  // bf16 compute: the base products (and a trained weight's gradient) run as bf16 × bf16 → f32
+  // GEMMs on bf16-rounded activations (Backend::*_bf16), as torch autocast runs them. f32 only.
+  bool bf16_products = false;
 
   bool quantized() const { return qweight != nullptr; }
 };

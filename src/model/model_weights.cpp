@@ -188,6 +188,7 @@ ModelWeights build_model_weights(Backend& backend, const ModelSource& src, const
       const auto [out_features, in_features] = c.projection_shape(p);
       lin.out = out_features;
       lin.in = in_features;
+      lin.bf16_products = options.compute == DType::BF16;
       const std::string weight = lin.name + ".weight", bias = lin.name + ".bias";
       const bool has_bias = c.attention_bias && p <= kProjV;
       if (full) {

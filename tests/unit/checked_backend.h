@@ -177,6 +177,26 @@ class CheckedBackend final : public CpuBackend {
   QLORA_CHECKED_KERNELS(double)
 #undef QLORA_CHECKED_KERNELS
 
+  void matmul_xwt_bf16(const float* x, const Tensor& w, float* y, int64_t N) override {
+    Guard g(*this, "matmul_xwt_bf16", {x, y}, {&w});
+    CpuBackend::matmul_xwt_bf16(x, w, y, N);
+  }
+  void matmul_dy_w_acc_bf16(const float* dy, const Tensor& w, float* dx, int64_t N) override {
+    Guard g(*this, "matmul_dy_w_acc_bf16", {dy, dx}, {&w});
+    CpuBackend::matmul_dy_w_acc_bf16(dy, w, dx, N);
+  }
+  void matmul_dyt_x_acc_bf16(const float* dy, const float* x, float* dw, int64_t N, int64_t O, int64_t K) override {
+    Guard g(*this, "matmul_dyt_x_acc_bf16", {dy, x, dw});
+    CpuBackend::matmul_dyt_x_acc_bf16(dy, x, dw, N, O, K);
+  }
+  void qmatmul_forward_bf16(const float* x, const QuantTensor& w, float* y, int64_t N) override {
+    Guard g(*this, "qmatmul_forward_bf16", {x, y}, quant_parts(w));
+    CpuBackend::qmatmul_forward_bf16(x, host_view(w), y, N);
+  }
+  void qmatmul_dy_w_acc_bf16(const float* dy, const QuantTensor& w, float* dx, int64_t N) override {
+    Guard g(*this, "qmatmul_dy_w_acc_bf16", {dy, dx}, quant_parts(w));
+    CpuBackend::qmatmul_dy_w_acc_bf16(dy, host_view(w), dx, N);
+  }
   void round_to_bf16(float* x, int64_t n) override {
     Guard g(*this, "round_to_bf16", {x});
     CpuBackend::round_to_bf16(x, n);

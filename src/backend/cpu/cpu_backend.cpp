@@ -110,6 +110,22 @@ QLORA_CPU_BACKEND_KERNELS(float)
 QLORA_CPU_BACKEND_KERNELS(double)
 #undef QLORA_CPU_BACKEND_KERNELS
 
+void CpuBackend::matmul_xwt_bf16(const float* x, const Tensor& w, float* y, int64_t N) {
+  cpu::matmul_xwt_bf16(x, w, y, N);
+}
+void CpuBackend::matmul_dy_w_acc_bf16(const float* dy, const Tensor& w, float* dx, int64_t N) {
+  cpu::matmul_dy_w_acc_bf16(dy, w, dx, N);
+}
+void CpuBackend::matmul_dyt_x_acc_bf16(const float* dy, const float* x, float* dw, int64_t N, int64_t O, int64_t K) {
+  cpu::matmul_dyt_x_acc_bf16(dy, x, dw, N, O, K);
+}
+void CpuBackend::qmatmul_forward_bf16(const float* x, const QuantTensor& w, float* y, int64_t N) {
+  cpu::qmatmul_forward_bf16(x, w, y, N);
+}
+void CpuBackend::qmatmul_dy_w_acc_bf16(const float* dy, const QuantTensor& w, float* dx, int64_t N) {
+  cpu::qmatmul_dy_w_acc_bf16(dy, w, dx, N);
+}
+
 void CpuBackend::round_to_bf16(float* x, int64_t n) { qlora::round_to_bf16(x, size_t(n)); }
 void CpuBackend::convert_f32_to_bf16(const float* src, uint16_t* dst, int64_t n) {
   qlora::convert_f32_to_bf16(src, dst, size_t(n));

@@ -56,6 +56,11 @@ class CpuBackend : public Backend {
   QLORA_CPU_BACKEND_KERNELS(double)
 #undef QLORA_CPU_BACKEND_KERNELS
 
+  void matmul_xwt_bf16(const float* x, const Tensor& w, float* y, int64_t N) override;
+  void matmul_dy_w_acc_bf16(const float* dy, const Tensor& w, float* dx, int64_t N) override;
+  void matmul_dyt_x_acc_bf16(const float* dy, const float* x, float* dw, int64_t N, int64_t O, int64_t K) override;
+  void qmatmul_forward_bf16(const float* x, const QuantTensor& w, float* y, int64_t N) override;
+  void qmatmul_dy_w_acc_bf16(const float* dy, const QuantTensor& w, float* dx, int64_t N) override;
   void round_to_bf16(float* x, int64_t n) override;
   void convert_f32_to_bf16(const float* src, uint16_t* dst, int64_t n) override;
   void convert(const Tensor& src, const Tensor& dst) override;

@@ -11,6 +11,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "backend/cpu/gemm_bf16.h"
 #include "core/error.h"
 
 namespace qlora::cpu {
@@ -157,6 +158,35 @@ template <typename T>
 void matmul_dyt_x_acc(const T* dy, const T* x, T* dw, int64_t N, int64_t O, int64_t K) {
   if (N == 0) return;
   gemm<T>(true, false, O, K, N, T(1), dy, O, x, K, T(1), dw, K);
+}
+
+namespace {
+
+Bf16Matrix bf16_weight(const Tensor& w, const char* op) {
+  if (w.ndim() != 2 || w.dtype() != DType::BF16)
+    fail("linear", "{}: bf16 products need a 2-D bf16 weight (O, K); got {}", op, w.describe());
+  return Bf16Matrix{w.dim(0), w.dim(1), w.data<uint16_t>(), w.dim(1), {}};
+}
+
+}  // namespace
+
+void matmul_xwt_bf16(const float* x, const Tensor& w, float* y, int64_t N) {
+  const Bf16Matrix m = bf16_weight(w, "matmul_xwt_bf16");
+  if (N <= kDirectDotMaxRows) {  // decode: the bf16 dot reads W once; same exact products
+    std::vector<float> xr(x, x + N * m.cols);
+    round_to_bf16(xr.data(), xr.size());
+    matmul_xwt<float>(xr.data(), w, y, N);
+    return;
+  }
+  bf16_xwt(x, m, y, N, active_isa());
+}
+
+void matmul_dy_w_acc_bf16(const float* dy, const Tensor& w, float* dx, int64_t N) {
+  bf16_dy_w_acc(dy, bf16_weight(w, "matmul_dy_w_acc_bf16"), dx, N, active_isa());
+}
+
+void matmul_dyt_x_acc_bf16(const float* dy, const float* x, float* dw, int64_t N, int64_t O, int64_t K) {
+  bf16_dyt_x_acc(dy, x, dw, N, O, K, active_isa());
 }
 
 template void matmul_xwt<float>(const float*, const Tensor&, float*, int64_t);

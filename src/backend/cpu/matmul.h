@@ -21,6 +21,12 @@ void matmul_dy_w_acc(const T* dy, const Tensor& w, T* dx, int64_t N);
 template <typename T>
 void matmul_dyt_x_acc(const T* dy, const T* x, T* dw, int64_t N, int64_t O, int64_t K);
 
+// bf16 compute (torch autocast): the activation operands rounded to bf16, w bf16 (O, K), products
+// exact and summed in f32, on the CPU's bf16 instructions (gemm_bf16.h) or the f32 fallback.
+void matmul_xwt_bf16(const float* x, const Tensor& w, float* y, int64_t N);
+void matmul_dy_w_acc_bf16(const float* dy, const Tensor& w, float* dx, int64_t N);
+void matmul_dyt_x_acc_bf16(const float* dy, const float* x, float* dw, int64_t N, int64_t O, int64_t K);
+
 // Plain-array general matrix product c (m, n) = alpha · op(a) · op(b) + beta · c, row-major,
 // op = transpose when the flag is set (cblas sgemm / dgemm).
 template <typename T>

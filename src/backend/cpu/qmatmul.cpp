@@ -22,6 +22,7 @@
 #include <climits>
 
 #include "core/error.h"
+#include "backend/cpu/gemm_bf16.h"
 #include "backend/cpu/matmul.h"
 #include "backend/cpu/quantize.h"
 
@@ -540,6 +541,36 @@ void qmatmul_dy_w_acc(const double* dy, const QuantTensor& w, double* dx, int64_
     // dx += dy[:, o0:o0+nr] · W[o0:o0+nr, :]: a sum over tiles of W's rows.
     gemm<double>(false, false, N, K, nr, 1.0, dy + o0, O, tile.data(), K, 1.0, dx, K);
   }
+}
+
+namespace {
+
+// w as a bf16 matrix whose slices are dequantized on demand (in f32, then rounded to bf16).
+Bf16Matrix bf16_slices(const QuantTensor& w, const char* op) {
+  check_weight(w, op);
+  const Dequant d = make_dequant(w, op);
+  const int64_t K = w.shape[1];
+  return Bf16Matrix{w.shape[0], K, nullptr, 0,
+                    [d, K](int64_t r0, int64_t rows, int64_t c0, int64_t cols, uint16_t* dst, int64_t ld) {
+                      thread_local std::vector<float> row;
+                      row.resize(size_t(cols));
+                      for (int64_t r = 0; r < rows; ++r) {
+                        dequant_range(d, (r0 + r) * K + c0, cols, row.data());
+                        convert_f32_to_bf16(row.data(), dst + r * ld, size_t(cols));
+                      }
+                    }};
+}
+
+}  // namespace
+
+void qmatmul_forward_bf16(const float* x, const QuantTensor& w, float* y, int64_t N) {
+  if (N < 0) fail("qmatmul_forward_bf16", "N must be >= 0; got {}", N);
+  bf16_xwt(x, bf16_slices(w, "qmatmul_forward_bf16"), y, N, active_isa());
+}
+
+void qmatmul_dy_w_acc_bf16(const float* dy, const QuantTensor& w, float* dx, int64_t N) {
+  if (N < 0) fail("qmatmul_dy_w_acc_bf16", "N must be >= 0; got {}", N);
+  bf16_dy_w_acc(dy, bf16_slices(w, "qmatmul_dy_w_acc_bf16"), dx, N, active_isa());
 }
 
 void dequantize_4bit(const QuantTensor& w, float* out) {

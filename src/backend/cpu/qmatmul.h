@@ -24,6 +24,13 @@ void qmatmul_backward_input(const float* dy, const QuantTensor& w, float* dx, in
 void qmatmul_dy_w_acc(const float* dy, const QuantTensor& w, float* dx, int64_t N);
 void qmatmul_dy_w_acc(const double* dy, const QuantTensor& w, double* dx, int64_t N);
 
+// bf16 compute, as bitsandbytes with bnb_4bit_compute_dtype=bfloat16: each weight value
+// code · absmax (f32) rounded to bf16, dequantized slice by slice into the bf16 GEMM's packed
+// operand (no bf16 copy of w exists), the activation rounded to bf16, f32 accumulation.
+// y (N, O) = x · dequant(w)ᵀ (overwritten); dx (N, K) += dy · dequant(w).
+void qmatmul_forward_bf16(const float* x, const QuantTensor& w, float* y, int64_t N);
+void qmatmul_dy_w_acc_bf16(const float* dy, const QuantTensor& w, float* dx, int64_t N);
+
 // out (numel) = dequant(w), f32.
 void dequantize_4bit(const QuantTensor& w, float* out);
 

@@ -1,0 +1,217 @@
+// The bf16 products (backend/cpu/gemm_bf16.h) on every ISA this CPU has — AMX, AVX512-BF16 and the
+// f32 fallback — against a double-precision reference on the same bf16-rounded operands, for the
+// forward y = x·Wᵀ, dx += dy·W and dW += dyᵀ·x, on aligned shapes (W read in place) and ragged
+// ones (padding on every edge), dense and 4-bit weights; and QLORA_CPU_ISA forcing each path.
+//
+// Tolerance: once both operands are bf16, each product is exact in f32 (8 × 8 significant bits),
+// so the kernels differ from the exact sum only by f32 summation in some order. The bound for any
+// order is |computed - exact| <= n·u·Σ|terms| (u = 2^-24, Higham's gamma_n); we allow
+// n·2^-23·Σ|terms|, twice that. It holds on any x86-64 CPU. A wrong tile, pair or padding gives
+// errors of the order of Σ|terms| itself.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "backend/cpu/cpu_isa.h"
+#include "backend/cpu/gemm_bf16.h"
+#include "backend/cpu/matmul.h"
+#include "backend/cpu/qmatmul.h"
+#include "core/dtype.h"
+#include "core/error.h"
+#include "core/rng.h"
+#include "quant/nf4.h"
+
+using namespace qlora;
+using cpu::CpuIsa;
+
+namespace {
+
+constexpr double kEpsF32 = 1.0 / 8388608.0;  // 2^-23
+
+std::vector<float> random_values(int64_t n, Rng& rng, float scale = 1.0f) {
+  std::vector<float> v(static_cast<size_t>(n), 0.0f);
+  for (float& x : v) x = (2.0f * rng.uniform() - 1.0f) * scale;
+  return v;
+}
+
+double rounded(float v) { return double(bf16_to_f32(f32_to_bf16(v))); }
+
+std::vector<uint16_t> to_bf16(const std::vector<float>& v) {
+  std::vector<uint16_t> out(v.size());
+  convert_f32_to_bf16(v.data(), out.data(), v.size());
+  return out;
+}
+
+// c (M, Nc) = a (M, Kc) · b (Kc, Nc) in double over bf16-rounded operands, element accessors given.
+// bound receives n·2^-23·Σ|terms| per element.
+template <typename A, typename B>
+void reference(int64_t M, int64_t Nc, int64_t Kc, A a, B b, std::vector<double>& c, std::vector<double>& bound) {
+  c.assign(size_t(M * Nc), 0.0);
+  bound.assign(size_t(M * Nc), 0.0);
+  for (int64_t i = 0; i < M; ++i)
+    for (int64_t j = 0; j < Nc; ++j) {
+      double s = 0, abs = 0;
+      for (int64_t k = 0; k < Kc; ++k) {
+        const double t = a(i, k) * b(k, j);
+        s += t, abs += std::fabs(t);
+      }
+      c[size_t(i * Nc + j)] = s;
+      bound[size_t(i * Nc + j)] = double(std::max<int64_t>(Kc, 1)) * kEpsF32 * abs + 1e-30;
+    }
+}
+
+void expect_within(const std::vector<float>& got, const std::vector<double>& want, const std::vector<double>& bound,
+                   const std::string& what) {
+  ASSERT_EQ(got.size(), want.size());
+  int reported = 0;
+  for (size_t i = 0; i < got.size(); ++i) {
+    if (std::fabs(double(got[i]) - want[i]) <= bound[i]) continue;
+    ADD_FAILURE() << what << " element " << i << ": got " << got[i] << ", want " << want[i] << " ± " << bound[i];
+    if (++reported == 5) return;
+  }
+}
+
+std::vector<CpuIsa> isas_here() {
+  std::vector<CpuIsa> out;
+  for (CpuIsa isa : {CpuIsa::Avx2, CpuIsa::Avx512Bf16, CpuIsa::Amx})
+    if (isa <= cpu::detected_isa()) out.push_back(isa);
+  return out;
+}
+
+struct Shape3 {
+  int64_t N, O, K;
+};
+// Aligned (W read in place, whole tiles), ragged on every edge, single rows, and a K spanning many steps.
+const Shape3 kShapes[] = {{1, 1, 1},    {5, 7, 9},     {37, 45, 70},  {64, 96, 128},
+                          {33, 32, 64}, {100, 200, 96}, {3, 50, 1000}, {256, 64, 576}};
+
+class GemmBf16 : public ::testing::TestWithParam<CpuIsa> {};
+
+TEST_P(GemmBf16, ForwardMatchesReference) {
+  const CpuIsa isa = GetParam();
+  Rng rng(11);
+  for (const Shape3& s : kShapes) {
+    const std::vector<float> x = random_values(s.N * s.K, rng), w = random_values(s.O * s.K, rng);
+    const std::vector<uint16_t> w16 = to_bf16(w);
+    std::vector<float> y(size_t(s.N * s.O), 123.0f);  // overwritten
+    cpu::bf16_xwt(x.data(), cpu::Bf16Matrix{s.O, s.K, w16.data(), s.K, {}}, y.data(), s.N, isa);
+    std::vector<double> want, bound;
+    reference(
+        s.N, s.O, s.K, [&](int64_t n, int64_t k) { return rounded(x[size_t(n * s.K + k)]); },
+        [&](int64_t k, int64_t o) { return rounded(w[size_t(o * s.K + k)]); }, want, bound);
+    expect_within(y, want, bound, fmt::format("{} xwt N={} O={} K={}", cpu::isa_name(isa), s.N, s.O, s.K));
+  }
+}
+
+TEST_P(GemmBf16, InputGradientAccumulates) {
+  const CpuIsa isa = GetParam();
+  Rng rng(12);
+  for (const Shape3& s : kShapes) {
+    const std::vector<float> dy = random_values(s.N * s.O, rng), w = random_values(s.O * s.K, rng);
+    const std::vector<float> dx0 = random_values(s.N * s.K, rng);
+    const std::vector<uint16_t> w16 = to_bf16(w);
+    std::vector<float> dx = dx0;
+    cpu::bf16_dy_w_acc(dy.data(), cpu::Bf16Matrix{s.O, s.K, w16.data(), s.K, {}}, dx.data(), s.N, isa);
+    std::vector<double> want, bound;
+    reference(
+        s.N, s.K, s.O, [&](int64_t n, int64_t o) { return rounded(dy[size_t(n * s.O + o)]); },
+        [&](int64_t o, int64_t k) { return rounded(w[size_t(o * s.K + k)]); }, want, bound);
+    for (size_t i = 0; i < want.size(); ++i) want[i] += dx0[i], bound[i] += kEpsF32 * std::fabs(want[i]);
+    expect_within(dx, want, bound, fmt::format("{} dy_w N={} O={} K={}", cpu::isa_name(isa), s.N, s.O, s.K));
+  }
+}
+
+TEST_P(GemmBf16, WeightGradientAccumulates) {
+  const CpuIsa isa = GetParam();
+  Rng rng(13);
+  for (const Shape3& s : kShapes) {
+    const std::vector<float> dy = random_values(s.N * s.O, rng), x = random_values(s.N * s.K, rng);
+    const std::vector<float> dw0 = random_values(s.O * s.K, rng);
+    std::vector<float> dw = dw0;
+    cpu::bf16_dyt_x_acc(dy.data(), x.data(), dw.data(), s.N, s.O, s.K, isa);
+    std::vector<double> want, bound;
+    reference(
+        s.O, s.K, s.N, [&](int64_t o, int64_t n) { return rounded(dy[size_t(n * s.O + o)]); },
+        [&](int64_t n, int64_t k) { return rounded(x[size_t(n * s.K + k)]); }, want, bound);
+    for (size_t i = 0; i < want.size(); ++i) want[i] += dw0[i], bound[i] += kEpsF32 * std::fabs(want[i]);
+    expect_within(dw, want, bound, fmt::format("{} dyt_x N={} O={} K={}", cpu::isa_name(isa), s.N, s.O, s.K));
+  }
+}
+
+std::string isa_param_name(const ::testing::TestParamInfo<CpuIsa>& info) { return cpu::isa_name(info.param); }
+
+INSTANTIATE_TEST_SUITE_P(EveryIsaHere, GemmBf16, ::testing::ValuesIn(isas_here()), isa_param_name);
+
+// Sets QLORA_CPU_ISA for one scope.
+class ForcedIsa {
+ public:
+  explicit ForcedIsa(const char* name) { setenv("QLORA_CPU_ISA", name, 1); }
+  ~ForcedIsa() { unsetenv("QLORA_CPU_ISA"); }
+};
+
+TEST(CpuIsa, EnvironmentCapsTheChoice) {
+  {
+    ForcedIsa f("avx2");
+    EXPECT_EQ(cpu::active_isa(), CpuIsa::Avx2);
+  }
+  {
+    ForcedIsa f("amx");  // never above what the CPU has
+    EXPECT_EQ(cpu::active_isa(), cpu::detected_isa());
+  }
+  {
+    ForcedIsa f("avx512bf16");
+    EXPECT_EQ(cpu::active_isa(), std::min(CpuIsa::Avx512Bf16, cpu::detected_isa()));
+  }
+  EXPECT_EQ(cpu::active_isa(), cpu::detected_isa());
+  ForcedIsa f("sse2");
+  try {
+    cpu::active_isa();
+    FAIL() << "an unknown QLORA_CPU_ISA was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("QLORA_CPU_ISA='sse2'"), std::string::npos) << e.what();
+  }
+}
+
+// The 4-bit products through the public entry points, each ISA forced by QLORA_CPU_ISA: every
+// weight value is code · absmax in f32 rounded to bf16 (bitsandbytes' bf16 dequantization).
+TEST(QmatmulBf16, EveryForcedIsaMatchesReference) {
+  Rng rng(14);
+  const int64_t N = 45, O = 70, K = 128;
+  const std::vector<float> w = random_values(O * K, rng, 0.05f);
+  const QuantTensor q = quantize_4bit(w.data(), {O, K}, QuantType::NF4, 64, true);
+  const Tensor deq = dequantize_4bit(q);
+  const float* wq = deq.data<float>();
+  const std::vector<float> x = random_values(N * K, rng), dy = random_values(N * O, rng);
+  std::vector<double> y_want, y_bound, dx_want, dx_bound;
+  reference(
+      N, O, K, [&](int64_t n, int64_t k) { return rounded(x[size_t(n * K + k)]); },
+      [&](int64_t k, int64_t o) { return rounded(wq[o * K + k]); }, y_want, y_bound);
+  reference(
+      N, K, O, [&](int64_t n, int64_t o) { return rounded(dy[size_t(n * O + o)]); },
+      [&](int64_t o, int64_t k) { return rounded(wq[o * K + k]); }, dx_want, dx_bound);
+  for (CpuIsa isa : isas_here()) {
+    ForcedIsa f(cpu::isa_name(isa));
+    ASSERT_EQ(cpu::active_isa(), isa);
+    std::vector<float> y(size_t(N * O), 7.0f), dx(size_t(N * K), 0.0f);
+    cpu::qmatmul_forward_bf16(x.data(), q, y.data(), N);
+    cpu::qmatmul_dy_w_acc_bf16(dy.data(), q, dx.data(), N);
+    expect_within(y, y_want, y_bound, fmt::format("{} qmatmul_forward_bf16", cpu::isa_name(isa)));
+    expect_within(dx, dx_want, dx_bound, fmt::format("{} qmatmul_dy_w_acc_bf16", cpu::isa_name(isa)));
+  }
+}
+
+TEST(MatmulBf16, RejectsANonBf16Weight) {
+  const Tensor w = Tensor::zeros({4, 4}, DType::F32);
+  std::vector<float> x(16), y(16);
+  try {
+    cpu::matmul_xwt_bf16(x.data(), w, y.data(), 4);
+    FAIL() << "an f32 weight was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("bf16 weight"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace

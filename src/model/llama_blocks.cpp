@@ -115,6 +115,20 @@ void LlamaModel::Impl::gradients_ready(int64_t block) const {
   hook({p.block, p.first_param, p.param_count, p.offset, p.bytes});
 }
 
+namespace {
+
+// logits (N, V) = h · lm_headᵀ; with bf16 compute on a bf16 head, the bf16 product (h is already
+// rounded to bf16, so only the summation order differs from the f32 kernel).
+template <typename T>
+void lm_head_logits(Backend& be, const T* h, const Tensor& lm_head, T* logits, int64_t N, DType compute) {
+  if constexpr (std::is_same_v<T, float>) {
+    if (compute == DType::BF16 && lm_head.dtype() == DType::BF16) return be.matmul_xwt_bf16(h, lm_head, logits, N);
+  }
+  be.matmul_xwt(h, lm_head, logits, N);
+}
+
+}  // namespace
+
 template <typename T>
 void LlamaModel::Impl::block_forward(int64_t l, const Rows& rows, const T* x_in, BlockActivations& a, Tensor& x_out,
                                      bool training, uint64_t seed) {
@@ -257,7 +271,7 @@ LossSum LlamaModel::Impl::run(const Batch& batch, Mode mode, double grad_scale, 
   LossSum result;
   if (mode == Mode::Logits) {
     Tensor logits = be.zeros({N, c.vocab_size}, kScalarDType<T>);
-    be.matmul_xwt(ws.hf.data<T>(), w.lm_head, logits.data<T>(), N);
+    lm_head_logits<T>(be, ws.hf.data<T>(), w.lm_head, logits.data<T>(), N, options.compute);
     *logits_out = be.to_host(logits).to(DType::F32);
   }
   const int32_t* targets = ws.targets.data<int32_t>();
@@ -341,7 +355,7 @@ Tensor LlamaModel::Impl::infer(KvCache& cache, const int32_t* ids, int64_t n, bo
   be.rmsnorm_forward(last, ptr<T>(w.norm), ws.hf.data<T>(), ws.rstd_f.data<T>(), out_rows, C, c.rms_norm_eps);
   round(ws.hf);
   Tensor logits = be.zeros({out_rows, c.vocab_size}, kScalarDType<T>);  // (rows, V)
-  be.matmul_xwt(ws.hf.data<T>(), w.lm_head, logits.data<T>(), out_rows);
+  lm_head_logits<T>(be, ws.hf.data<T>(), w.lm_head, logits.data<T>(), out_rows, options.compute);
   return be.to_host(logits).to(DType::F32);
 }
 

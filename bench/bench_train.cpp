@@ -23,6 +23,7 @@
 using namespace qlora;
 
 int main(int argc, char** argv) {
+  prefer_passive_omp_wait(argv);  // as the qlora CLI does
   CLI::App app("qlora.cpp training throughput");
   std::string model_path, method = "qlora", dtype = "f32";
   int64_t seq = 256, batch = 1, steps = 3, warmup = 1, rank = 8;

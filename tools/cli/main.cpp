@@ -6,9 +6,11 @@
 #include <exception>
 
 #include "commands.h"
+#include "backend/cpu/threads.h"
 #include "core/error.h"
 
 int main(int argc, char** argv) {
+  qlora::prefer_passive_omp_wait(argv);  // before any OpenMP region; see backend/cpu/threads.h
   CLI::App app{"qlora.cpp: fine-tune Llama-family models with QLoRA on the hardware you have"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "qlora 0.1.0");

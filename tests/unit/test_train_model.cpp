@@ -4,6 +4,8 @@
 // micro-batches accumulate to the full batch, QLoRA keeps no dense base, bf16 stays close to f32.
 #include <gtest/gtest.h>
 
+#include <cstdlib>
+
 #include <cmath>
 
 #include "core/error.h"
@@ -221,6 +223,24 @@ TEST(TrainModel, BadOptionsThrow) {
   o = lora_options(TrainMethod::Lora, DType::F16);
   EXPECT_THROW(TrainModel(test::load_fixture("llama-gqa"), o), Error);
   EXPECT_THROW(train_method_from_name("prefix"), Error);
+}
+
+// QLORA_CPU_ISA forces each bf16 product path (AMX, AVX512-BF16, the f32 fallback) on a whole
+// model, LoRA and QLoRA: the paths compute the same exact products and differ only in f32
+// summation order, which can flip an activation's bf16 rounding by one step (2^-8) here and there;
+// the mean loss then moves by far less than 0.2%, while a wrong product moves it by O(1).
+TEST(TrainModel, Bf16ProductsAgreeOnEveryIsa) {
+  for (TrainMethod method : {TrainMethod::Lora, TrainMethod::Qlora}) {
+    std::vector<double> losses;
+    for (const char* isa : {"avx2", "avx512bf16", "amx"}) {
+      setenv("QLORA_CPU_ISA", isa, 1);
+      TrainModel model(test::load_fixture("llama-gqa"), lora_options(method, DType::BF16));
+      const Batch batch = make_batch(test::random_sequences(6, model.config().vocab_size, 2, 16), 0, 2);
+      losses.push_back(model.evaluate(batch).mean());
+      unsetenv("QLORA_CPU_ISA");
+    }
+    for (size_t i = 1; i < losses.size(); ++i) EXPECT_NEAR(losses[i], losses[0], 2e-3 * losses[0]) << i;
+  }
 }
 
 }  // namespace

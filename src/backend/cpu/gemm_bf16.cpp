@@ -214,12 +214,6 @@ void gemm_contract_rows(const uint16_t* A, int64_t lda, int64_t M, int64_t Kc, c
 // Rows of W widened per sgemm call: 256 x K f32 stays in L2 for K up to ~4096.
 constexpr int64_t kFallbackPanelRows = 256;
 
-std::vector<float> rounded_copy(const float* src, int64_t n) {
-  std::vector<float> out(src, src + n);
-  round_to_bf16(out.data(), size_t(n));
-  return out;
-}
-
 // Calls fn(o0, rows, panel) for each panel of rows of w (rows, cols), widened to f32.
 template <typename Fn>
 void for_each_f32_panel(const Bf16Matrix& w, Fn&& fn) {
@@ -235,6 +229,12 @@ void for_each_f32_panel(const Bf16Matrix& w, Fn&& fn) {
 
 }  // namespace
 
+std::vector<float> bf16_rounded_copy(const float* src, int64_t n) {
+  std::vector<float> out(src, src + n);
+  round_to_bf16(out.data(), size_t(n));
+  return out;
+}
+
 void Bf16Matrix::read(int64_t r0, int64_t nrows, int64_t c0, int64_t ncols, uint16_t* dst, int64_t dst_ld) const {
   if (data) {
     for (int64_t r = 0; r < nrows; ++r) std::memcpy(dst + r * dst_ld, data + (r0 + r) * ld + c0, size_t(ncols) * 2);
@@ -247,7 +247,7 @@ void bf16_xwt(const float* x, const Bf16Matrix& w, float* y, int64_t N, CpuIsa i
   const int64_t O = w.rows, K = w.cols;
   if (N <= 0 || O <= 0) return;
   if (!has_bf16_kernel(isa)) {
-    const std::vector<float> xr = rounded_copy(x, N * K);
+    const std::vector<float> xr = bf16_rounded_copy(x, N * K);
     for_each_f32_panel(w, [&](int64_t o0, int64_t rows, const float* panel) {
       gemm<float>(false, true, N, rows, K, 1.0f, xr.data(), K, panel, K, 0.0f, y + o0, O);
     });
@@ -291,7 +291,7 @@ void bf16_dy_w_acc(const float* dy, const Bf16Matrix& w, float* dx, int64_t N, C
   const int64_t O = w.rows, K = w.cols;
   if (N <= 0 || K <= 0 || O <= 0) return;
   if (!has_bf16_kernel(isa)) {
-    const std::vector<float> dyr = rounded_copy(dy, N * O);
+    const std::vector<float> dyr = bf16_rounded_copy(dy, N * O);
     for_each_f32_panel(w, [&](int64_t o0, int64_t rows, const float* panel) {
       gemm<float>(false, false, N, K, rows, 1.0f, dyr.data() + o0, O, panel, K, 1.0f, dx, K);
     });
@@ -306,7 +306,7 @@ void bf16_dy_w_acc(const float* dy, const Bf16Matrix& w, float* dx, int64_t N, C
 void bf16_dyt_x_acc(const float* dy, const float* x, float* dw, int64_t N, int64_t O, int64_t K, CpuIsa isa) {
   if (N <= 0 || K <= 0 || O <= 0) return;
   if (!has_bf16_kernel(isa)) {
-    const std::vector<float> dyr = rounded_copy(dy, N * O), xr = rounded_copy(x, N * K);
+    const std::vector<float> dyr = bf16_rounded_copy(dy, N * O), xr = bf16_rounded_copy(x, N * K);
     gemm<float>(true, false, O, K, N, 1.0f, dyr.data(), O, xr.data(), K, 1.0f, dw, K);
     return;
   }

@@ -10,6 +10,7 @@
 #pragma once
 #include <cstdint>
 #include <functional>
+#include <vector>
 
 #include "backend/cpu/cpu_isa.h"
 
@@ -33,6 +34,9 @@ void bf16_xwt(const float* x, const Bf16Matrix& w, float* y, int64_t N, CpuIsa i
 void bf16_dy_w_acc(const float* dy, const Bf16Matrix& w, float* dx, int64_t N, CpuIsa isa);
 // dw (O, K) += dyᵀ (O, N) · x (N, K), both rounded to bf16.
 void bf16_dyt_x_acc(const float* dy, const float* x, float* dw, int64_t N, int64_t O, int64_t K, CpuIsa isa);
+
+// A copy of src (n) rounded to bf16 (kept in f32): the activation operand of the f32 paths.
+std::vector<float> bf16_rounded_copy(const float* src, int64_t n);
 
 // Whether isa has a native bf16 kernel here (Amx or Avx512Bf16).
 inline bool has_bf16_kernel(CpuIsa isa) { return isa >= CpuIsa::Avx512Bf16; }

@@ -173,9 +173,7 @@ Bf16Matrix bf16_weight(const Tensor& w, const char* op) {
 void matmul_xwt_bf16(const float* x, const Tensor& w, float* y, int64_t N) {
   const Bf16Matrix m = bf16_weight(w, "matmul_xwt_bf16");
   if (N <= kDirectDotMaxRows) {  // decode: the bf16 dot reads W once; same exact products
-    std::vector<float> xr(x, x + N * m.cols);
-    round_to_bf16(xr.data(), xr.size());
-    matmul_xwt<float>(xr.data(), w, y, N);
+    matmul_xwt<float>(bf16_rounded_copy(x, N * m.cols).data(), w, y, N);
     return;
   }
   bf16_xwt(x, m, y, N, active_isa());

@@ -206,6 +206,13 @@ class Backend : public std::enable_shared_from_this<Backend> {
                                      int64_t K) = 0;
   virtual void qmatmul_forward_bf16(const float* x, const QuantTensor& w, float* y, int64_t N) = 0;
   virtual void qmatmul_dy_w_acc_bf16(const float* dy, const QuantTensor& w, float* dx, int64_t N) = 0;
+  // The fused LM head + cross-entropy in bf16 compute (w (V, C) bf16): the products as above, and
+  // the logits rounded to bf16 before the softmax (torch autocast's lm_head returns bf16 logits).
+  virtual CrossEntropyResult cross_entropy_forward_bf16(const float* h, const Tensor& w, const int32_t* targets,
+                                                        int64_t N, float* row_losses, int64_t chunk_rows) = 0;
+  virtual CrossEntropyResult cross_entropy_forward_backward_bf16(const float* h, const Tensor& w,
+                                                                 const int32_t* targets, int64_t N, float grad_scale,
+                                                                 float* dh, float* dw, int64_t chunk_rows) = 0;
 
   // ---- frozen 4-bit weights (NF4/FP4, optionally double-quantized), never dequantized whole ----
   // y (N, O) = x · dequant(w)ᵀ (overwritten).

@@ -127,6 +127,20 @@ void lm_head_logits(Backend& be, const T* h, const Tensor& lm_head, T* logits, i
   be.matmul_xwt(h, lm_head, logits, N);
 }
 
+// The fused LM head + cross-entropy (loss only, or with dh written and dw accumulated); with
+// bf16 compute on a bf16 head, the bf16 products and bf16 logits.
+template <typename T>
+CrossEntropyResult head_loss(Backend& be, const T* h, const Tensor& lm_head, const int32_t* targets, int64_t N,
+                             DType compute, T grad_scale = T(0), T* dh = nullptr, T* dw = nullptr) {
+  if constexpr (std::is_same_v<T, float>) {
+    if (compute == DType::BF16 && lm_head.dtype() == DType::BF16)
+      return dh ? be.cross_entropy_forward_backward_bf16(h, lm_head, targets, N, grad_scale, dh, dw, kLossChunkRows)
+                : be.cross_entropy_forward_bf16(h, lm_head, targets, N, nullptr, kLossChunkRows);
+  }
+  return dh ? be.cross_entropy_forward_backward(h, lm_head, targets, N, grad_scale, dh, dw, kLossChunkRows)
+            : be.cross_entropy_forward(h, lm_head, targets, N, static_cast<T*>(nullptr), kLossChunkRows);
+}
+
 }  // namespace
 
 template <typename T>
@@ -276,15 +290,14 @@ LossSum LlamaModel::Impl::run(const Batch& batch, Mode mode, double grad_scale, 
   }
   const int32_t* targets = ws.targets.data<int32_t>();
   if (!train) {
-    const CrossEntropyResult ce =
-        be.cross_entropy_forward(ws.hf.data<T>(), w.lm_head, targets, N, static_cast<T*>(nullptr), kLossChunkRows);
+    const CrossEntropyResult ce = head_loss<T>(be, ws.hf.data<T>(), w.lm_head, targets, N, options.compute);
     result.loss = ce.loss_sum, result.tokens = ce.count;
     return result;
   }
 
   T* dlm_head = w.tied ? ptr<T>(w.grad_embed) : ptr<T>(w.grad_lm_head);
-  const CrossEntropyResult ce = be.cross_entropy_forward_backward(ws.hf.data<T>(), w.lm_head, targets, N, T(grad_scale),
-                                                                  ws.dhf.data<T>(), dlm_head, kLossChunkRows);
+  const CrossEntropyResult ce = head_loss<T>(be, ws.hf.data<T>(), w.lm_head, targets, N, options.compute,
+                                             T(grad_scale), ws.dhf.data<T>(), dlm_head);
   result.loss = ce.loss_sum, result.tokens = ce.count;
   Tensor& dx = ws.dx;
   be.memset(dx.raw(), 0, dx.nbytes());

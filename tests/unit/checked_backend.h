@@ -197,6 +197,16 @@ class CheckedBackend final : public CpuBackend {
     Guard g(*this, "qmatmul_dy_w_acc_bf16", {dy, dx}, quant_parts(w));
     CpuBackend::qmatmul_dy_w_acc_bf16(dy, host_view(w), dx, N);
   }
+  CrossEntropyResult cross_entropy_forward_bf16(const float* h, const Tensor& w, const int32_t* t, int64_t N,
+                                                float* rl, int64_t chunk) override {
+    Guard g(*this, "cross_entropy_forward_bf16", {h, t, rl}, {&w});
+    return CpuBackend::cross_entropy_forward_bf16(h, w, t, N, rl, chunk);
+  }
+  CrossEntropyResult cross_entropy_forward_backward_bf16(const float* h, const Tensor& w, const int32_t* t, int64_t N,
+                                                         float scale, float* dh, float* dw, int64_t chunk) override {
+    Guard g(*this, "cross_entropy_forward_backward_bf16", {h, t, dh, dw}, {&w});
+    return CpuBackend::cross_entropy_forward_backward_bf16(h, w, t, N, scale, dh, dw, chunk);
+  }
   void round_to_bf16(float* x, int64_t n) override {
     Guard g(*this, "round_to_bf16", {x});
     CpuBackend::round_to_bf16(x, n);

@@ -1,7 +1,8 @@
 // The bf16 products (backend/cpu/gemm_bf16.h) on every ISA this CPU has — AMX, AVX512-BF16 and the
 // f32 fallback — against a double-precision reference on the same bf16-rounded operands, for the
 // forward y = x·Wᵀ, dx += dy·W and dW += dyᵀ·x, on aligned shapes (W read in place) and ragged
-// ones (padding on every edge), dense and 4-bit weights; and QLORA_CPU_ISA forcing each path.
+// ones (padding on every edge), dense and 4-bit weights; QLORA_CPU_ISA forcing each path; and the
+// LM head + cross-entropy in bf16 (bf16 logits) against a double reference.
 //
 // Tolerance: once both operands are bf16, each product is exact in f32 (8 × 8 significant bits),
 // so the kernels differ from the exact sum only by f32 summation in some order. The bound for any
@@ -10,12 +11,14 @@
 // errors of the order of Σ|terms| itself.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <string>
 #include <vector>
 
 #include "backend/cpu/cpu_isa.h"
+#include "backend/cpu/cross_entropy.h"
 #include "backend/cpu/gemm_bf16.h"
 #include "backend/cpu/matmul.h"
 #include "backend/cpu/qmatmul.h"
@@ -215,3 +218,82 @@ TEST(MatmulBf16, RejectsANonBf16Weight) {
 }
 
 }  // namespace
+
+// The bf16 LM head + cross-entropy on every forced ISA against a double reference: logits of the
+// bf16-rounded operands, rounded to bf16, then the softmax. The kernel's f32 logit lies within the
+// summation bound b of the exact one, so its bf16 rounding is the reference's except where
+// [l - b, l + b] straddles a rounding midpoint ("a flip"): there it may be one bf16 ulp off. Flips
+// move lse by at most f = Σ p_j·ulp_j (first order; ulps are < 2^-5 here) and the target logit by
+// its own ulp: that, plus f32 softmax error, is the loss tolerance. Logits left unrounded miss it
+// (they are ~2^-9 |l| off on every logit, not on the few that flip); a wrong row or target by O(1).
+// Gradients: dlogit_j = scale·(p_j - onehot) moves by scale·p_j·(e^(ulp_j + f) - 1) through flips,
+// and the products round it to bf16 (|rel err| <= 2^-9, 2^-8 allowed); dh and dW are held to
+// Σ_j |W or h|·that, plus f32 summation. A transposed head or a missing accumulate is O(1) off.
+TEST(CrossEntropyBf16, EveryForcedIsaMatchesReference) {
+  Rng rng(15);
+  const int64_t N = 37, V = 300, C = 96;
+  const std::vector<float> h = random_values(N * C, rng, 0.5f), w = random_values(V * C, rng, 0.5f);
+  Tensor head = Tensor::zeros({V, C}, DType::BF16);
+  convert_f32_to_bf16(w.data(), head.data<uint16_t>(), size_t(V * C));
+  std::vector<int32_t> targets(static_cast<size_t>(N));
+  for (int64_t n = 0; n < N; ++n) targets[size_t(n)] = n % 5 == 3 ? -100 : int32_t((n * 37) % V);
+  const float scale = 0.5f;
+  // Reference in double: per row the loss, its tolerance, dlogits and their tolerance.
+  std::vector<double> loss_want(size_t(N), 0.0), loss_tol(size_t(N), 0.0);
+  std::vector<double> dlog(size_t(N * V), 0.0), dlog_tol(size_t(N * V), 0.0);
+  for (int64_t n = 0; n < N; ++n) {
+    if (targets[size_t(n)] < 0) continue;
+    std::vector<double> l(static_cast<size_t>(V)), ulp(static_cast<size_t>(V), 0.0);
+    for (int64_t j = 0; j < V; ++j) {
+      double s = 0, abs = 0;
+      for (int64_t k = 0; k < C; ++k) {
+        const double t = rounded(h[size_t(n * C + k)]) * rounded(w[size_t(j * C + k)]);
+        s += t, abs += std::fabs(t);
+      }
+      const double b = double(C) * kEpsF32 * abs + 1e-30;
+      l[size_t(j)] = rounded(float(s));
+      ulp[size_t(j)] = std::fabs(rounded(float(s + b)) - rounded(float(s - b)));  // 0 unless it may flip
+    }
+    const int32_t t = targets[size_t(n)];
+    const double m = *std::max_element(l.begin(), l.end());
+    double z = 0;
+    for (double v : l) z += std::exp(v - m);
+    double flips = 0;
+    for (int64_t j = 0; j < V; ++j) flips += std::exp(l[size_t(j)] - m) / z * ulp[size_t(j)] * 1.02;
+    loss_want[size_t(n)] = m + std::log(z) - l[size_t(t)];
+    loss_tol[size_t(n)] = flips + ulp[size_t(t)] + double(V) * kEpsF32;
+    for (int64_t j = 0; j < V; ++j) {
+      const double p = std::exp(l[size_t(j)] - m) / z;
+      double& d = dlog[size_t(n * V + j)];
+      d = scale * (p - (j == t ? 1.0 : 0.0));
+      dlog_tol[size_t(n * V + j)] = scale * p * std::expm1(ulp[size_t(j)] + flips) + std::fabs(d) / 256;
+    }
+  }
+  std::vector<double> dh_want(size_t(N * C), 0.0), dh_tol(size_t(N * C), 1e-12);
+  std::vector<double> dw_want(size_t(V * C), 0.0), dw_tol(size_t(V * C), 1e-12);
+  const double sum_eps = double(std::max(V, N)) * kEpsF32;
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t j = 0; j < V; ++j) {
+      const double d = dlog[size_t(n * V + j)], dt = dlog_tol[size_t(n * V + j)] + sum_eps * std::fabs(d);
+      for (int64_t k = 0; k < C; ++k) {
+        const double wk = rounded(w[size_t(j * C + k)]), hk = rounded(h[size_t(n * C + k)]);
+        dh_want[size_t(n * C + k)] += d * wk, dh_tol[size_t(n * C + k)] += dt * std::fabs(wk);
+        dw_want[size_t(j * C + k)] += d * hk, dw_tol[size_t(j * C + k)] += dt * std::fabs(hk);
+      }
+    }
+  for (CpuIsa isa : isas_here()) {
+    ForcedIsa f(cpu::isa_name(isa));
+    const std::string name = cpu::isa_name(isa);
+    std::vector<float> row_losses(size_t(N), -1.0f), dh(size_t(N * C), 9.0f), dw(size_t(V * C), 0.0f);
+    const CrossEntropyResult fwd =
+        cpu::cross_entropy_forward_bf16(h.data(), head, targets.data(), N, row_losses.data(), /*chunk_rows=*/8);
+    const CrossEntropyResult both = cpu::cross_entropy_forward_backward_bf16(h.data(), head, targets.data(), N, scale,
+                                                                             dh.data(), dw.data(), 8);
+    for (int64_t n = 0; n < N; ++n)
+      EXPECT_NEAR(row_losses[size_t(n)], loss_want[size_t(n)], loss_tol[size_t(n)]) << name << " row " << n;
+    EXPECT_EQ(fwd.count, both.count);
+    EXPECT_EQ(fwd.loss_sum, both.loss_sum) << name << ": the backward pass computed a different loss";
+    expect_within(dh, dh_want, dh_tol, name + " cross-entropy dh");
+    expect_within(dw, dw_want, dw_tol, name + " cross-entropy dW");
+  }
+}

@@ -126,6 +126,17 @@ void CpuBackend::qmatmul_dy_w_acc_bf16(const float* dy, const QuantTensor& w, fl
   cpu::qmatmul_dy_w_acc_bf16(dy, w, dx, N);
 }
 
+CrossEntropyResult CpuBackend::cross_entropy_forward_bf16(const float* h, const Tensor& w, const int32_t* targets,
+                                                          int64_t N, float* row_losses, int64_t chunk_rows) {
+  return cpu::cross_entropy_forward_bf16(h, w, targets, N, row_losses, chunk_rows);
+}
+
+CrossEntropyResult CpuBackend::cross_entropy_forward_backward_bf16(const float* h, const Tensor& w,
+                                                                   const int32_t* targets, int64_t N, float grad_scale,
+                                                                   float* dh, float* dw, int64_t chunk_rows) {
+  return cpu::cross_entropy_forward_backward_bf16(h, w, targets, N, grad_scale, dh, dw, chunk_rows);
+}
+
 void CpuBackend::round_to_bf16(float* x, int64_t n) { qlora::round_to_bf16(x, size_t(n)); }
 void CpuBackend::convert_f32_to_bf16(const float* src, uint16_t* dst, int64_t n) {
   qlora::convert_f32_to_bf16(src, dst, size_t(n));

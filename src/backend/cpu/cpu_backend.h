@@ -61,6 +61,11 @@ class CpuBackend : public Backend {
   void matmul_dyt_x_acc_bf16(const float* dy, const float* x, float* dw, int64_t N, int64_t O, int64_t K) override;
   void qmatmul_forward_bf16(const float* x, const QuantTensor& w, float* y, int64_t N) override;
   void qmatmul_dy_w_acc_bf16(const float* dy, const QuantTensor& w, float* dx, int64_t N) override;
+  CrossEntropyResult cross_entropy_forward_bf16(const float* h, const Tensor& w, const int32_t* targets, int64_t N,
+                                                float* row_losses, int64_t chunk_rows) override;
+  CrossEntropyResult cross_entropy_forward_backward_bf16(const float* h, const Tensor& w, const int32_t* targets,
+                                                         int64_t N, float grad_scale, float* dh, float* dw,
+                                                         int64_t chunk_rows) override;
   void round_to_bf16(float* x, int64_t n) override;
   void convert_f32_to_bf16(const float* src, uint16_t* dst, int64_t n) override;
   void convert(const Tensor& src, const Tensor& dst) override;

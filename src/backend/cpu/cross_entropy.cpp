@@ -3,6 +3,9 @@
 // the chunk's logits (rows, V) come from one gemm, the softmax runs OpenMP-parallel over rows with
 // the max subtracted (logsumexp = m + log Σ exp(l - m)), and the products dh = dlogits·W and
 // dW += dlogitsᵀ·h are two more gemms. Losses are summed in double, in row order (reproducible).
+// With bf16 compute the three products are bf16 × bf16 → f32 (gemm_bf16.h) and the logits are
+// rounded to bf16 before the softmax: torch autocast's lm_head returns bf16 logits, and the loss
+// upcasts them to f32 (transformers' loss_function calls logits.float()).
 // Tested in tests/grad/test_op_grads.cpp and tests/unit/test_train_ops.cpp.
 #include "backend/cpu/cross_entropy.h"
 
@@ -10,10 +13,13 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "backend/cpu/fast_exp.h"
+#include "backend/cpu/gemm_bf16.h"
 #include "backend/cpu/matmul.h"
+#include "core/dtype.h"
 #include "core/error.h"
 #include "core/ignore_index.h"
 
@@ -41,13 +47,16 @@ std::vector<int64_t> active_rows(const int32_t* targets, int64_t N) {
 }
 
 // Turns each logits row (V) in place into softmax - onehot(target) scaled by grad_scale (when
-// backward) and writes the row's loss = logsumexp - logit[target].
+// backward) and writes the row's loss = logsumexp - logit[target]. With round_logits the row is
+// first rounded to bf16 (bf16 compute's logits), here where it is hot in cache.
 template <typename T>
 void softmax_rows(T* logits, const int32_t* targets, const int64_t* rows, int64_t n_rows, int64_t V, bool backward,
-                  T grad_scale, T* losses) {
+                  T grad_scale, T* losses, bool round_logits) {
 #pragma omp parallel for if (n_rows * V > 32768) schedule(static)
   for (int64_t r = 0; r < n_rows; ++r) {
     T* row = logits + r * V;
+    if constexpr (std::is_same_v<T, float>)
+      if (round_logits) round_to_bf16(row, size_t(V));
     const int32_t target = targets[rows[r]];
     T m = -std::numeric_limits<T>::infinity();
 #pragma omp simd reduction(max : m)
@@ -73,11 +82,51 @@ void softmax_rows(T* logits, const int32_t* targets, const int64_t* rows, int64_
   }
 }
 
+// The head's three products in the compute precision: T's own (f32/f64 gemm, a bf16 head widened)
+// or, with bf16 compute (T = float, a bf16 head), the bf16 kernels.
+template <typename T>
+struct HeadProducts {
+  const Tensor& w;
+  bool bf16 = false;
+  cpu::Bf16Matrix wm{};
+  CpuIsa isa = CpuIsa::Avx2;
+
+  HeadProducts(const Tensor& head, bool bf16_compute) : w(head), bf16(bf16_compute) {
+    if (!bf16) return;
+    if (w.dtype() != DType::BF16) fail("cross_entropy", "bf16 compute needs a bf16 lm head; got {}", w.describe());
+    wm = Bf16Matrix{w.dim(0), w.dim(1), w.data<uint16_t>(), w.dim(1), {}};
+    isa = active_isa();
+  }
+  // logits (rows, V) = h · Wᵀ.
+  void logits(const T* h, T* out, int64_t rows) const {
+    if constexpr (std::is_same_v<T, float>) {
+      if (bf16) {
+        bf16_xwt(h, wm, out, rows, isa);  // softmax_rows rounds the logits to bf16
+        return;
+      }
+    }
+    matmul_xwt<T>(h, w, out, rows);
+  }
+  // dh (rows, C) += dlogits · W.
+  void dh(const T* dlogits, T* out, int64_t rows) const {
+    if constexpr (std::is_same_v<T, float>)
+      if (bf16) return bf16_dy_w_acc(dlogits, wm, out, rows, isa);
+    matmul_dy_w_acc<T>(dlogits, w, out, rows);
+  }
+  // dW (V, C) += dlogitsᵀ · h.
+  void dw(const T* dlogits, const T* h, T* out, int64_t rows) const {
+    if constexpr (std::is_same_v<T, float>)
+      if (bf16) return bf16_dyt_x_acc(dlogits, h, out, rows, w.dim(0), w.dim(1), isa);
+    matmul_dyt_x_acc<T>(dlogits, h, out, rows, w.dim(0), w.dim(1));
+  }
+};
+
 // Shared body: with dh == nullptr only the losses are computed.
 template <typename T>
 CrossEntropyResult run(const T* h, const Tensor& w, const int32_t* targets, int64_t N, T* row_losses, T grad_scale,
-                       T* dh, T* dw, int64_t chunk_rows) {
+                       T* dh, T* dw, int64_t chunk_rows, bool bf16) {
   check_inputs(w, targets, N, chunk_rows);
+  const HeadProducts<T> head(w, bf16);
   const int64_t V = w.dim(0), C = w.dim(1);
   const bool backward = dh != nullptr;
   if (row_losses) std::fill(row_losses, row_losses + N, T(0));
@@ -95,19 +144,19 @@ CrossEntropyResult run(const T* h, const Tensor& w, const int32_t* targets, int6
     // next to the (rows, V, C) gemms).
 #pragma omp parallel for if (n_rows * C > 65536) schedule(static)
     for (int64_t r = 0; r < n_rows; ++r) std::memcpy(&h_chunk[size_t(r * C)], h + chunk_ids[r] * C, size_t(C) * sizeof(T));
-    matmul_xwt<T>(h_chunk.data(), w, logits.data(), n_rows);  // (rows, V)
-    softmax_rows<T>(logits.data(), targets, chunk_ids, n_rows, V, backward, grad_scale, losses.data());
+    head.logits(h_chunk.data(), logits.data(), n_rows);  // (rows, V)
+    softmax_rows<T>(logits.data(), targets, chunk_ids, n_rows, V, backward, grad_scale, losses.data(), bf16);
     for (int64_t r = 0; r < n_rows; ++r) {
       result.loss_sum += double(losses[size_t(r)]);
       if (row_losses) row_losses[chunk_ids[r]] = losses[size_t(r)];
     }
     if (backward) {
       std::fill(dh_chunk.begin(), dh_chunk.begin() + n_rows * C, T(0));
-      matmul_dy_w_acc<T>(logits.data(), w, dh_chunk.data(), n_rows);  // (rows, C) = dlogits · W
+      head.dh(logits.data(), dh_chunk.data(), n_rows);  // (rows, C) = dlogits · W
 #pragma omp parallel for if (n_rows * C > 65536) schedule(static)
       for (int64_t r = 0; r < n_rows; ++r)
         std::memcpy(dh + chunk_ids[r] * C, &dh_chunk[size_t(r * C)], size_t(C) * sizeof(T));
-      if (dw) matmul_dyt_x_acc<T>(logits.data(), h_chunk.data(), dw, n_rows, V, C);  // (V, C) += dlogitsᵀ · h
+      if (dw) head.dw(logits.data(), h_chunk.data(), dw, n_rows);  // (V, C) += dlogitsᵀ · h
     }
   }
   result.count = n_active;
@@ -119,14 +168,26 @@ CrossEntropyResult run(const T* h, const Tensor& w, const int32_t* targets, int6
 template <typename T>
 CrossEntropyResult cross_entropy_forward(const T* h, const Tensor& w, const int32_t* targets, int64_t N,
                                          T* row_losses, int64_t chunk_rows) {
-  return run<T>(h, w, targets, N, row_losses, T(1), nullptr, nullptr, chunk_rows);
+  return run<T>(h, w, targets, N, row_losses, T(1), nullptr, nullptr, chunk_rows, false);
 }
 
 template <typename T>
 CrossEntropyResult cross_entropy_forward_backward(const T* h, const Tensor& w, const int32_t* targets, int64_t N,
                                                   T grad_scale, T* dh, T* dw, int64_t chunk_rows) {
   if (!dh) fail("cross_entropy", "dh must not be null in cross_entropy_forward_backward");
-  return run<T>(h, w, targets, N, nullptr, grad_scale, dh, dw, chunk_rows);
+  return run<T>(h, w, targets, N, nullptr, grad_scale, dh, dw, chunk_rows, false);
+}
+
+CrossEntropyResult cross_entropy_forward_bf16(const float* h, const Tensor& w, const int32_t* targets, int64_t N,
+                                              float* row_losses, int64_t chunk_rows) {
+  return run<float>(h, w, targets, N, row_losses, 1.0f, nullptr, nullptr, chunk_rows, true);
+}
+
+CrossEntropyResult cross_entropy_forward_backward_bf16(const float* h, const Tensor& w, const int32_t* targets,
+                                                       int64_t N, float grad_scale, float* dh, float* dw,
+                                                       int64_t chunk_rows) {
+  if (!dh) fail("cross_entropy", "dh must not be null in cross_entropy_forward_backward_bf16");
+  return run<float>(h, w, targets, N, nullptr, grad_scale, dh, dw, chunk_rows, true);
 }
 
 template CrossEntropyResult cross_entropy_forward<float>(const float*, const Tensor&, const int32_t*, int64_t,

@@ -21,4 +21,12 @@ template <typename T>
 CrossEntropyResult cross_entropy_forward_backward(const T* h, const Tensor& w, const int32_t* targets, int64_t N,
                                                   T grad_scale, T* dh, T* dw, int64_t chunk_rows = kLossChunkRows);
 
+// bf16 compute (w (V, C) bf16, h already bf16-rounded): the products are bf16 × bf16 → f32 and the
+// logits are rounded to bf16 before the softmax, as torch autocast's bf16 lm_head output is.
+CrossEntropyResult cross_entropy_forward_bf16(const float* h, const Tensor& w, const int32_t* targets, int64_t N,
+                                              float* row_losses = nullptr, int64_t chunk_rows = kLossChunkRows);
+CrossEntropyResult cross_entropy_forward_backward_bf16(const float* h, const Tensor& w, const int32_t* targets,
+                                                       int64_t N, float grad_scale, float* dh, float* dw,
+                                                       int64_t chunk_rows = kLossChunkRows);
+
 }  // namespace qlora::cpu

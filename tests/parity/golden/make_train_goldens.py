@@ -127,7 +127,9 @@ def lora_model(base, use_rslora: bool, seed: int):
     params = {peft_key(n): p for n, p in model.named_parameters() if p.requires_grad}
     assert set(params) == set(get_peft_model_state_dict(model)), "PEFT key naming changed"
     assert len(params) == 2 * len(TARGETS) * base.config.num_hidden_layers
-    assert all(p.dtype == base.dtype for p in params.values()), "adapter dtype != base dtype"
+    # PEFT keeps a bf16 base's adapters in f32 (autocast_adapter_dtype), as a bf16 user trains them.
+    adapter_dtype = torch.float32 if base.dtype == torch.bfloat16 else base.dtype
+    assert all(p.dtype == adapter_dtype for p in params.values()), "adapter dtype changed"
     return model, params
 
 
@@ -245,6 +247,7 @@ def make_model(name: str, seed: int, settings: dict):
     ids, labels, mask = make_batch(cfg["vocab_size"], seed)
     common = {"input_ids": ids.clone(), "labels": labels.clone(), "attention_mask": mask.clone()}
     files, report = {}, {"seed": seed, "target_count": int((labels[:, 1:] != -100).sum())}
+    f32_runs = {}  # kind -> (loss, logits, grads) of the f32 case, the bf16 cases' reference
 
     for case, kind in (("lora_grads", "lora"), ("lora_rslora_grads", "rslora"), ("full_grads", "full"),
                        ("qlora_grads", "qlora")):
@@ -264,6 +267,24 @@ def make_model(name: str, seed: int, settings: dict):
         tensors["loss"] = torch.tensor([float(loss)], dtype=torch.float32)
         files[case] = {**common, **tensors}
         report[case] = disc
+        f32_runs[kind] = (loss, logits, grads)
+
+    # bf16 compute as a CPU user runs it: the base loaded in bfloat16, PEFT's adapters in f32
+    # (PEFT's autocast_adapter_dtype), the loss on the bf16 logits upcast to f32. The spread to
+    # the f32 case is the bf16 rounding noise the engine's tolerance is measured against.
+    for case, kind in (("lora_bf16_grads", "lora"),):
+        tensors, loss, logits, grads = grads_case(name, seed, torch.bfloat16, ids, labels, mask, kind)
+        loss32, logits32, grads32 = f32_runs[kind]
+        rel, absd, fro = max_rel(grads, grads32)
+        valid = mask.bool()
+        disc = {"loss": float(loss), "bf16_vs_f32_loss_abs_diff": sci(abs(float(loss) - float(loss32))),
+                "bf16_vs_f32_grad_max_rel_diff": sci(rel), "bf16_vs_f32_grad_max_rel_fro": sci(fro),
+                "bf16_vs_f32_logits_max_abs_diff": sci(float((logits.double() - logits32.double())[valid].abs().max()))}
+        log(f"[{name}/{case}] loss {float(loss):.6f}  bf16-vs-f32: loss {disc['bf16_vs_f32_loss_abs_diff']:.3g}, "
+            f"grads max rel {rel:.3g} rel Frobenius {fro:.3g}, logits {disc['bf16_vs_f32_logits_max_abs_diff']:.3g}")
+        tensors["loss"] = torch.tensor([float(loss)], dtype=torch.float32)
+        files[case] = {**common, **tensors}
+        report[case] = disc
 
     for case, nf4 in (("lora_curve", False), ("qlora_curve", True)):
         tensors, losses, norms, final = curve_case(name, seed, torch.float32, ids, labels, mask, nf4)
@@ -279,6 +300,16 @@ def make_model(name: str, seed: int, settings: dict):
             f"final A/B max abs {absd:.3g} max rel {rel:.3g} rel Frobenius {fro:.3g}")
         files[case] = {**common, **tensors}
         report[case] = disc
+
+    case = "lora_bf16_curve"
+    tensors, losses, norms, final = curve_case(name, seed, torch.bfloat16, ids, labels, mask, False)
+    losses32 = report["lora_curve"]["losses"]
+    disc = {"losses": [round(x, 7) for x in losses], "grad_norms": [round(x, 7) for x in norms],
+            "bf16_vs_f32_loss_max_abs_diff": sci(max(abs(a - b) for a, b in zip(losses, losses32)))}
+    log(f"[{name}/{case}] losses {losses[0]:.6f} -> {losses[-1]:.6f}; bf16-vs-f32 losses "
+        f"{disc['bf16_vs_f32_loss_max_abs_diff']:.3g}")
+    files[case] = {**common, **tensors}
+    report[case] = disc
 
     meta = {"settings": json.dumps(settings, sort_keys=True), "model": name, "seed": str(seed)}
     return files, meta, report

@@ -180,9 +180,12 @@ TEST(CpuIsa, EnvironmentCapsTheChoice) {
 
 // The 4-bit products through the public entry points, each ISA forced by QLORA_CPU_ISA: every
 // weight value is code · absmax in f32 rounded to bf16 (bitsandbytes' bf16 dequantization).
+// Shapes whose rows do not fill whole 64-value blocks (K = 32, 72) as well as aligned ones.
 TEST(QmatmulBf16, EveryForcedIsaMatchesReference) {
   Rng rng(14);
-  const int64_t N = 45, O = 70, K = 128;
+  for (const Shape3& s : {Shape3{45, 70, 128}, Shape3{48, 72, 32}, Shape3{24, 32, 72}}) {
+  const int64_t N = s.N, O = s.O, K = s.K;
+  SCOPED_TRACE(fmt::format("N={} O={} K={}", N, O, K));
   const std::vector<float> w = random_values(O * K, rng, 0.05f);
   const QuantTensor q = quantize_4bit(w.data(), {O, K}, QuantType::NF4, 64, true);
   const Tensor deq = dequantize_4bit(q);
@@ -203,6 +206,7 @@ TEST(QmatmulBf16, EveryForcedIsaMatchesReference) {
     cpu::qmatmul_dy_w_acc_bf16(dy.data(), q, dx.data(), N);
     expect_within(y, y_want, y_bound, fmt::format("{} qmatmul_forward_bf16", cpu::isa_name(isa)));
     expect_within(dx, dx_want, dx_bound, fmt::format("{} qmatmul_dy_w_acc_bf16", cpu::isa_name(isa)));
+  }
   }
 }
 

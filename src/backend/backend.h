@@ -81,6 +81,8 @@ class Backend : public std::enable_shared_from_this<Backend> {
   virtual ~Backend() = default;
   virtual Device device() const = 0;
   virtual std::string name() const = 0;  // "cpu", ...
+  // Whether bf16 compute runs on native bf16 units here, and so beats f32 (`compute_dtype: auto`).
+  virtual bool native_bf16() const { return false; }
 
   // ---- memory --------------------------------------------------------------------------------
   // Zero-filled, 64-byte aligned; throws Error naming the size when the device is out of memory.

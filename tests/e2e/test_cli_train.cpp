@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "backend/cpu/cpu_backend.h"
 #include "cli_runner.h"
 #include "io/peft_adapter.h"
 #include "model/model_source.h"
@@ -108,6 +109,21 @@ TEST_F(CliTrain, DryRunPrintsConfigAndEstimateOnly) {
   EXPECT_FALSE(test::exists(run.out));
 }
 
+// compute_dtype auto: bf16 where the CPU backend has native bf16 units, f32 where it has none
+// (QLORA_CPU_ISA=avx512 takes them away on any CPU); the dry run prints the choice as the config.
+TEST_F(CliTrain, AutoComputeDtypeFollowsTheCpu) {
+  TinyRun run;
+  const bool native = make_cpu_backend()->native_bf16();
+  const test::RunResult r = run.train("--dry-run --compute_dtype auto");
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_NE(r.out.find(native ? "compute_dtype: bf16" : "compute_dtype: f32"), std::string::npos) << r.out;
+  setenv("QLORA_CPU_ISA", "avx512", 1);
+  const test::RunResult f = run.train("--dry-run --compute_dtype auto");
+  unsetenv("QLORA_CPU_ISA");
+  ASSERT_EQ(f.exit_code, 0) << f.out;
+  EXPECT_NE(f.out.find("compute_dtype: f32"), std::string::npos) << f.out;
+}
+
 TEST_F(CliTrain, ResumeEqualsUninterruptedRun) {
   // A cosine schedule depends on max_steps, so both runs use a constant one: 2 steps, then
   // --resume with max_steps 4, must give the adapter of 4 straight steps byte for byte.
@@ -151,6 +167,7 @@ TEST_F(CliTrain, BadConfigsNameTheKeyAndWriteNothing) {
       {"--sequence_len 100000", "key 'sequence_len' 100000 exceeds"},
       {"--micro_batch_size 0", "key 'micro_batch_size' must be > 0"},
       {"--method prefix", "key 'method'"},
+      {"--compute_dtype fp16", "key 'compute_dtype' must be f32, bf16 or auto"},
       {"--lora_dropout 1.5", "key 'lora_dropout'"},
       {"--memory-budget lots", "key 'memory_budget' must be a size"},
   };

@@ -125,7 +125,7 @@ const std::vector<std::pair<std::string, Key>>& keys() {
       {"base_model", field(&C::base_model, "a path")},
       {"tokenizer", field(&C::tokenizer, "a path")},
       {"method", field(&C::method, "full, lora or qlora")},
-      {"compute_dtype", field(&C::compute_dtype, "f32 or bf16")},
+      {"compute_dtype", field(&C::compute_dtype, "f32, bf16 or auto")},
       {"lora_r", field(&C::lora_r, "an integer")},
       {"lora_alpha", field(&C::lora_alpha, "a number")},
       {"lora_dropout", field(&C::lora_dropout, "a number")},
@@ -220,8 +220,8 @@ void validate(const TrainRunConfig& c) {
   } catch (const Error&) {
     fail("config", "key 'method' must be full, lora or qlora; got '{}'", c.method);
   }
-  if (c.compute_dtype != "f32" && c.compute_dtype != "bf16")
-    fail("config", "key 'compute_dtype' must be f32 or bf16; got '{}'", c.compute_dtype);
+  if (c.compute_dtype != "f32" && c.compute_dtype != "bf16" && c.compute_dtype != "auto")
+    fail("config", "key 'compute_dtype' must be f32, bf16 or auto; got '{}'", c.compute_dtype);
   if (c.datasets.empty()) fail("config", "key 'datasets' is required: at least one dataset file");
   for (size_t i = 0; i < c.datasets.size(); ++i) {
     const DatasetConfig& d = c.datasets[i];

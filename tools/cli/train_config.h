@@ -23,7 +23,7 @@ struct TrainRunConfig {
   std::string base_model;
   std::string tokenizer;           // default: the model's own
   std::string method = "qlora";    // full | lora | qlora
-  std::string compute_dtype = "f32";
+  std::string compute_dtype = "f32";  // f32 | bf16 | auto (bf16 where the backend has native bf16 units)
   // LoRA.
   int64_t lora_r = 8;
   double lora_alpha = 16;

@@ -11,6 +11,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "backend/cpu/cpu_backend.h"
 #include "backend/cpu/threads.h"
 #include "common.h"
 #include "core/error.h"
@@ -156,6 +157,11 @@ void run_training(const TrainRunConfig& requested, const TrainRunOptions& option
   auto log = [&](const std::string& line) {
     if (!options.quiet) fmt::print(stderr, "{}\n", line);
   };
+  if (c.compute_dtype == "auto") {  // decided here, once, so the estimate and the model agree
+    c.compute_dtype = make_cpu_backend()->native_bf16() ? "bf16" : "f32";
+    log(fmt::format("compute_dtype auto: {} ({})", c.compute_dtype,
+                    c.compute_dtype == "bf16" ? "this CPU has native bf16 units" : "no native bf16 units here"));
+  }
 
   // Opened, not loaded: the model streams its weights in one tensor at a time.
   const ModelSource source = ModelSource::open(c.base_model);

@@ -8,7 +8,9 @@
 
 #include "backend/cpu/attention.h"
 #include "backend/cpu/block_ops.h"
+#include "backend/cpu/cpu_isa.h"
 #include "backend/cpu/cross_entropy.h"
+#include "backend/cpu/gemm_bf16.h"
 #include "backend/cpu/lora_ops.h"
 #include "backend/cpu/matmul.h"
 #include "backend/cpu/optimizer_ops.h"
@@ -136,6 +138,8 @@ CrossEntropyResult CpuBackend::cross_entropy_forward_backward_bf16(const float* 
                                                                    float* dh, float* dw, int64_t chunk_rows) {
   return cpu::cross_entropy_forward_backward_bf16(h, w, targets, N, grad_scale, dh, dw, chunk_rows);
 }
+
+bool CpuBackend::native_bf16() const { return cpu::has_bf16_kernel(cpu::active_isa()); }
 
 void CpuBackend::round_to_bf16(float* x, int64_t n) { qlora::round_to_bf16(x, size_t(n)); }
 void CpuBackend::convert_f32_to_bf16(const float* src, uint16_t* dst, int64_t n) {

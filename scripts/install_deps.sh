@@ -3,7 +3,7 @@
 set -euo pipefail
 packages=(build-essential cmake pkg-config git ca-certificates python3
   nlohmann-json3-dev libcli11-dev libfmt-dev libopenblas-dev libopenblas-openmp-dev libyaml-cpp-dev libpcre2-dev
-  libgtest-dev libgmock-dev libomp-dev unzip)
+  libgtest-dev libgmock-dev libomp-dev libdnnl-dev unzip)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -21,6 +21,7 @@
 #include "backend/cpu/cross_entropy.h"
 #include "backend/cpu/gemm_bf16.h"
 #include "backend/cpu/matmul.h"
+#include "backend/cpu/onednn_gemm.h"
 #include "backend/cpu/qmatmul.h"
 #include "core/dtype.h"
 #include "core/error.h"
@@ -91,10 +92,38 @@ struct Shape3 {
 const Shape3 kShapes[] = {{1, 1, 1},    {5, 7, 9},     {37, 45, 70},  {64, 96, 128},
                           {33, 32, 64}, {100, 200, 96}, {3, 50, 1000}, {256, 64, 576}};
 
-class GemmBf16 : public ::testing::TestWithParam<CpuIsa> {};
+// One way of running the products: an ISA level and, where it has native bf16, the engine
+// (our micro-kernels or oneDNN's matmul, QLORA_CPU_GEMM).
+struct Kernel {
+  CpuIsa isa;
+  const char* engine;
+};
+
+std::vector<Kernel> kernels_here() {
+  std::vector<Kernel> out;
+  for (CpuIsa isa : isas_here()) {
+    out.push_back({isa, "own"});
+    if (cpu::has_bf16_kernel(isa) && cpu::onednn_built()) out.push_back({isa, "onednn"});
+  }
+  return out;
+}
+
+std::string kernel_name(const Kernel& k) { return fmt::format("{}_{}", cpu::isa_name(k.isa), k.engine); }
+
+// Sets QLORA_CPU_GEMM for one scope.
+class ForcedEngine {
+ public:
+  explicit ForcedEngine(const char* name) { setenv("QLORA_CPU_GEMM", name, 1); }
+  ~ForcedEngine() { unsetenv("QLORA_CPU_GEMM"); }
+};
+
+class GemmBf16 : public ::testing::TestWithParam<Kernel> {
+ protected:
+  ForcedEngine engine_{GetParam().engine};
+};
 
 TEST_P(GemmBf16, ForwardMatchesReference) {
-  const CpuIsa isa = GetParam();
+  const CpuIsa isa = GetParam().isa;
   Rng rng(11);
   for (const Shape3& s : kShapes) {
     const std::vector<float> x = random_values(s.N * s.K, rng), w = random_values(s.O * s.K, rng);
@@ -110,7 +139,7 @@ TEST_P(GemmBf16, ForwardMatchesReference) {
 }
 
 TEST_P(GemmBf16, InputGradientAccumulates) {
-  const CpuIsa isa = GetParam();
+  const CpuIsa isa = GetParam().isa;
   Rng rng(12);
   for (const Shape3& s : kShapes) {
     const std::vector<float> dy = random_values(s.N * s.O, rng), w = random_values(s.O * s.K, rng);
@@ -128,7 +157,7 @@ TEST_P(GemmBf16, InputGradientAccumulates) {
 }
 
 TEST_P(GemmBf16, WeightGradientAccumulates) {
-  const CpuIsa isa = GetParam();
+  const CpuIsa isa = GetParam().isa;
   Rng rng(13);
   for (const Shape3& s : kShapes) {
     const std::vector<float> dy = random_values(s.N * s.O, rng), x = random_values(s.N * s.K, rng);
@@ -144,9 +173,26 @@ TEST_P(GemmBf16, WeightGradientAccumulates) {
   }
 }
 
-std::string isa_param_name(const ::testing::TestParamInfo<CpuIsa>& info) { return cpu::isa_name(info.param); }
+std::string kernel_param_name(const ::testing::TestParamInfo<Kernel>& info) { return kernel_name(info.param); }
 
-INSTANTIATE_TEST_SUITE_P(EveryIsaHere, GemmBf16, ::testing::ValuesIn(isas_here()), isa_param_name);
+INSTANTIATE_TEST_SUITE_P(EveryIsaHere, GemmBf16, ::testing::ValuesIn(kernels_here()), kernel_param_name);
+
+TEST(GemmEngine, DefaultAndOverride) {
+  EXPECT_EQ(cpu::gemm_engine(CpuIsa::Avx512Bf16), cpu::GemmEngine::Own);  // the default
+  EXPECT_EQ(cpu::gemm_engine(CpuIsa::Amx), cpu::GemmEngine::Own);
+  if (cpu::onednn_built()) {
+    ForcedEngine e("onednn");
+    EXPECT_EQ(cpu::gemm_engine(CpuIsa::Avx512Bf16), cpu::GemmEngine::OneDnn);
+    EXPECT_EQ(cpu::gemm_engine(CpuIsa::Avx2), cpu::GemmEngine::Own);  // no native bf16: the f32 fallback
+  }
+  ForcedEngine e("blas");
+  try {
+    cpu::gemm_engine(CpuIsa::Avx512Bf16);
+    FAIL() << "an unknown QLORA_CPU_GEMM was accepted";
+  } catch (const Error& err) {
+    EXPECT_NE(std::string(err.what()).find("QLORA_CPU_GEMM='blas'"), std::string::npos) << err.what();
+  }
+}
 
 // Sets QLORA_CPU_ISA for one scope.
 class ForcedIsa {
@@ -198,14 +244,16 @@ TEST(QmatmulBf16, EveryForcedIsaMatchesReference) {
   reference(
       N, K, O, [&](int64_t n, int64_t o) { return rounded(dy[size_t(n * O + o)]); },
       [&](int64_t o, int64_t k) { return rounded(wq[o * K + k]); }, dx_want, dx_bound);
-  for (CpuIsa isa : isas_here()) {
+  for (const Kernel& k : kernels_here()) {
+    const CpuIsa isa = k.isa;
     ForcedIsa f(cpu::isa_name(isa));
+    ForcedEngine e(k.engine);
     ASSERT_EQ(cpu::active_isa(), isa);
     std::vector<float> y(size_t(N * O), 7.0f), dx(size_t(N * K), 0.0f);
     cpu::qmatmul_forward_bf16(x.data(), q, y.data(), N);
     cpu::qmatmul_dy_w_acc_bf16(dy.data(), q, dx.data(), N);
-    expect_within(y, y_want, y_bound, fmt::format("{} qmatmul_forward_bf16", cpu::isa_name(isa)));
-    expect_within(dx, dx_want, dx_bound, fmt::format("{} qmatmul_dy_w_acc_bf16", cpu::isa_name(isa)));
+    expect_within(y, y_want, y_bound, kernel_name(k) + " qmatmul_forward_bf16");
+    expect_within(dx, dx_want, dx_bound, kernel_name(k) + " qmatmul_dy_w_acc_bf16");
   }
   }
 }
@@ -285,9 +333,10 @@ TEST(CrossEntropyBf16, EveryForcedIsaMatchesReference) {
         dw_want[size_t(j * C + k)] += d * hk, dw_tol[size_t(j * C + k)] += dt * std::fabs(hk);
       }
     }
-  for (CpuIsa isa : isas_here()) {
-    ForcedIsa f(cpu::isa_name(isa));
-    const std::string name = cpu::isa_name(isa);
+  for (const Kernel& k : kernels_here()) {
+    ForcedIsa f(cpu::isa_name(k.isa));
+    ForcedEngine e(k.engine);
+    const std::string name = kernel_name(k);
     std::vector<float> row_losses(size_t(N), -1.0f), dh(size_t(N * C), 9.0f), dw(size_t(V * C), 0.0f);
     const CrossEntropyResult fwd =
         cpu::cross_entropy_forward_bf16(h.data(), head, targets.data(), N, row_losses.data(), /*chunk_rows=*/8);

@@ -9,16 +9,22 @@
 // the rows of W (or of x), whose pairs of rows interleave into tiles per 32-column block.
 // Work is split over output blocks with dynamic scheduling, so a descheduled thread (a busy
 // machine) leaves its remaining blocks to the others instead of stalling a static partition.
+// With the oneDNN engine (gemm_engine) the same products go to oneDNN's matmul on row-major bf16
+// operands instead; a 4-bit weight is then dequantized into panels of about 1 MiB.
 #include "backend/cpu/gemm_bf16.h"
 
 #include <immintrin.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
+#include <string_view>
 #include <vector>
 
 #include "backend/cpu/matmul.h"
+#include "backend/cpu/onednn_gemm.h"
 #include "core/dtype.h"
+#include "core/error.h"
 
 namespace qlora::cpu {
 
@@ -243,9 +249,95 @@ void Bf16Matrix::read(int64_t r0, int64_t nrows, int64_t c0, int64_t ncols, uint
   slice(r0, nrows, c0, ncols, dst, dst_ld);
 }
 
+namespace {
+
+// ---- the oneDNN engine -------------------------------------------------------------------------
+
+// x (rows, cols) f32 as a row-major bf16 array (or, transposed, its transpose (cols, rows)).
+const uint16_t* bf16_rows(const float* x, int64_t rows, int64_t cols, bool transposed, std::vector<uint16_t>& buf) {
+  buf.resize(size_t(rows * cols));
+  uint16_t* dst = buf.data();
+  if (!transposed) {
+#pragma omp parallel for schedule(static) if (rows * cols > 65536)
+    for (int64_t r = 0; r < rows; ++r) convert_f32_to_bf16(x + r * cols, dst + r * cols, size_t(cols));
+  } else {
+#pragma omp parallel for schedule(static) if (rows * cols > 65536)
+    for (int64_t c = 0; c < cols; ++c)
+      for (int64_t r = 0; r < rows; ++r) dst[c * rows + r] = f32_to_bf16(x[r * cols + c]);
+  }
+  return dst;
+}
+
+// Rows per dequantized panel of a 4-bit weight: about 1 MiB of bf16 (a multiple of 32), or all.
+int64_t panel_rows(int64_t O, int64_t K) {
+  const int64_t rows = std::max<int64_t>(kBlock, (int64_t(1) << 19) / std::max<int64_t>(K, 1) / kBlock * kBlock);
+  return std::min(O, rows);
+}
+
+// For each panel of w's rows [o0, o0 + n): fn(o0, n, panel (n, K) row-major bf16, its row stride).
+// A plain bf16 array is one panel read in place; a slice producer is read panel by panel, in
+// parallel over 32-row strips.
+template <typename Fn>
+void for_each_bf16_panel(const Bf16Matrix& w, Fn&& fn) {
+  const int64_t O = w.rows, K = w.cols;
+  if (w.data) return fn(int64_t(0), O, w.data, w.ld);
+  thread_local std::vector<uint16_t> panel;
+  const int64_t P = panel_rows(O, K);
+  panel.resize(size_t(P * K));
+  uint16_t* dst = panel.data();  // not `panel` inside the region: each worker has its own thread_local
+  for (int64_t o0 = 0; o0 < O; o0 += P) {
+    const int64_t n = std::min(P, O - o0);
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int64_t r = 0; r < n; r += kBlock) w.read(o0 + r, std::min(kBlock, n - r), 0, K, dst + r * K, K);
+    fn(o0, n, static_cast<const uint16_t*>(dst), K);
+  }
+}
+
+void onednn_xwt(const float* x, const Bf16Matrix& w, float* y, int64_t N) {
+  const int64_t O = w.rows, K = w.cols;
+  thread_local std::vector<uint16_t> xbuf;
+  const uint16_t* x16 = bf16_rows(x, N, K, false, xbuf);
+  for_each_bf16_panel(w, [&](int64_t o0, int64_t n, const uint16_t* p, int64_t ld) {
+    // y[:, o0 : o0 + n] = x · Pᵀ: Pᵀ (K, n) is P read with swapped strides.
+    onednn_matmul(N, n, K, x16, K, 1, p, 1, ld, y + o0, O, false);
+  });
+}
+
+void onednn_dy_w_acc(const float* dy, const Bf16Matrix& w, float* dx, int64_t N) {
+  const int64_t O = w.rows, K = w.cols;
+  thread_local std::vector<uint16_t> dybuf;
+  const uint16_t* dy16 = bf16_rows(dy, N, O, false, dybuf);
+  for_each_bf16_panel(w, [&](int64_t o0, int64_t n, const uint16_t* p, int64_t ld) {
+    onednn_matmul(N, K, n, dy16 + o0, O, 1, p, ld, 1, dx, K, true);  // dx += dy[:, o0 : o0 + n] · P
+  });
+}
+
+void onednn_dyt_x_acc(const float* dy, const float* x, float* dw, int64_t N, int64_t O, int64_t K) {
+  thread_local std::vector<uint16_t> dybuf, xbuf;
+  const uint16_t* dyt16 = bf16_rows(dy, N, O, true, dybuf);  // dyᵀ (O, N), row-major
+  const uint16_t* x16 = bf16_rows(x, N, K, false, xbuf);
+  onednn_matmul(O, K, N, dyt16, N, 1, x16, K, 1, dw, K, true);
+}
+
+}  // namespace
+
+GemmEngine gemm_engine(CpuIsa isa) {
+  if (!has_bf16_kernel(isa)) return GemmEngine::Own;
+  const char* env = std::getenv("QLORA_CPU_GEMM");
+  const std::string_view name = env ? env : "";
+  if (name == "own") return GemmEngine::Own;
+  if (name == "onednn") {
+    if (!onednn_built()) fail("cpu", "QLORA_CPU_GEMM=onednn, but this build has no oneDNN (install libdnnl-dev)");
+    return GemmEngine::OneDnn;
+  }
+  if (!name.empty()) fail("cpu", "QLORA_CPU_GEMM='{}' is not one of own, onednn", name);
+  return GemmEngine::Own;
+}
+
 void bf16_xwt(const float* x, const Bf16Matrix& w, float* y, int64_t N, CpuIsa isa) {
   const int64_t O = w.rows, K = w.cols;
   if (N <= 0 || O <= 0) return;
+  if (gemm_engine(isa) == GemmEngine::OneDnn) return onednn_xwt(x, w, y, N);
   if (!has_bf16_kernel(isa)) {
     const std::vector<float> xr = bf16_rounded_copy(x, N * K);
     for_each_f32_panel(w, [&](int64_t o0, int64_t rows, const float* panel) {
@@ -290,6 +382,7 @@ void bf16_xwt(const float* x, const Bf16Matrix& w, float* y, int64_t N, CpuIsa i
 void bf16_dy_w_acc(const float* dy, const Bf16Matrix& w, float* dx, int64_t N, CpuIsa isa) {
   const int64_t O = w.rows, K = w.cols;
   if (N <= 0 || K <= 0 || O <= 0) return;
+  if (gemm_engine(isa) == GemmEngine::OneDnn) return onednn_dy_w_acc(dy, w, dx, N);
   if (!has_bf16_kernel(isa)) {
     const std::vector<float> dyr = bf16_rounded_copy(dy, N * O);
     for_each_f32_panel(w, [&](int64_t o0, int64_t rows, const float* panel) {
@@ -305,6 +398,7 @@ void bf16_dy_w_acc(const float* dy, const Bf16Matrix& w, float* dx, int64_t N, C
 
 void bf16_dyt_x_acc(const float* dy, const float* x, float* dw, int64_t N, int64_t O, int64_t K, CpuIsa isa) {
   if (N <= 0 || K <= 0 || O <= 0) return;
+  if (gemm_engine(isa) == GemmEngine::OneDnn) return onednn_dyt_x_acc(dy, x, dw, N, O, K);
   if (!has_bf16_kernel(isa)) {
     const std::vector<float> dyr = bf16_rounded_copy(dy, N * O), xr = bf16_rounded_copy(x, N * K);
     gemm<float>(true, false, O, K, N, 1.0f, dyr.data(), O, xr.data(), K, 1.0f, dw, K);

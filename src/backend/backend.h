@@ -18,7 +18,8 @@
 // H heads, Hkv kv heads, D head dim, V vocab, R rank.
 // Tested in tests/unit/test_backend_seam.cpp (every engine memory access goes through the backend)
 // and per kernel in tests/unit/test_train_ops.cpp, tests/grad/test_op_grads.cpp,
-// tests/quant/test_qmatmul.cpp, tests/unit/test_optim.cpp.
+// tests/quant/test_qmatmul.cpp, tests/unit/test_optim.cpp, tests/unit/test_gemm_bf16.cpp (the bf16
+// products and the bf16 LM head on every ISA and engine).
 #pragma once
 #include <cstddef>
 #include <cstdint>

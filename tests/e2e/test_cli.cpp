@@ -1,6 +1,7 @@
 // The `qlora` executable end to end: greedy generation of the real stories260K reproduces
 // llama2.c's reference text; info/perplexity --json parse; bad input exits non-zero with a
-// message naming the file, and no output on stdout.
+// message naming the file, and no output on stdout; `qlora system` shows the kernels and the OpenMP
+// wait policy the CLI sets.
 #include <gtest/gtest.h>
 
 #include <array>
@@ -98,3 +99,27 @@ TEST(Cli, BadInputExitsNonZeroNamingTheFile) {
   EXPECT_NE(r.out.find("config.json"), std::string::npos) << r.out;
   fs::remove_all(dir);
 }
+
+namespace qlora {
+namespace {
+
+// `qlora system`: the ISA and kernels in use, and the OpenMP wait policy, which the CLI sets to
+// PASSIVE (re-executing itself, backend/cpu/threads.h) unless the user set one.
+TEST(Cli, SystemShowsKernelsAndPassiveWaitPolicy) {
+  const test::RunResult unset = test::run_cli_env("env -u OMP_WAIT_POLICY -u GOMP_SPINCOUNT", "system --json", false);
+  ASSERT_EQ(unset.exit_code, 0) << unset.out;
+  const nlohmann::json j = nlohmann::json::parse(unset.out);
+  EXPECT_EQ(j["omp_wait_policy"], "PASSIVE") << unset.out;
+  EXPECT_EQ(j["isa_active"], j["isa_detected"]);
+  const test::RunResult user = test::run_cli_env("env OMP_WAIT_POLICY=ACTIVE", "system --json", false);
+  ASSERT_EQ(user.exit_code, 0) << user.out;
+  EXPECT_EQ(nlohmann::json::parse(user.out)["omp_wait_policy"], "ACTIVE") << "the user's policy was overridden";
+  const test::RunResult capped = test::run_cli_env("env QLORA_CPU_ISA=avx2", "system --json", false);
+  ASSERT_EQ(capped.exit_code, 0) << capped.out;
+  const nlohmann::json c = nlohmann::json::parse(capped.out);
+  EXPECT_EQ(c["isa_active"], "avx2");
+  EXPECT_EQ(c["native_bf16"], false);
+}
+
+}  // namespace
+}  // namespace qlora

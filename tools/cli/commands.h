@@ -15,5 +15,6 @@ void register_chat(CLI::App& app);
 void register_merge(CLI::App& app);
 void register_export(CLI::App& app);
 void register_estimate(CLI::App& app);
+void register_system(CLI::App& app);
 
 }  // namespace qlora::cli

@@ -25,6 +25,7 @@ int main(int argc, char** argv) {
   qlora::cli::register_merge(app);
   qlora::cli::register_export(app);
   qlora::cli::register_estimate(app);
+  qlora::cli::register_system(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -116,6 +116,56 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"))) void dpbf16_block(const u
 
 BlockKernel block_kernel(CpuIsa isa) { return isa == CpuIsa::Amx ? amx_block : dpbf16_block; }
 
+// ---- output ----------------------------------------------------------------------------------
+
+// dst (16, 16) at row stride ld = the transpose of src (16, 16) at row stride ls: three rounds of
+// in-register shuffles (pairs of elements, pairs of pairs, then 128-bit lanes twice).
+__attribute__((target("avx512f"))) void transpose16(const float* src, int64_t ls, float* dst, int64_t ld) {
+  __m512 r[16], t[16];
+  for (int i = 0; i < 16; ++i) r[i] = _mm512_loadu_ps(src + i * ls);
+  for (int i = 0; i < 16; i += 2) {  // t[i] = (r[i]0 r[i+1]0 r[i]1 r[i+1]1 | ...) per 128-bit lane
+    t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+  }
+  for (int i = 0; i < 16; i += 4) {  // four rows' elements k..k+3 (of each 4-column group) together
+    const __m512d a = _mm512_castps_pd(t[i]), b = _mm512_castps_pd(t[i + 1]);
+    const __m512d c = _mm512_castps_pd(t[i + 2]), d = _mm512_castps_pd(t[i + 3]);
+    r[i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));      // column 4q + 0 of rows i..i+3
+    r[i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));  // column 4q + 1
+    r[i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));  // column 4q + 2
+    r[i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));  // column 4q + 3
+  }
+  // r[4g + c] lane q holds column 4q + c of rows 4g..4g+3. Gather lane q of the four row groups.
+  for (int c = 0; c < 4; ++c) {
+    // lanes (q0 of g0, q2 of g0, q0 of g1, q2 of g1) and (q1.., q3..), then across g2/g3 likewise.
+    const __m512 g01_even = _mm512_shuffle_f32x4(r[c], r[4 + c], 0x88);   // g0q0 g0q2 g1q0 g1q2
+    const __m512 g01_odd = _mm512_shuffle_f32x4(r[c], r[4 + c], 0xdd);    // g0q1 g0q3 g1q1 g1q3
+    const __m512 g23_even = _mm512_shuffle_f32x4(r[8 + c], r[12 + c], 0x88);
+    const __m512 g23_odd = _mm512_shuffle_f32x4(r[8 + c], r[12 + c], 0xdd);
+    t[c] = _mm512_shuffle_f32x4(g01_even, g23_even, 0x88);       // q0: g0 g1 g2 g3 -> column c
+    t[8 + c] = _mm512_shuffle_f32x4(g01_even, g23_even, 0xdd);   // q2 -> column 8 + c
+    t[4 + c] = _mm512_shuffle_f32x4(g01_odd, g23_odd, 0x88);     // q1 -> column 4 + c
+    t[12 + c] = _mm512_shuffle_f32x4(g01_odd, g23_odd, 0xdd);    // q3 -> column 12 + c
+  }
+  for (int i = 0; i < 16; ++i) _mm512_storeu_ps(dst + i * ld, t[i]);
+}
+
+// rows [0, nr) × columns [0, orows) of dst (row stride ld) = the transpose of out (32, 32): out
+// row i holds output column i. Whole 16 × 16 quarters go through transpose16; ragged edges loop.
+void write_transposed(const float* out, int64_t nr, int64_t orows, float* dst, int64_t ld) {
+  alignas(64) float tmp[16 * 16];
+  for (int64_t j0 = 0; j0 < nr; j0 += 16)
+    for (int64_t i0 = 0; i0 < orows; i0 += 16) {
+      const int64_t nj = std::min<int64_t>(16, nr - j0), ni = std::min<int64_t>(16, orows - i0);
+      if (nj == 16 && ni == 16) {
+        transpose16(out + i0 * kBlock + j0, kBlock, dst + j0 * ld + i0, ld);
+        continue;
+      }
+      transpose16(out + i0 * kBlock + j0, kBlock, tmp, 16);  // out is a whole 32 × 32 block
+      for (int64_t j = 0; j < nj; ++j) std::memcpy(dst + (j0 + j) * ld + i0, tmp + j * 16, size_t(ni) * sizeof(float));
+    }
+}
+
 // ---- packing ---------------------------------------------------------------------------------
 
 // dst (rows, ld) = bf16(src (rows, cols), row stride src_ld), zero in columns [cols, ld).
@@ -370,11 +420,7 @@ void bf16_xwt(const float* x, const Bf16Matrix& w, float* y, int64_t N, CpuIsa i
     for (int64_t n0 = 0; n0 < N; n0 += kBlock) {
       const uint16_t* b0 = xt + (n0 / 16) * ks * kTileElems;
       kernel(a, lda, b0, b0 + ks * kTileElems, ks, out.data());
-      const int64_t nr = std::min(kBlock, N - n0);
-      for (int64_t j = 0; j < nr; ++j) {
-        float* row = y + (n0 + j) * O + o0;
-        for (int64_t i = 0; i < orows; ++i) row[i] = out[size_t(i * kBlock + j)];
-      }
+      write_transposed(out.data(), std::min(kBlock, N - n0), orows, y + n0 * O + o0, O);
     }
   }
 }

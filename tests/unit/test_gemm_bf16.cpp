@@ -226,10 +226,11 @@ TEST(CpuIsa, EnvironmentCapsTheChoice) {
 
 // The 4-bit products through the public entry points, each ISA forced by QLORA_CPU_ISA: every
 // weight value is code · absmax in f32 rounded to bf16 (bitsandbytes' bf16 dequantization).
-// Shapes whose rows do not fill whole 64-value blocks (K = 32, 72) as well as aligned ones.
+// Shapes whose rows do not fill whole 64-value blocks (K = 32, 72) as well as aligned ones, and one
+// whose weight is dequantized in several row panels (O = 1100: panels of 512, 512 and 76 rows).
 TEST(QmatmulBf16, EveryForcedIsaMatchesReference) {
   Rng rng(14);
-  for (const Shape3& s : {Shape3{45, 70, 128}, Shape3{48, 72, 32}, Shape3{24, 32, 72}}) {
+  for (const Shape3& s : {Shape3{45, 70, 128}, Shape3{48, 72, 32}, Shape3{24, 32, 72}, Shape3{5, 1100, 4160}}) {
   const int64_t N = s.N, O = s.O, K = s.K;
   SCOPED_TRACE(fmt::format("N={} O={} K={}", N, O, K));
   const std::vector<float> w = random_values(O * K, rng, 0.05f);

@@ -4,7 +4,7 @@
 # clipping at 1.0, same threads; one process per run so each peak RSS is its own.
 # For QLoRA torch runs twice: with bitsandbytes' 4-bit layers (what users run) and with the NF4
 # round trip held dense (same math, torch's dense kernels).
-# Usage: bench/train_vs_torch.sh [MODEL] [SEQ] [BATCH] [STEPS] [THREADS] [METHODS...]
+# Usage: [DTYPE=f32|bf16] bench/train_vs_torch.sh [MODEL] [SEQ] [BATCH] [STEPS] [THREADS] [METHODS...]
 # Needs build/bench/bench_train and a Python with torch, transformers, peft, bitsandbytes, gguf
 # ($PYTHON, default ./venv/bin/python or python3).
 set -euo pipefail
@@ -16,7 +16,8 @@ methods=("${@:-qlora lora full}")
 read -r -a methods <<< "${methods[*]}"
 python="${PYTHON:-$( [ -x "$root/venv/bin/python" ] && echo "$root/venv/bin/python" || echo python3)}"
 bench="${BENCH_TRAIN:-$root/build/bench/bench_train}"
-common=(--seq "$seq" --batch "$batch" --steps "$steps" --threads "$threads")
+# DTYPE=bf16 runs both in bf16 (ours: bf16 compute; torch: the model in bfloat16, PEFT's adapters f32).
+common=(--seq "$seq" --batch "$batch" --steps "$steps" --threads "$threads" --dtype "${DTYPE:-f32}")
 lines=()
 for m in "${methods[@]}"; do
   ours=$("$bench" "$model" --method "$m" "${common[@]}")

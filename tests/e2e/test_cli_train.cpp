@@ -318,6 +318,26 @@ TEST_F(CliTrain, ADivergedRunStopsWithAnErrorAndWritesNoAdapter) {
   EXPECT_NE(html.find("diverged"), std::string::npos);
 }
 
+TEST_F(CliTrain, ResumeAfterNonFiniteStepsKeepsCountingThem) {
+  // lr 1e30: step 1 is finite, every later step NaN (written as null in metrics.jsonl); with the
+  // stop off (0) the run ends, and a resume reads those null lines back and counts on.
+  TinyRun run("max_consecutive_nonfinite_steps: 0\nlr_scheduler: constant\nlearning_rate: 1.0e30\n");
+  ASSERT_EQ(run.train("--eval_steps 0").exit_code, 0);
+  const test::RunResult r = run.train("--eval_steps 0 --resume --max_steps 6");
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  int64_t last = -1, skipped = 0;
+  std::ifstream metrics(run.out + "/metrics.jsonl");
+  for (std::string line; std::getline(metrics, line);) {
+    const nlohmann::json j = nlohmann::json::parse(line);
+    if (!j.contains("loss")) continue;
+    skipped += j["skipped"].get<bool>();
+    last = j["nonfinite_steps"].get<int64_t>();
+  }
+  EXPECT_GT(skipped, 0);
+  EXPECT_EQ(last, skipped);  // the resumed run's count includes the steps before the resume
+  EXPECT_NE(read_file(run.out + "/report.html").find("non-finite steps skipped"), std::string::npos);
+}
+
 TEST_F(CliTrain, SequenceLenTooShortForAnyResponseNamesTheKey) {
   TinyRun run;
   const test::RunResult r = run.train("--sequence_len 1");

@@ -266,12 +266,16 @@ void run_training(const TrainRunConfig& requested, const TrainRunOptions& option
   for (const std::string& w : metrics.warnings()) fmt::print(stderr, "warning: {}\n", w);
   RunReport report;
   int64_t skipped = 0;  // non-finite steps of the whole run, those before a resume included
+  // A NaN was written as null: read every figure as a number or NaN.
+  auto num = [](const nlohmann::json& j, const char* key) {
+    return j.contains(key) && j[key].is_number() ? j[key].get<double>() : double(NAN);
+  };
   for (const nlohmann::json& j : metrics.kept()) {
     if (j.contains("loss"))
-      report.steps.push_back({j.value("step", 0.0), j.value("loss", NAN), j.value("lr", 0.0), j.value("grad_norm", 0.0),
-                              j.value("tokens_per_s", 0.0), j.value("rss_mb", 0.0)});
-    if (j.contains("val_loss")) report.evals.push_back({j.value("step", 0.0), j.value("val_loss", NAN)});
-    if (j.value("skipped", false)) ++skipped;
+      report.steps.push_back({num(j, "step"), num(j, "loss"), num(j, "lr"), num(j, "grad_norm"),
+                              num(j, "tokens_per_s"), num(j, "rss_mb")});
+    if (j.contains("val_loss")) report.evals.push_back({num(j, "step"), num(j, "val_loss")});
+    if (j.contains("skipped") && j["skipped"].is_boolean() && j["skipped"].get<bool>()) ++skipped;
   }
   int64_t reported_step = trainer.step_count();  // the report outlives the trainer
   report.title = fmt::format("qlora train: {} on {}", c.method, fs::path(c.base_model).filename().string());

@@ -5,8 +5,9 @@
 // GGUF), Llama 2 and Llama 3 (../shared/models) written into a chat: the control ids of the
 // result must be exactly the template's, and the content's ids are those of the reference
 // implementations for the text (golden/special_text_golden.json, made by
-// golden/make_special_text_golden.py: sentencepiece, and HF tokenizers without added tokens, i.e.
-// split_special_tokens=True). Skips a tokenizer whose file is absent.
+// golden/make_special_text_golden.py: sentencepiece for Llama 2, HF tokenizers without added
+// tokens for Llama 3, transformers with split_special_tokens=True for SmolLM2). Skips a tokenizer
+// whose file is absent.
 #include <gtest/gtest.h>
 
 #include <nlohmann/json.hpp>
@@ -126,6 +127,7 @@ TEST(ContentGuard, SmolLM2) {
   const auto tok = load_tokenizer(model);
   expect_guarded(*tok, ChatTemplate::from_model(model, tok->token_text(tok->bos_id()), tok->token_text(tok->eos_id())),
                  "SmolLM2");
+  expect_golden(*tok, "smollm2");
 }
 
 TEST(ContentGuard, Llama2) {

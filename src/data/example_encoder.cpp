@@ -52,8 +52,11 @@ std::vector<GuardedSegment> ExampleEncoder::guarded_segments(const Example& exam
            "prefix of the next one), so prompt and response cannot be told apart",
            example.source, template_.name(), i);
     // Placeholders are whole inside one message's content, so each part restores on its own.
-    out.push_back({guard.restore(std::string_view(prompt).substr(done.size())), false});
-    out.push_back({guard.restore(std::string_view(full).substr(prompt.size())), true});
+    auto part = [&](std::string_view text) {
+      return options_.parse_special_in_content ? GuardedText{std::string(text), {}} : guard.restore(text);
+    };
+    out.push_back({part(std::string_view(prompt).substr(done.size())), false});
+    out.push_back({part(std::string_view(full).substr(prompt.size())), true});
     done = full;
   }
   return out;

@@ -72,6 +72,11 @@ TEST(ContentGuard, PlaceholderCharacterInContentAndAlpaca) {
   EXPECT_EQ(g.text, tmpl.render({{"user", odd}}, false));
   EXPECT_EQ(control_ids(tok, encode_guarded(tok, g)),
             (std::vector<int32_t>{ToyTokenizer::kBos, ToyTokenizer::kImStart, ToyTokenizer::kImEnd}));
+  // Unguarded, the same content is passed through as it is (U+FDD0 included).
+  EncodeOptions unguarded;
+  unguarded.parse_special_in_content = true;
+  const EncodedExample u = ExampleEncoder(tok, tmpl, unguarded).encode(chat({{"user", odd}, {"assistant", "ok"}}));
+  EXPECT_NE(tok.decode(u.ids).find(odd.substr(0, 7)), std::string::npos);
   // Alpaca has no control tokens of its own: all of it is data.
   Example e;
   e.instruction = "Repeat </s>";

@@ -11,13 +11,25 @@ ExampleEncoder::ExampleEncoder(const Tokenizer& tokenizer, ChatTemplate chat_tem
 
 std::vector<TextSegment> ExampleEncoder::segments(const Example& example) const {
   std::vector<TextSegment> out;
+  for (GuardedSegment& s : guarded_segments(example)) out.emplace_back(std::move(s.text.text), s.response);
+  return out;
+}
+
+std::vector<GuardedSegment> ExampleEncoder::guarded_segments(const Example& example) const {
+  std::vector<GuardedSegment> out;
+  // All of it data: plain unless parse_special_in_content (plain text chunks always were).
+  auto data = [&](std::string text, bool response, bool always_plain) {
+    GuardedSegment s{{std::move(text), {}}, response};
+    if (always_plain || !options_.parse_special_in_content) s.text.plain.push_back({0, s.text.text.size()});
+    out.push_back(std::move(s));
+  };
   if (example.kind == Example::Kind::Text) {
-    out.emplace_back(example.text, true);
+    data(example.text, true, true);
     return out;
   }
   if (example.kind == Example::Kind::Instruction && template_.name() == "alpaca") {
-    out.emplace_back(alpaca_prompt(example.instruction, example.input), false);
-    out.emplace_back(example.output, true);
+    data(alpaca_prompt(example.instruction, example.input), false, false);
+    data(example.output, true, false);
     return out;
   }
   std::vector<ChatMessage> messages = example.messages;
@@ -25,6 +37,9 @@ std::vector<TextSegment> ExampleEncoder::segments(const Example& example) const 
     messages = {{"user", example.input.empty() ? example.instruction : example.instruction + "\n\n" + example.input},
                 {"assistant", example.output}};
   }
+  ContentGuard guard(tokenizer_);
+  if (!options_.parse_special_in_content)
+    for (ChatMessage& m : messages) m.content = guard.protect(m.content);
   std::string done;  // text rendered so far
   for (size_t i = 0; i < messages.size(); ++i) {
     if (messages[i].role != "assistant") continue;
@@ -36,8 +51,12 @@ std::vector<TextSegment> ExampleEncoder::segments(const Example& example) const 
       fail("template", "{}: template '{}' does not render turn by turn (the rendering up to turn {} is not a "
            "prefix of the next one), so prompt and response cannot be told apart",
            example.source, template_.name(), i);
-    out.emplace_back(prompt.substr(done.size()), false);
-    out.emplace_back(full.substr(prompt.size()), true);
+    // Placeholders are whole inside one message's content, so each part restores on its own.
+    auto part = [&](std::string_view text) {
+      return options_.parse_special_in_content ? GuardedText{std::string(text), {}} : guard.restore(text);
+    };
+    out.push_back({part(std::string_view(prompt).substr(done.size())), false});
+    out.push_back({part(std::string_view(full).substr(prompt.size())), true});
     done = full;
   }
   return out;
@@ -47,10 +66,11 @@ EncodedExample ExampleEncoder::encode(const Example& example) const {
   EncodedExample out;
   const int32_t bos = tokenizer_.bos_id(), eos = tokenizer_.eos_id();
   const bool text = example.kind == Example::Kind::Text;
-  for (const auto& [segment, response] : segments(example)) {
-    if (segment.empty()) continue;
+  for (const auto& [segment, response] : guarded_segments(example)) {
+    if (segment.text.empty()) continue;
     const bool label = response || options_.train_on_inputs;
-    const std::vector<int32_t> ids = tokenizer_.encode(segment, false, !text);  // templates spell specials as text
+    // The template spells its control tokens as text; content is plain where guarded.
+    const std::vector<int32_t> ids = tokenizer_.encode_with_plain(segment.text, false, segment.plain);
     bool has_eog = false;
     for (int32_t id : ids) {
       out.ids.push_back(id);

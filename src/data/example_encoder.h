@@ -17,6 +17,7 @@
 #include "core/ignore_index.h"
 #include "data/chat_template.h"
 #include "data/dataset.h"
+#include "data/content_guard.h"
 #include "data/tokenizer.h"
 
 namespace qlora {
@@ -25,6 +26,10 @@ namespace qlora {
 struct EncodeOptions {
   bool train_on_inputs = false;  // also label prompt tokens
   int max_len = 2048;            // truncate longer sequences (<= 0: no limit)
+  // Special tokens written in message content ("<s>", "<|im_end|>") become control tokens, as
+  // Hugging Face's apply_chat_template + encode does. Off: content is text (data/content_guard.h);
+  // the template's own control tokens are special either way.
+  bool parse_special_in_content = false;
 };
 
 struct EncodedExample {
@@ -41,6 +46,11 @@ struct EncodeStats {
 
 // One segment of rendered text and whether it is a response (labelled).
 using TextSegment = std::pair<std::string, bool>;
+// A segment with the spans of it to encode as plain text (data/content_guard.h).
+struct GuardedSegment {
+  GuardedText text;
+  bool response = false;
+};
 
 class ExampleEncoder {
  public:
@@ -50,6 +60,7 @@ class ExampleEncoder {
 
   // The example as prompt/response text segments, in order.
   std::vector<TextSegment> segments(const Example& example) const;
+  std::vector<GuardedSegment> guarded_segments(const Example& example) const;
   EncodedExample encode(const Example& example) const;
   // Encodes all examples, dropping (and counting) those without any label left.
   std::vector<EncodedExample> encode_all(const std::vector<Example>& examples, EncodeStats* stats = nullptr) const;

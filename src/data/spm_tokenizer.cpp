@@ -149,10 +149,19 @@ void SpmTokenizer::encode_run(std::string_view text, std::vector<int32_t>& out) 
 }
 
 std::vector<int32_t> SpmTokenizer::encode(std::string_view text, bool add_bos, bool parse_special) const {
+  return encode_fragments(vocab_.split_special(text, parse_special), add_bos);
+}
+
+std::vector<int32_t> SpmTokenizer::encode_with_plain(std::string_view text, bool add_bos,
+                                                     const std::vector<TextSpan>& plain) const {
+  return encode_fragments(vocab_.split_special(text, true, &plain), add_bos);
+}
+
+std::vector<int32_t> SpmTokenizer::encode_fragments(const std::vector<TextFragment>& fragments, bool add_bos) const {
   std::vector<int32_t> out;
   if (add_bos && vocab_.ids().bos >= 0) out.push_back(vocab_.ids().bos);
   bool at_start = true, after_special = true;
-  for (const TextFragment& frag : vocab_.split_special(text, parse_special)) {
+  for (const TextFragment& frag : fragments) {
     if (frag.id >= 0) {
       out.push_back(frag.id);
       after_special = true;

@@ -34,10 +34,13 @@ class SpmTokenizer final : public VocabTokenizer {
 
   using Tokenizer::encode;
   std::vector<int32_t> encode(std::string_view text, bool add_bos, bool parse_special) const override;
+  std::vector<int32_t> encode_with_plain(std::string_view text, bool add_bos,
+                                         const std::vector<TextSpan>& plain) const override;
   std::string decode_token(int32_t id, int32_t prev = -1) const override;
   std::string kind() const override { return "spm"; }
 
  private:
+  std::vector<int32_t> encode_fragments(const std::vector<TextFragment>& fragments, bool add_bos) const;
   // Merges one escaped text run (spaces already U+2581) and appends its ids.
   void encode_run(std::string_view text, std::vector<int32_t>& out) const;
 

@@ -14,7 +14,7 @@ namespace qlora {
 namespace {
 
 constexpr char kMagic[4] = {'Q', 'L', 'T', 'C'};
-constexpr uint32_t kVersion = 1;
+constexpr uint32_t kVersion = 2;  // 2: message content is encoded as plain text (specials in it stay text)
 
 template <typename T>
 uint64_t hash_value(const T& v, uint64_t h) {
@@ -68,6 +68,7 @@ uint64_t token_cache_key(const std::string& dataset_path, const Tokenizer& token
   h = hash_string(encoder.chat_template().source(), h);
   h = hash_value(int64_t(encoder.options().max_len), h);
   h = hash_value(uint8_t(encoder.options().train_on_inputs), h);
+  h = hash_value(uint8_t(encoder.options().parse_special_in_content), h);
   return hash_value(kVersion, h);
 }
 

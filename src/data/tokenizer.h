@@ -12,6 +12,11 @@
 
 namespace qlora {
 
+// A byte range [begin, end) of a text.
+struct TextSpan {
+  size_t begin = 0, end = 0;
+};
+
 class Tokenizer {
  public:
   virtual ~Tokenizer() = default;
@@ -21,6 +26,15 @@ class Tokenizer {
   // test-tokenizer-0 does (parse_special = false).
   virtual std::vector<int32_t> encode(std::string_view text, bool add_bos, bool parse_special) const = 0;
   std::vector<int32_t> encode(std::string_view text, bool add_bos) const { return encode(text, add_bos, true); }
+  // As encode(text, add_bos, true), except that no special token is matched where it would overlap
+  // one of `plain` (sorted, disjoint byte ranges of text that came from data, such as message
+  // content): a "<s>" written there is encoded as text, as Hugging Face's split_special_tokens
+  // encodes it, while the specials around it (a chat template's own) stay special.
+  virtual std::vector<int32_t> encode_with_plain(std::string_view text, bool add_bos,
+                                                 const std::vector<TextSpan>& plain) const = 0;
+  // Where encode(text, .., true) matches a special (control) token in text, in order. Added
+  // non-special tokens are not listed: they are matched with or without parse_special.
+  virtual std::vector<TextSpan> special_spans(std::string_view text) const = 0;
 
   // The bytes one token stands for (byte tokens become their byte; SentencePiece's U+2581
   // becomes a space; control tokens become their text). `prev` lets SPM drop the dummy-prefix

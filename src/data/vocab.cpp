@@ -96,15 +96,22 @@ bool Vocab::is_control(int32_t id) const {
   return tokens_[id].type == TokenType::Control || tokens_[id].type == TokenType::Unknown;
 }
 
-std::vector<TextFragment> Vocab::split_special(std::string_view text, bool parse_special) const {
+std::vector<TextFragment> Vocab::split_special(std::string_view text, bool parse_special,
+                                               const std::vector<TextSpan>* plain) const {
   std::vector<TextFragment> out;
   size_t run = 0;  // start of the pending plain-text run
   size_t pos = 0;
+  size_t next_plain = 0;  // the first plain span that does not end at or before pos
   while (pos < text.size()) {
     int32_t hit = -1;
+    while (plain && next_plain < plain->size() && (*plain)[next_plain].end <= pos) ++next_plain;
+    // A control token may not overlap the plain span at or after pos; added (user-defined)
+    // tokens match anywhere, as they do without parse_special.
+    const size_t plain_begin = plain && next_plain < plain->size() ? (*plain)[next_plain].begin : text.size();
     for (int32_t id : specials_by_byte_[static_cast<uint8_t>(text[pos])]) {
       const VocabToken& t = tokens_[id];
       if (!parse_special && t.type != TokenType::UserDefined) continue;
+      if (t.type != TokenType::UserDefined && pos + t.text.size() > plain_begin) continue;
       if (t.text.size() <= text.size() - pos && std::memcmp(text.data() + pos, t.text.data(), t.text.size()) == 0) {
         hit = id;
         break;  // the list is longest first
@@ -120,6 +127,16 @@ std::vector<TextFragment> Vocab::split_special(std::string_view text, bool parse
     run = pos;
   }
   if (run < text.size()) out.push_back({text.substr(run), -1});
+  return out;
+}
+
+std::vector<TextSpan> VocabTokenizer::special_spans(std::string_view text) const {
+  std::vector<TextSpan> out;
+  for (const TextFragment& f : vocab_.split_special(text, true))
+    if (f.id >= 0 && vocab_.token(f.id).type != TokenType::UserDefined) {
+      const size_t begin = size_t(f.text.data() - text.data());
+      out.push_back({begin, begin + f.text.size()});
+    }
   return out;
 }
 

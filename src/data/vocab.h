@@ -70,8 +70,10 @@ class Vocab {
 
   // Splits text at special tokens, leftmost first and longest on ties (Hugging Face's added-token
   // matcher). With parse_special false only user-defined (added, non-special) tokens count, as in
-  // llama.cpp.
-  std::vector<TextFragment> split_special(std::string_view text, bool parse_special) const;
+  // llama.cpp. With `plain` (sorted, disjoint byte ranges), a special token that would overlap one
+  // of them is not matched there: that text came from data and stays text.
+  std::vector<TextFragment> split_special(std::string_view text, bool parse_special,
+                                          const std::vector<TextSpan>* plain = nullptr) const;
 
  private:
   std::vector<VocabToken> tokens_;
@@ -96,6 +98,7 @@ class VocabTokenizer : public Tokenizer {
   bool adds_bos() const override { return add_bos_; }
   std::string token_text(int32_t id) const override { return vocab_.token(id).text; }
   int32_t token_id(std::string_view text) const override { return vocab_.find(text); }
+  std::vector<TextSpan> special_spans(std::string_view text) const override;
 
   const Vocab& vocab() const { return vocab_; }
 

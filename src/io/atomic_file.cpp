@@ -30,6 +30,21 @@ void fsync_path(const std::string& path, bool directory, std::string_view module
   if (rc != 0 && !(directory && err == EINVAL)) fail(module, "cannot fsync {}: {}", path, std::strerror(err));
 }
 
+// Writes all `bytes` at the file position (offset < 0) or at `offset`: a short write is continued,
+// EINTR retried; ENOSPC, EFBIG or EIO throw naming `what`.
+void write_all(int fd, const void* data, size_t bytes, int64_t offset, const std::string& what,
+               std::string_view module) {
+  const char* p = static_cast<const char*>(data);
+  while (bytes > 0) {
+    const ssize_t w = offset < 0 ? ::write(fd, p, bytes) : ::pwrite(fd, p, bytes, off_t(offset));
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) fail(module, "cannot write {}: {}", what, w < 0 ? std::strerror(errno) : "no progress (disk full?)");
+    p += w;
+    bytes -= size_t(w);
+    if (offset >= 0) offset += w;
+  }
+}
+
 }  // namespace
 
 AtomicFile::AtomicFile(std::string path, std::string_view module)
@@ -47,26 +62,12 @@ AtomicFile::~AtomicFile() {
 
 void AtomicFile::write(const void* data, size_t bytes) {
   QLORA_ASSERT(fd_ >= 0, "write to {} after commit", path_);
-  const char* p = static_cast<const char*>(data);
-  while (bytes > 0) {
-    const ssize_t w = ::write(fd_, p, bytes);
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) fail(module_, "cannot write {}: {}", tmp_, w < 0 ? std::strerror(errno) : "no progress (disk full?)");
-    p += w;
-    bytes -= size_t(w);
-  }
+  write_all(fd_, data, bytes, -1, tmp_, module_);
 }
 
 void AtomicFile::write_at(uint64_t offset, const void* data, size_t bytes) {
   QLORA_ASSERT(fd_ >= 0, "write to {} after commit", path_);
-  const char* p = static_cast<const char*>(data);
-  while (bytes > 0) {
-    const ssize_t w = ::pwrite(fd_, p, bytes, off_t(offset));
-    if (w < 0 && errno == EINTR) continue;
-    if (w <= 0) fail(module_, "cannot write {}: {}", tmp_, w < 0 ? std::strerror(errno) : "no progress (disk full?)");
-    p += w, offset += uint64_t(w);
-    bytes -= size_t(w);
-  }
+  write_all(fd_, data, bytes, int64_t(offset), tmp_, module_);
 }
 
 void AtomicFile::commit() {
@@ -91,6 +92,42 @@ void write_file_atomically(const std::string& path, std::string_view contents, s
   AtomicFile f(path, module);
   f.write(contents);
   f.commit();
+}
+
+void copy_file_atomically(const std::string& from, const std::string& to, std::string_view module) {
+  const int in = ::open(from.c_str(), O_RDONLY | O_CLOEXEC);
+  if (in < 0) fail(module, "cannot open {}: {}", from, std::strerror(errno));
+  try {
+    AtomicFile out(to, module);
+    char buf[1 << 16];
+    for (;;) {
+      const ssize_t n = ::read(in, buf, sizeof(buf));
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) fail(module, "cannot read {}: {}", from, std::strerror(errno));
+      if (n == 0) break;
+      out.write(buf, size_t(n));
+    }
+    out.commit();
+  } catch (...) {
+    ::close(in);
+    throw;
+  }
+  ::close(in);
+}
+
+AppendFile::AppendFile(std::string path, std::string_view module) : path_(std::move(path)), module_(module) {
+  fd_ = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+  if (fd_ < 0) fail(module_, "cannot open {} to append to it: {}", path_, std::strerror(errno));
+}
+
+AppendFile::~AppendFile() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+void AppendFile::append(std::string_view text) { write_all(fd_, text.data(), text.size(), -1, path_, module_); }
+
+void AppendFile::sync() {
+  if (::fsync(fd_) != 0 && errno != EINVAL) fail(module_, "cannot fsync {}: {}", path_, std::strerror(errno));
 }
 
 void fsync_directory(const std::string& dir, std::string_view module) { fsync_path(dir, true, module); }
@@ -124,7 +161,12 @@ void AtomicDirectory::commit() {
     if (ec) fail(module_, "cannot move the existing {} aside: {}", dir_, ec.message());
   }
   fs::rename(tmp_, dir_, ec);
-  if (ec) fail(module_, "cannot rename {} to {}: {}", tmp_, dir_, ec.message());
+  if (ec) {
+    // Put the old folder back, so a failed commit leaves what was there before.
+    std::error_code back;
+    if (replacing) fs::rename(old, dir_, back);
+    fail(module_, "cannot rename {} to {}: {}", tmp_, dir_, ec.message());
+  }
   committed_ = true;
   fsync_directory(parent_of(fs::absolute(dir_).string()), module_);
   if (replacing) fs::remove_all(old, ec);

@@ -2,8 +2,11 @@
 // written to a temp file beside its target, fsynced, renamed over the target, and the directory is
 // fsynced so the rename itself survives a power cut. A folder is built beside its target the same
 // way and renamed into place (an existing folder is moved aside first, then deleted).
-// Every error names the file and the module that was writing it. Tested in
-// tests/unit/test_atomic_file.cpp (content, replacement, failure leaves the old file, no temp left).
+// An append-only log (metrics.jsonl) cannot be replaced whole at every line: AppendFile checks
+// every write and fsync instead. Every product file goes through one of these; nothing else in
+// src/ or tools/ opens a file for writing. Every error names the file and the module that was
+// writing it. Tested in tests/unit/test_atomic_file.cpp (content, replacement, a write that fails
+// with EFBIG/ENOSPC leaves the old file and no temp file, appends to /dev/full fail).
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -37,6 +40,27 @@ class AtomicFile {
 
 // The whole file at once.
 void write_file_atomically(const std::string& path, std::string_view contents, std::string_view module);
+
+// `from` copied to `to` through an AtomicFile (a tokenizer file beside an exported model).
+void copy_file_atomically(const std::string& from, const std::string& to, std::string_view module);
+
+// A file appended to line by line; every write is checked (a short write is retried, an error
+// such as ENOSPC throws naming the file). sync() makes what was appended durable.
+class AppendFile {
+ public:
+  AppendFile(std::string path, std::string_view module);
+  ~AppendFile();
+  AppendFile(const AppendFile&) = delete;
+  AppendFile& operator=(const AppendFile&) = delete;
+
+  void append(std::string_view text);
+  void sync();
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_, module_;
+  int fd_ = -1;
+};
 
 // fsync of a directory (a rename or a new entry in it becomes durable).
 void fsync_directory(const std::string& dir, std::string_view module);

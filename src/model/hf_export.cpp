@@ -59,7 +59,7 @@ void write_side_files(const ModelSource& model, const fs::path& out, std::vector
                              "generation_config.json"}) {
       const fs::path from = src / name;
       if (!fs::exists(from) || fs::equivalent(src, out)) continue;
-      fs::copy_file(from, out / name, fs::copy_options::overwrite_existing);
+      copy_file_atomically(from.string(), (out / name).string(), "export");
       any = any || std::string(name) != "generation_config.json";
     }
     if (!any) notes.push_back(fmt::format("no tokenizer files beside {}; none written", model.path()));

@@ -172,4 +172,13 @@ std::string ModelSource::stored_types() const {
   return s;
 }
 
+void check_tokenizer_fits(int64_t tokenizer_vocab, const std::string& tokenizer_name, const LlamaConfig& config,
+                          const std::string& model_name) {
+  if (tokenizer_vocab > config.vocab_size)
+    fail("model",
+         "the tokenizer {} has {} tokens but the model {} has vocab_size {}: its ids {}..{} have no embedding row; "
+         "use the model's own tokenizer (a smaller tokenizer is fine, a larger one is not)",
+         tokenizer_name, tokenizer_vocab, model_name, config.vocab_size, config.vocab_size, tokenizer_vocab - 1);
+}
+
 }  // namespace qlora

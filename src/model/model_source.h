@@ -37,6 +37,13 @@ struct SourceTensor {
 // HF name -> the tensor, or nullopt when the source lacks it.
 using TensorLookup = std::function<std::optional<SourceTensor>(const std::string& hf_name)>;
 
+// A tokenizer of `tokenizer_vocab` ids fits a model whose embedding has config.vocab_size rows when
+// it is not larger: a larger embedding is padding (HF pads to a multiple of 64 or 128). A larger
+// tokenizer would produce ids past the embedding, so this fails at load naming both sizes and
+// both files, not later inside the embedding. Tested in tests/e2e/test_cli.cpp.
+void check_tokenizer_fits(int64_t tokenizer_vocab, const std::string& tokenizer_name, const LlamaConfig& config,
+                          const std::string& model_name);
+
 class ModelSource {
  public:
   // `where` names the model (a folder or file) in a missing-tensor error.

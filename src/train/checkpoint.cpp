@@ -7,9 +7,15 @@
 // folder are fsynced, then the folder is renamed to <dir> and the parent fsynced, so a crash leaves
 // either the old checkpoint or the new one, never a mix. The epoch order is not stored: it is a function of
 // (seed, epoch). resume() validates all three files before changing anything, so a failed resume
-// leaves the trainer as it was. Tested in tests/unit/test_trainer.cpp.
+// leaves the trainer as it was, and resume_latest() can fall back to an older checkpoint.
+// Also here: listing checkpoints, pruning to save_total_limit and removing what a killed run left
+// (temp and displaced folders). Tested in tests/unit/test_trainer.cpp and tests/e2e/test_cli_train.cpp.
+#include <fmt/core.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -126,11 +132,24 @@ bool is_complete_checkpoint(const fs::path& dir) {
   return true;
 }
 
+// "<name><sep><digits>" -> the length of <name>, else 0: the temp and displaced names atomic_file
+// and prune_checkpoints give ("a.json.tmp.123", "checkpoint-4.tmp-123", "checkpoint-4.old-123").
+size_t strip_pid_suffix(const std::string& name, std::string_view sep) {
+  const size_t at = name.rfind(sep);
+  if (at == std::string::npos || at == 0 || at + sep.size() == name.size()) return 0;
+  for (size_t i = at + sep.size(); i < name.size(); ++i)
+    if (name[i] < '0' || name[i] > '9') return 0;
+  return at;
+}
+
 }  // namespace
 
 std::string Trainer::save_checkpoint() {
   if (config_.output_dir.empty()) fail("train", "cannot save a checkpoint: no output_dir configured");
-  return save_checkpoint((fs::path(config_.output_dir) / (kCheckpointPrefix + std::to_string(step_))).string());
+  const std::string dir =
+      save_checkpoint((fs::path(config_.output_dir) / (kCheckpointPrefix + std::to_string(step_))).string());
+  prune_checkpoints(config_.output_dir, config_.save_total_limit);
+  return dir;
 }
 
 std::string Trainer::save_checkpoint(const std::string& dir_in) {
@@ -291,20 +310,92 @@ void Trainer::resume(const std::string& checkpoint_dir) {
   model_.parameters_updated();
 }
 
-std::string latest_checkpoint(const std::string& output_dir) {
+std::string Trainer::resume_latest(const std::string& output_dir, std::vector<std::string>* warnings) {
+  const std::vector<std::string> all = list_checkpoints(output_dir);
+  std::vector<std::pair<std::string, std::string>> failures;  // (dir, why)
+  for (const std::string& dir : all) {
+    try {
+      resume(dir);  // validates everything before it changes anything, so a failure can be retried
+    } catch (const Error& e) {
+      failures.emplace_back(dir, e.what());
+      continue;
+    }
+    if (warnings)
+      for (const auto& [bad, why] : failures)
+        warnings->push_back(fmt::format("checkpoint {} cannot be resumed ({}); resuming from {} instead", bad, why, dir));
+    return dir;
+  }
+  if (!failures.empty()) {
+    std::string list;
+    for (const auto& [bad, why] : failures) list += fmt::format("\n  {}: {}", bad, why);
+    fail("train", "no checkpoint in {} can be resumed:{}", output_dir, list);
+  }
+  return "";
+}
+
+std::vector<std::string> list_checkpoints(const std::string& output_dir) {
   std::error_code ec;
-  if (output_dir.empty() || !fs::is_directory(output_dir, ec)) return "";
-  int64_t best = -1;
-  fs::path best_path;
+  std::vector<std::pair<int64_t, std::string>> found;
+  if (output_dir.empty() || !fs::is_directory(output_dir, ec)) return {};
   for (const auto& entry : fs::directory_iterator(output_dir, ec)) {
     if (!entry.is_directory(ec)) continue;
     const int64_t step = checkpoint_step(entry.path().filename().string());
-    if (step > best && is_complete_checkpoint(entry.path())) {
-      best = step;
-      best_path = entry.path();
-    }
+    if (step >= 0 && is_complete_checkpoint(entry.path())) found.emplace_back(step, entry.path().string());
   }
-  return best < 0 ? "" : best_path.string();
+  std::sort(found.begin(), found.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+  std::vector<std::string> out;
+  for (auto& [step, path] : found) out.push_back(std::move(path));
+  return out;
+}
+
+std::string latest_checkpoint(const std::string& output_dir) {
+  const std::vector<std::string> all = list_checkpoints(output_dir);
+  return all.empty() ? "" : all.front();
+}
+
+std::vector<std::string> remove_stale_outputs(const std::string& output_dir) {
+  std::vector<std::string> done;
+  std::error_code ec;
+  auto clean = [&](const fs::path& dir) {
+    if (!fs::is_directory(dir, ec)) return;
+    std::vector<fs::path> entries;
+    for (const auto& e : fs::directory_iterator(dir, ec)) entries.push_back(e.path());
+    for (const fs::path& p : entries) {
+      const std::string name = p.filename().string();
+      std::error_code rm;
+      if (strip_pid_suffix(name, ".tmp.") || strip_pid_suffix(name, ".tmp-") || strip_pid_suffix(name, ".deleting-")) {
+        fs::remove_all(p, rm);
+        done.push_back(fmt::format("removed {}, left by an interrupted write", p.string()));
+      } else if (const size_t at = strip_pid_suffix(name, ".old-")) {
+        const fs::path original = dir / name.substr(0, at);
+        if (!fs::exists(original, ec) && checkpoint_step(name.substr(0, at)) >= 0) {
+          fs::rename(p, original, rm);
+          done.push_back(fmt::format("restored {} from {} (a replacement was interrupted)", original.string(),
+                                     p.string()));
+        } else {
+          fs::remove_all(p, rm);
+          done.push_back(fmt::format("removed {}, left by an interrupted replacement", p.string()));
+        }
+      }
+      if (rm) fail("train", "cannot clean up {}: {}", p.string(), rm.message());
+    }
+  };
+  const fs::path out(output_dir);
+  clean(out);
+  for (const char* sub : {"adapter", "model", "token_cache"}) clean(out / sub);
+  return done;
+}
+
+void prune_checkpoints(const std::string& output_dir, int64_t keep) {
+  if (keep <= 0) return;
+  const std::vector<std::string> all = list_checkpoints(output_dir);
+  for (size_t i = size_t(keep); i < all.size(); ++i) {
+    const std::string doomed = all[i] + ".deleting-" + std::to_string(::getpid());
+    std::error_code ec;
+    fs::rename(all[i], doomed, ec);
+    if (!ec) fs::remove_all(doomed, ec);
+    if (ec) fail("train", "cannot delete old checkpoint {} (save_total_limit {}): {}", all[i], keep, ec.message());
+  }
 }
 
 }  // namespace qlora

@@ -20,7 +20,16 @@ std::vector<EncodedExample> encode_file(const TrainDatasetSpec& d, const Tokeniz
     warnings.push_back(fmt::format("{}: skipped {} bad records (first: {})", d.path, r.read.skipped,
                                    r.read.messages.empty() ? "" : r.read.messages[0]));
   if (o.max_examples > 0 && int64_t(r.examples.size()) > o.max_examples) r.examples.resize(size_t(o.max_examples));
-  if (r.examples.empty()) fail("train", "{}: no usable examples", d.path);
+  if (r.examples.empty()) {
+    // Name what removed them: bad records, or a sequence_len that leaves no response token.
+    if (r.encode.no_labels > 0)
+      fail("train",
+           "{}: no usable examples: all {} have no response token left after truncation to key 'sequence_len' {}; "
+           "raise sequence_len",
+           d.path, r.encode.no_labels, o.sequence_len);
+    fail("train", "{}: no usable examples ({} records read, {} skipped as bad; key 'sequence_len' is {})", d.path,
+         r.read.examples, r.read.skipped, o.sequence_len);
+  }
   return std::move(r.examples);
 }
 

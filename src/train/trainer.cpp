@@ -118,8 +118,13 @@ StepResult Trainer::step() {
     r.skipped = true;
     r.grad_norm = grad_norm(params, &be);
     model_.zero_grad();
+    ++nonfinite_total_, ++nonfinite_streak_;
   } else {
     r.grad_norm = clip_grad_norm(params, config_.max_grad_norm, &be);
+    // Cross-entropy's gradient (softmax - one-hot) is never exactly 0 at a target; all of it 0
+    // means the backward passed through an overflow that a norm zeroed.
+    r.zero_grad = r.tokens > 0 && r.grad_norm == 0.0;
+    nonfinite_streak_ = r.zero_grad ? nonfinite_streak_ + 1 : 0;
     optimizer_->step(params, r.lr);
     model_.parameters_updated();
   }
@@ -152,11 +157,21 @@ void Trainer::train(const std::function<void(const StepResult&)>& on_step,
     }
     const StepResult r = step();
     if (on_step) on_step(r);
+    if (config_.max_consecutive_nonfinite > 0 && nonfinite_streak_ >= config_.max_consecutive_nonfinite) {
+      const std::string last = saving ? latest_checkpoint(config_.output_dir) : "";
+      fail("train",
+           "steps {} to {} ({} in a row, key 'max_consecutive_nonfinite_steps') had a non-finite loss or "
+           "gradient, or a gradient of exactly 0 (an overflow zeroed by a norm): the run diverged and was stopped "
+           "(is learning_rate {} too high?); {}",
+           step_ - nonfinite_streak_ + 1, step_, nonfinite_streak_, config_.lr,
+           last.empty() ? std::string("no checkpoint was written") : "the last good checkpoint is " + last);
+    }
     if (config_.eval_every > 0 && step_ % config_.eval_every == 0 && !validation_.empty()) {
       const double v = evaluate();
       if (on_eval) on_eval(step_, v);
     }
-    if (saving && config_.save_every > 0 && step_ % config_.save_every == 0) {
+    // Not in the middle of a non-finite streak: the newest checkpoint stays the last good one.
+    if (saving && config_.save_every > 0 && step_ % config_.save_every == 0 && nonfinite_streak_ == 0) {
       save_checkpoint();
       saved_at = step_;
     }

@@ -36,6 +36,10 @@ struct TrainerConfig {
   int64_t eval_every = 0;         // steps; 0 = never during training
   int64_t save_every = 0;         // steps; 0 = never during training
   std::string output_dir;         // checkpoints go to output_dir/checkpoint-<step>
+  int64_t save_total_limit = 0;   // keep only the newest K checkpoints in output_dir; 0 = keep all
+  // This many skipped (non-finite) or zero-gradient steps in a row stop train() with an Error: a
+  // run that diverged does not go on to its end silently. 0 = never stop.
+  int64_t max_consecutive_nonfinite = 10;
 };
 
 struct StepResult {
@@ -46,6 +50,9 @@ struct StepResult {
   double grad_norm = 0;     // before clipping
   double lr = 0;
   bool skipped = false;     // non-finite loss or gradient: no update
+  // Target tokens but a gradient of exactly 0: activations overflowed and a norm turned the
+  // infinities into zeros (a diverged run that no longer shows a NaN). Updated as usual.
+  bool zero_grad = false;
   double seconds = 0;
 };
 
@@ -65,6 +72,9 @@ class Trainer {
   // Runs steps until max_steps (evaluating and saving on the configured intervals), calling
   // on_step after each and on_eval after each evaluation. should_stop is polled between steps
   // (Ctrl-C): when it returns true a checkpoint is saved and train() returns.
+  // While steps are being skipped as non-finite no checkpoint is written, and after
+  // max_consecutive_nonfinite of them in a row train() throws Error naming the steps and the last
+  // checkpoint on disk, which is left as it was (nothing of the diverged state is saved).
   void train(const std::function<void(const StepResult&)>& on_step = {},
              const std::function<void(int64_t step, double val_loss)>& on_eval = {},
              const std::function<bool()>& should_stop = {});
@@ -79,8 +89,16 @@ class Trainer {
   // Restores params, optimizer state, step and data position from a checkpoint directory.
   // Throws Error naming the file when it is missing, truncated or belongs to other params.
   void resume(const std::string& checkpoint_dir);
+  // Resumes from the newest complete checkpoint in output_dir that loads; a newer one that does
+  // not is skipped with a warning naming it, the reason and the one used instead. Returns the
+  // directory used, "" when output_dir holds no checkpoint; throws when none loads.
+  std::string resume_latest(const std::string& output_dir, std::vector<std::string>* warnings);
 
   int64_t step_count() const { return step_; }
+  // Non-finite (skipped) steps taken by this Trainer in all; diverged (skipped or zero-gradient)
+  // steps in a row up to now.
+  int64_t nonfinite_steps() const { return nonfinite_total_; }
+  int64_t nonfinite_streak() const { return nonfinite_streak_; }
   const DataPosition& data_position() const { return position_; }
   const TrainerConfig& config() const { return config_; }
   Optimizer& optimizer() { return *optimizer_; }
@@ -97,6 +115,7 @@ class Trainer {
   int64_t step_ = 0;
   DataPosition position_;
   std::vector<size_t> order_;  // the current epoch's order
+  int64_t nonfinite_total_ = 0, nonfinite_streak_ = 0;
 };
 
 // Optimizer steps for `epochs` passes over `sequences` at `per_step` sequences a step (at least 1).
@@ -104,5 +123,18 @@ int64_t steps_for_epochs(double epochs, size_t sequences, int64_t per_step);
 
 // The newest output_dir/checkpoint-<step> directory, or "" when there is none.
 std::string latest_checkpoint(const std::string& output_dir);
+// Every complete output_dir/checkpoint-<step> directory, newest first. Temp ("<dir>.tmp-<pid>"),
+// displaced ("<dir>.old-<pid>") and half-deleted ("<dir>.deleting-<pid>") folders never count.
+std::vector<std::string> list_checkpoints(const std::string& output_dir);
+// What a killed run leaves in output_dir (and its adapter/, model/, token_cache/ folders): temp
+// files "<file>.tmp.<pid>" and folders "<dir>.tmp-<pid>" are removed, as are "<dir>.deleting-<pid>"
+// folders; a "checkpoint-<n>.old-<pid>" is renamed back to checkpoint-<n> when the kill came
+// between the two renames of a replacement (no checkpoint-<n> left), else removed. Returns a line
+// for each thing done.
+std::vector<std::string> remove_stale_outputs(const std::string& output_dir);
+// Deletes all but the newest `keep` complete checkpoints of output_dir (keep <= 0: none deleted).
+// Each goes by rename to "<dir>.deleting-<pid>" first, so a kill mid-delete never leaves a
+// half-deleted folder under a checkpoint's name.
+void prune_checkpoints(const std::string& output_dir, int64_t keep);
 
 }  // namespace qlora

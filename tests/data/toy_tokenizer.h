@@ -16,14 +16,23 @@ class ToyTokenizer : public Tokenizer {
   explicit ToyTokenizer(int32_t pad = -1, bool add_bos = true) : pad_(pad), add_bos_(add_bos) {}
 
   std::vector<int32_t> encode(std::string_view text, bool add_bos, bool parse_special) const override {
+    return parse_special ? encode_with_plain(text, add_bos, {}) : encode_with_plain(text, add_bos, {{0, text.size()}});
+  }
+  std::vector<int32_t> encode_with_plain(std::string_view text, bool add_bos,
+                                         const std::vector<TextSpan>& plain) const override {
+    auto overlaps_plain = [&](size_t b, size_t e) {
+      for (const TextSpan& p : plain)
+        if (b < p.end && p.begin < e) return true;
+      return false;
+    };
     std::vector<int32_t> out;
     if (add_bos) out.push_back(kBos);
     for (size_t i = 0; i < text.size();) {
       bool matched = false;
-      if (parse_special) {
+      {
         for (int32_t id = kBos; id <= kImEnd; ++id) {
           const std::string s = token_text(id);
-          if (text.substr(i, s.size()) == s) {
+          if (text.substr(i, s.size()) == s && !overlaps_plain(i, i + s.size())) {
             out.push_back(id);
             i += s.size();
             matched = true;
@@ -32,6 +41,17 @@ class ToyTokenizer : public Tokenizer {
         }
       }
       if (!matched) out.push_back(static_cast<unsigned char>(text[i++]));
+    }
+    return out;
+  }
+  std::vector<TextSpan> special_spans(std::string_view text) const override {
+    std::vector<TextSpan> out;
+    for (size_t i = 0; i < text.size();) {
+      size_t len = 0;
+      for (int32_t id = kBos; id <= kImEnd && !len; ++id)
+        if (text.substr(i, token_text(id).size()) == token_text(id)) len = token_text(id).size();
+      if (len) out.push_back({i, i + len});
+      i += len ? len : 1;
     }
     return out;
   }

@@ -1,7 +1,8 @@
 // The `qlora` executable end to end: greedy generation of the real stories260K reproduces
 // llama2.c's reference text; info/perplexity --json parse; bad input exits non-zero with a
-// message naming the file, and no output on stdout; `qlora system` shows the kernels and the OpenMP
-// wait policy the CLI sets.
+// message naming the file, and no output on stdout; a tokenizer larger than the model's vocabulary
+// fails at load naming both sizes, a smaller one is accepted; `qlora system` shows the kernels and
+// the OpenMP wait policy the CLI sets.
 #include <gtest/gtest.h>
 
 #include <array>
@@ -98,6 +99,26 @@ TEST(Cli, BadInputExitsNonZeroNamingTheFile) {
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.out.find("config.json"), std::string::npos) << r.out;
   fs::remove_all(dir);
+}
+
+TEST(Cli, TokenizerLargerThanTheModelFailsAtLoad) {
+  const std::string gguf = qlora::test::shared_path("models/stories260K/tinyllamas-stories-260k-f32.gguf");
+  const std::string llama2 = qlora::test::shared_path("models/llama2-tokenizer/tokenizer.model");
+  const std::string tok512 = qlora::test::shared_path("models/stories260K/tok512.bin");
+  if (!qlora::test::exists(gguf) || !qlora::test::exists(llama2) || !qlora::test::exists(tok512))
+    GTEST_SKIP() << "stories260K or the llama2 tokenizer missing";
+  // 32000 tokens against an embedding of 512 rows: ids 512..31999 would index past it.
+  for (const std::string& cmd : {"generate", "perplexity"}) {
+    SCOPED_TRACE(cmd);
+    const std::string extra = std::string(cmd) == "generate" ? " -p hi -n 2" : " --data " + qlora::test::source_path("examples/data/tiny_stories_sample.txt");
+    const RunResult r = run(std::string(cmd) + " " + gguf + " --tokenizer " + llama2 + extra);
+    EXPECT_NE(r.exit_code, 0);
+    EXPECT_NE(r.out.find("tokenizer " + llama2 + " has 32000 tokens"), std::string::npos) << r.out;
+    EXPECT_NE(r.out.find("vocab_size 512"), std::string::npos) << r.out;
+  }
+  // The model's own 512-token tokenizer, given explicitly, fits.
+  const RunResult ok = run("generate " + gguf + " --tokenizer " + tok512 + " -p Once -n 3 -t 0");
+  EXPECT_EQ(ok.exit_code, 0) << ok.out;
 }
 
 namespace qlora {

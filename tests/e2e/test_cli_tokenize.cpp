@@ -1,8 +1,10 @@
 // `qlora tokenize` end to end: --json prints the ids the library's tokenizer gives (with and
 // without BOS) for a tokenizer-only GGUF, the plain output lists ids and pieces, --file reads a
-// file, and missing input or a bad path exits non-zero with a message.
+// file, missing input or a bad path exits non-zero with a message, and special tokens written in
+// the text are text unless --parse-special.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <array>
 #include <cstdio>
 #include <nlohmann/json.hpp>
@@ -68,6 +70,22 @@ TEST(CliTokenize, BadInputExitsNonZero) {
   EXPECT_NE(missing.out.find("/nonexistent/tok.gguf"), std::string::npos) << missing.out;
   const RunResult both = run(kSpm + " --text a --file b");
   EXPECT_NE(both.exit_code, 0);
+}
+
+TEST(CliTokenize, SpecialTokensInTextAreTextUnlessParseSpecial) {
+  SKIP_UNLESS_READY();
+  const auto tok = qlora::load_tokenizer(kSpm);
+  const std::string text = "a</s>b";
+  const RunResult plain = run(kSpm + " --text \"" + text + "\" --json --no-bos");
+  ASSERT_EQ(plain.exit_code, 0) << plain.out;
+  const auto plain_ids = nlohmann::json::parse(plain.out).get<std::vector<int32_t>>();
+  EXPECT_EQ(plain_ids, tok->encode(text, false, false));
+  for (int32_t id : plain_ids) EXPECT_NE(id, tok->eos_id()) << plain.out;
+  const RunResult parsed = run(kSpm + " --text \"" + text + "\" --json --no-bos --parse-special");
+  ASSERT_EQ(parsed.exit_code, 0) << parsed.out;
+  const auto parsed_ids = nlohmann::json::parse(parsed.out).get<std::vector<int32_t>>();
+  EXPECT_EQ(parsed_ids, tok->encode(text, false, true));
+  EXPECT_NE(std::find(parsed_ids.begin(), parsed_ids.end(), tok->eos_id()), parsed_ids.end()) << parsed.out;
 }
 
 }  // namespace

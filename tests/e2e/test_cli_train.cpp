@@ -2,12 +2,17 @@
 // shipped GSM8K subset: outputs (adapter, metrics.jsonl, report.html, checkpoints, summary), the
 // dry run, command-line overrides, resume equal to an uninterrupted run, Ctrl-C saving a
 // checkpoint, bad configs rejected with the key's name before any output is written, and the
-// memory budget (the settings it chooses, and the refusal of a run that will not fit).
+// memory budget (the settings it chooses, and the refusal of a run that will not fit). Crash
+// safety: a write that fails (file size limit, as on a full disk) leaves the old config.yaml, a
+// resume keeps one metrics line per step, ignores and removes temp folders of killed saves, falls
+// back from a corrupt latest checkpoint, save_total_limit prunes, a diverged run stops with an
+// error and writes no adapter, and sequence_len too short for any response names the key.
 #include <gtest/gtest.h>
 
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <map>
 #include <sstream>
 
 #include "backend/cpu/cpu_backend.h"
@@ -136,6 +141,16 @@ TEST_F(CliTrain, ResumeEqualsUninterruptedRun) {
   const std::string b = read_file(split.out + "/adapter/adapter_model.safetensors");
   EXPECT_FALSE(a.empty());
   EXPECT_EQ(a, b) << "resumed adapter differs from the uninterrupted run";
+  // metrics.jsonl: one training line per step and one validation line per evaluated step, the
+  // resumed run's included (a resume used to repeat the steps after the checkpoint).
+  std::map<int64_t, int> losses, evals;
+  std::ifstream metrics(split.out + "/metrics.jsonl");
+  for (std::string line; std::getline(metrics, line);) {
+    const nlohmann::json j = nlohmann::json::parse(line);
+    (j.contains("loss") ? losses : evals)[j["step"].get<int64_t>()]++;
+  }
+  EXPECT_EQ(losses, (std::map<int64_t, int>{{1, 1}, {2, 1}, {3, 1}, {4, 1}}));
+  EXPECT_EQ(evals, (std::map<int64_t, int>{{0, 1}, {2, 1}, {4, 1}}));
 }
 
 TEST_F(CliTrain, InterruptSavesACheckpoint) {
@@ -229,6 +244,123 @@ TEST_F(CliTrain, RefusesARunThatWillNotFitAndWritesNothing) {
   const test::RunResult dry = run.train("--dry-run --memory-budget 1MiB");
   EXPECT_NE(dry.exit_code, 0);
   EXPECT_NE(dry.out.find("nothing would fit"), std::string::npos) << dry.out;
+}
+
+// Every file in `dir` (recursively) whose name marks it as a temp or displaced file.
+std::vector<std::string> temp_leftovers(const std::string& dir) {
+  std::vector<std::string> out;
+  for (const auto& e : fs::recursive_directory_iterator(dir)) {
+    const std::string name = e.path().filename().string();
+    if (name.find(".tmp") != std::string::npos || name.find(".old-") != std::string::npos ||
+        name.find(".deleting-") != std::string::npos)
+      out.push_back(e.path().string());
+  }
+  return out;
+}
+
+TEST_F(CliTrain, AFailedWriteOnResumeKeepsTheOldConfig) {
+  TinyRun run;
+  ASSERT_EQ(run.train("--max_steps 2").exit_code, 0);
+  const std::string config = read_file(run.out + "/config.yaml");
+  ASSERT_FALSE(config.empty());
+  // A file size limit of 0 fails every write with EFBIG, as a full disk fails them with ENOSPC.
+  const std::string cmd = "bash -c 'ulimit -f 0; " + test::binary_path("qlora") + " train " + run.config +
+                          " --quiet --resume' 2>&1";
+  FILE* pipe = popen(cmd.c_str(), "r");
+  ASSERT_NE(pipe, nullptr);
+  std::string out;
+  char buf[4096];
+  while (size_t n = fread(buf, 1, sizeof(buf), pipe)) out.append(buf, n);
+  const int status = pclose(pipe);
+  EXPECT_NE(WEXITSTATUS(status), 0) << out;
+  EXPECT_NE(out.find("cannot write"), std::string::npos) << out;
+  EXPECT_NE(out.find("config.yaml"), std::string::npos) << out;
+  EXPECT_EQ(read_file(run.out + "/config.yaml"), config) << "config.yaml changed by a failed write";
+  EXPECT_TRUE(temp_leftovers(run.out).empty());
+}
+
+TEST_F(CliTrain, ResumeIgnoresAndRemovesTempFoldersAndFallsBackFromACorruptCheckpoint) {
+  TinyRun run("lr_scheduler: constant\n");
+  ASSERT_EQ(run.train().exit_code, 0);  // checkpoints 2 and 4
+  // What a kill leaves: a complete-looking temp folder of a later step, a temp config.
+  fs::copy(run.out + "/checkpoint-4", run.out + "/checkpoint-6.tmp-99999");
+  std::ofstream(run.out + "/config.yaml.tmp.99999") << "half";
+  // The latest checkpoint is corrupt: its parameters are cut short.
+  fs::resize_file(run.out + "/checkpoint-4/model.safetensors", 100);
+  const test::RunResult r = run.train("--resume --max_steps 5");
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_NE(r.out.find("checkpoint " + run.out + "/checkpoint-4"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("resuming from " + run.out + "/checkpoint-2 instead"), std::string::npos) << r.out;
+  EXPECT_TRUE(temp_leftovers(run.out).empty()) << temp_leftovers(run.out)[0];
+  const nlohmann::json summary = nlohmann::json::parse(read_file(run.out + "/summary.json"));
+  EXPECT_EQ(summary["steps"], 5);
+}
+
+TEST_F(CliTrain, SaveTotalLimitKeepsTheNewestCheckpoints) {
+  TinyRun run("save_total_limit: 2\n");
+  ASSERT_EQ(run.train("--save_steps 1 --eval_steps 0").exit_code, 0);
+  std::vector<std::string> checkpoints;
+  for (const auto& e : fs::directory_iterator(run.out))
+    if (e.path().filename().string().rfind("checkpoint-", 0) == 0) checkpoints.push_back(e.path().filename().string());
+  std::sort(checkpoints.begin(), checkpoints.end());
+  EXPECT_EQ(checkpoints, (std::vector<std::string>{"checkpoint-3", "checkpoint-4"}));
+}
+
+TEST_F(CliTrain, ADivergedRunStopsWithAnErrorAndWritesNoAdapter) {
+  TinyRun run("max_consecutive_nonfinite_steps: 3\nlr_scheduler: constant\n");
+  const test::RunResult r = run.train("--learning_rate 1e6 --max_steps 40 --save_steps 0 --eval_steps 0");
+  EXPECT_NE(r.exit_code, 0) << r.out;
+  EXPECT_NE(r.out.find("3 in a row"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("max_consecutive_nonfinite_steps"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("diverged"), std::string::npos) << r.out;
+  EXPECT_FALSE(test::exists(run.out + "/adapter")) << "the exploded adapter was written";
+  EXPECT_FALSE(test::exists(run.out + "/summary.json"));
+  // stories260K at lr 1e6 collapses within two steps: the residual stream overflows, RMSNorm turns
+  // the infinities into zeros, the loss sits at ln(512) with a gradient of exactly 0 (bigger
+  // learning rates give NaN instead; both count). The last three step lines are flagged, each
+  // line carries the running count of skipped (non-finite) steps.
+  std::vector<bool> flagged;
+  std::ifstream metrics(run.out + "/metrics.jsonl");
+  for (std::string line; std::getline(metrics, line);) {
+    const nlohmann::json j = nlohmann::json::parse(line);
+    if (!j.contains("loss")) continue;
+    EXPECT_TRUE(j.contains("nonfinite_steps")) << line;
+    flagged.push_back(j["skipped"].get<bool>() || j["zero_grad"].get<bool>());
+  }
+  ASSERT_GE(flagged.size(), 3u);
+  EXPECT_LT(flagged.size(), 40u);
+  EXPECT_TRUE(flagged[flagged.size() - 1] && flagged[flagged.size() - 2] && flagged[flagged.size() - 3]);
+  const std::string html = read_file(run.out + "/report.html");
+  EXPECT_NE(html.find("non-finite steps skipped"), std::string::npos);
+  EXPECT_NE(html.find("diverged"), std::string::npos);
+}
+
+TEST_F(CliTrain, ResumeAfterNonFiniteStepsKeepsCountingThem) {
+  // lr 1e30: step 1 is finite, every later step NaN (written as null in metrics.jsonl); with the
+  // stop off (0) the run ends, and a resume reads those null lines back and counts on.
+  TinyRun run("max_consecutive_nonfinite_steps: 0\nlr_scheduler: constant\nlearning_rate: 1.0e30\n");
+  ASSERT_EQ(run.train("--eval_steps 0").exit_code, 0);
+  const test::RunResult r = run.train("--eval_steps 0 --resume --max_steps 6");
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  int64_t last = -1, skipped = 0;
+  std::ifstream metrics(run.out + "/metrics.jsonl");
+  for (std::string line; std::getline(metrics, line);) {
+    const nlohmann::json j = nlohmann::json::parse(line);
+    if (!j.contains("loss")) continue;
+    skipped += j["skipped"].get<bool>();
+    last = j["nonfinite_steps"].get<int64_t>();
+  }
+  EXPECT_GT(skipped, 0);
+  EXPECT_EQ(last, skipped);  // the resumed run's count includes the steps before the resume
+  EXPECT_NE(read_file(run.out + "/report.html").find("non-finite steps skipped"), std::string::npos);
+}
+
+TEST_F(CliTrain, SequenceLenTooShortForAnyResponseNamesTheKey) {
+  TinyRun run;
+  const test::RunResult r = run.train("--sequence_len 1");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.out.find("key 'sequence_len' 1"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("no response token left"), std::string::npos) << r.out;
 }
 
 }  // namespace

@@ -59,7 +59,11 @@ class ToyModel final : public Trainable {
     for (size_t i = 0; i < dw.size(); ++i) gw[i] += float(grad_scale * dw[i]);
     for (size_t i = 0; i < db.size(); ++i) gb[i] += float(grad_scale * db[i]);
     LossSum out = s;
-    if (calls_ - 1 == nan_call_) {
+    if (calls_ - 1 >= zero_call_ && calls_ - 1 < zero_call_ + zero_count_) {
+      std::fill(gw, gw + gw_.numel(), 0.0f);
+      std::fill(gb, gb + gb_.numel(), 0.0f);
+    }
+    if (calls_ - 1 >= nan_call_ && calls_ - 1 < nan_call_ + nan_count_) {
       if (inf_grad_only_) gw[3] = std::numeric_limits<float>::infinity();
       else out.loss = std::numeric_limits<double>::quiet_NaN();
     }
@@ -78,11 +82,14 @@ class ToyModel final : public Trainable {
   MemoryStats memory() const override { return {}; }
 
   // The forward_backward call (0-based) that reports a NaN loss (or, with inf_grad_only, a finite
-  // loss and an infinite gradient element).
-  void inject_nan_at(int64_t call, bool inf_grad_only = false) {
+  // loss and an infinite gradient element), and `count` calls from it.
+  void inject_nan_at(int64_t call, bool inf_grad_only = false, int64_t count = 1) {
     nan_call_ = call;
     inf_grad_only_ = inf_grad_only;
+    nan_count_ = count;
   }
+  // `count` forward_backward calls from `call` (0-based) leave every gradient exactly 0.
+  void zero_grads_at(int64_t call, int64_t count) { zero_call_ = call, zero_count_ = count; }
   int64_t updates() const { return updates_; }
   const std::vector<uint64_t>& seeds() const { return seeds_; }
   std::vector<float> values() const {
@@ -136,7 +143,7 @@ class ToyModel final : public Trainable {
   float dropout_;
   std::string prefix_;
   Tensor table_, w_, b_, gw_, gb_;
-  int64_t calls_ = 0, updates_ = 0, nan_call_ = -1;
+  int64_t calls_ = 0, updates_ = 0, nan_call_ = -1, nan_count_ = 1, zero_call_ = -1, zero_count_ = 0;
   bool inf_grad_only_ = false;
   std::vector<uint64_t> seeds_;
 };
@@ -607,6 +614,136 @@ TEST(Trainer, TrainSavesOnIntervalsAndOnStop) {
     EXPECT_EQ(trainer.step_count(), 2);
     EXPECT_EQ(dir_entries(out.path()), std::vector<std::string>{"checkpoint-2"});
   }
+}
+
+// K non-finite steps in a row stop train() with an error naming the steps, the key and the last
+// good checkpoint; no checkpoint of the diverged stretch is written. A shorter streak is survived.
+TEST(Trainer, ConsecutiveNonFiniteStepsStopTheRun) {
+  const auto data = make_data(8, 81);
+  TempDir out;
+  TrainerConfig cfg = base_config();
+  cfg.grad_accum = 1;
+  cfg.max_steps = 20;
+  cfg.save_every = 2;
+  cfg.max_consecutive_nonfinite = 3;
+  cfg.output_dir = out.path();
+  ToyModel model(kV, kF, 3);
+  model.inject_nan_at(4, false, 100);  // every step from the fifth on
+  Trainer trainer(model, data, {}, cfg);
+  std::vector<int64_t> steps;
+  expect_error([&] { trainer.train([&](const StepResult& r) { steps.push_back(r.step); }); },
+               {"[train]", "steps 5 to 7", "3 in a row", "max_consecutive_nonfinite_steps", "diverged",
+                "last good checkpoint is " + out.file("checkpoint-4")});
+  EXPECT_EQ(steps.size(), 7u);
+  EXPECT_EQ(trainer.nonfinite_steps(), 3);
+  // Step 6 would have been saved: it was skipped, so checkpoint-4 stays the newest.
+  EXPECT_EQ(dir_entries(out.path()), (std::vector<std::string>{"checkpoint-2", "checkpoint-4"}));
+
+  // Two in a row with a limit of three: the run goes on and ends normally.
+  TempDir out2;
+  cfg.output_dir = out2.path();
+  cfg.max_steps = 8;
+  ToyModel survivor(kV, kF, 3);
+  survivor.inject_nan_at(2, false, 2);
+  Trainer ok(survivor, data, {}, cfg);
+  ok.train();
+  EXPECT_EQ(ok.nonfinite_steps(), 2);
+  EXPECT_EQ(ok.nonfinite_streak(), 0);
+  EXPECT_EQ(ok.step_count(), 8);
+
+  // A collapsed model (finite loss, gradient exactly 0) counts toward the same streak.
+  TempDir out3;
+  cfg.output_dir = out3.path();
+  ToyModel dead(kV, kF, 3);
+  dead.zero_grads_at(1, 100);
+  Trainer collapsed(dead, data, {}, cfg);
+  expect_error([&] { collapsed.train(); }, {"steps 2 to 4", "gradient of exactly 0"});
+  EXPECT_EQ(collapsed.nonfinite_steps(), 0);
+}
+
+TEST(Trainer, SaveTotalLimitKeepsTheNewestCheckpoints) {
+  const auto data = make_data(8, 82);
+  TempDir out;
+  TrainerConfig cfg = base_config();
+  cfg.max_steps = 7;
+  cfg.save_every = 1;
+  cfg.save_total_limit = 2;
+  cfg.output_dir = out.path();
+  ToyModel model(kV, kF, 3);
+  Trainer trainer(model, data, {}, cfg);
+  trainer.train();
+  EXPECT_EQ(dir_entries(out.path()), (std::vector<std::string>{"checkpoint-6", "checkpoint-7"}));
+  prune_checkpoints(out.path(), 0);  // 0 keeps all
+  EXPECT_EQ(dir_entries(out.path()).size(), 2u);
+}
+
+TEST(Trainer, StaleTempFoldersAreRemovedAndNeverCountAsCheckpoints) {
+  TempDir out;
+  const auto data = make_data(8, 83);
+  TrainerConfig cfg = base_config();
+  cfg.output_dir = out.path();
+  ToyModel model(kV, kF, 3);
+  Trainer trainer(model, data, {}, cfg);
+  trainer.step();
+  trainer.step();
+  const std::string ckpt2 = trainer.save_checkpoint();
+  trainer.step();
+  const std::string ckpt3 = trainer.save_checkpoint();
+  // What kills at different points of a save leave: a complete-looking temp folder of a newer
+  // step, a displaced folder whose replacement landed, one whose replacement did not, temp files.
+  fs::copy(ckpt3, out.file("checkpoint-10.tmp-4242"));
+  fs::copy(ckpt2, out.file("checkpoint-2.old-4242"));
+  fs::rename(ckpt3, out.file("checkpoint-3.old-4243"));
+  fs::copy(ckpt2, out.file("checkpoint-1.deleting-4244"));
+  test::write_text(out.file("config.yaml.tmp.4245"), "half");
+  test::write_text(out.file("config.yaml"), "kept");
+  fs::create_directories(out.file("adapter"));
+  test::write_text(out.file("adapter/adapter_config.json.tmp.4246"), "half");
+  EXPECT_EQ(list_checkpoints(out.path()), std::vector<std::string>{ckpt2});
+
+  const std::vector<std::string> notes = remove_stale_outputs(out.path());
+  EXPECT_EQ(notes.size(), 6u);
+  EXPECT_EQ(dir_entries(out.path()),
+            (std::vector<std::string>{"adapter", "checkpoint-2", "checkpoint-3", "config.yaml"}));
+  EXPECT_TRUE(dir_entries(out.file("adapter")).empty());
+  EXPECT_EQ(list_checkpoints(out.path()), (std::vector<std::string>{ckpt3, ckpt2}));
+  ToyModel again(kV, kF, 9);
+  Trainer resumed(again, data, {}, cfg);
+  resumed.resume(ckpt3);  // the restored folder is the intact checkpoint
+  EXPECT_EQ(again.values(), model.values());
+}
+
+TEST(Trainer, ResumeLatestFallsBackFromACorruptCheckpoint) {
+  TempDir out;
+  const auto data = make_data(8, 84);
+  TrainerConfig cfg = base_config();
+  cfg.output_dir = out.path();
+  ToyModel model(kV, kF, 3);
+  Trainer trainer(model, data, {}, cfg);
+  trainer.step();
+  const std::string good = trainer.save_checkpoint();
+  const auto good_values = model.values();
+  trainer.step();
+  const std::string bad = trainer.save_checkpoint();
+  fs::resize_file(bad + "/model.safetensors", 10);
+
+  ToyModel fresh(kV, kF, 9);
+  Trainer resumed(fresh, data, {}, cfg);
+  std::vector<std::string> warnings;
+  EXPECT_EQ(resumed.resume_latest(out.path(), &warnings), good);
+  ASSERT_EQ(warnings.size(), 1u);
+  EXPECT_NE(warnings[0].find(bad), std::string::npos) << warnings[0];
+  EXPECT_NE(warnings[0].find("resuming from " + good), std::string::npos) << warnings[0];
+  EXPECT_NE(warnings[0].find("model.safetensors"), std::string::npos) << warnings[0];
+  EXPECT_EQ(fresh.values(), good_values);
+  EXPECT_EQ(resumed.step_count(), 1);
+
+  fs::resize_file(good + "/optimizer.safetensors", 3);
+  ToyModel none(kV, kF, 9);
+  Trainer nothing(none, data, {}, cfg);
+  expect_error([&] { nothing.resume_latest(out.path(), nullptr); }, {"no checkpoint in", bad, good});
+  TempDir empty;
+  EXPECT_EQ(nothing.resume_latest(empty.path(), nullptr), "");
 }
 
 }  // namespace

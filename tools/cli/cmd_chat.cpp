@@ -56,7 +56,7 @@ class Conversation {
   // Answers one user message, streaming the reply to stdout; returns false when the context is full.
   bool reply(const std::string& user) {
     messages_.push_back({"user", user});
-    const std::vector<int32_t> ids = encode_rendered(tokenizer_, template_.render(messages_, true));
+    const std::vector<int32_t> ids = encode_chat(tokenizer_, template_, messages_);
     const int64_t context = cache_.capacity();
     if (int64_t(ids.size()) >= context) {
       messages_.pop_back();

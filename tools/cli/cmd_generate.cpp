@@ -30,26 +30,26 @@ struct GenerateOptions {
   float top_p = 0.95f;
   int64_t seed = -1;
   bool no_bos = false;
+  bool parse_special = false;
   bool ignore_eos = false;
   bool stats = false;
 };
 
 void run_generate(const GenerateOptions& o) {
-  const LlamaModel model = load_for_inference(o.model);
+  // The tokenizer first: a tokenizer too large for the model fails before the weights load.
   const auto tokenizer = load_model_tokenizer(o.model.model_path, o.tokenizer_path);
-  if (tokenizer->vocab_size() > model.config().vocab_size)
-    fail("generate", "tokenizer has {} tokens but the model's vocabulary is {}", tokenizer->vocab_size(),
-         model.config().vocab_size);
+  const LlamaModel model = load_for_inference(o.model);
   std::vector<int32_t> ids;
   if (o.chat) {
     const ChatTemplate chat_template = load_chat_template(o.model.model_path, *tokenizer, o.template_name);
     std::vector<ChatMessage> messages;
     if (!o.system.empty()) messages.push_back({"system", o.system});
     messages.push_back({"user", o.prompt});
-    ids = encode_rendered(*tokenizer, chat_template.render(messages, true));
+    ids = encode_chat(*tokenizer, chat_template, messages, o.parse_special);
   } else {
-    // BOS only for models that expect it (Llama 2 yes; GPT-2-style SmolLM2/Qwen2 no).
-    ids = tokenizer->encode(o.prompt, !o.no_bos && tokenizer->adds_bos());
+    // BOS only for models that expect it (Llama 2 yes; GPT-2-style SmolLM2/Qwen2 no). The prompt
+    // is text: a "</s>" in it is not EOS unless --parse-special.
+    ids = tokenizer->encode(o.prompt, !o.no_bos && tokenizer->adds_bos(), o.parse_special);
   }
   if (ids.empty()) {
     if (tokenizer->bos_id() < 0) fail("generate", "empty prompt and the tokenizer has no BOS token to start from");
@@ -107,6 +107,8 @@ void register_generate(CLI::App& app) {
   cmd->add_option("--top-p", o->top_p, "nucleus sampling mass")->check(CLI::Range(0.0, 1.0));
   cmd->add_option("--seed", o->seed, "random seed (default: random, printed with --stats)");
   cmd->add_flag("--no-bos", o->no_bos, "do not prepend BOS");
+  cmd->add_flag("--parse-special", o->parse_special,
+                "special tokens written in the prompt (\"<s>\", \"<|im_end|>\") become control tokens; default: text");
   cmd->add_flag("--ignore-eos", o->ignore_eos, "keep generating past end-of-sequence");
   cmd->add_flag("--stats", o->stats, "print timing and seed to stderr");
   cmd->callback([o] { run_generate(*o); });

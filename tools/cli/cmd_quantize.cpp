@@ -99,7 +99,7 @@ void copy_tokenizer_files(const ModelSource& file, const fs::path& out) {
                            "generation_config.json"}) {
     const fs::path src = dir / name;
     if (fs::exists(src) && !fs::equivalent(dir, out))
-      fs::copy_file(src, out / name, fs::copy_options::overwrite_existing);
+      copy_file_atomically(src.string(), (out / name).string(), "quantize");
   }
 }
 

@@ -19,6 +19,7 @@ struct TokenizeOptions {
   std::string text;
   std::string file;
   bool no_bos = false;
+  bool parse_special = false;
   bool json = false;
 };
 
@@ -70,12 +71,14 @@ void register_tokenize(CLI::App& app) {
   text->excludes(file);
   file->excludes(text);
   cmd->add_flag("--no-bos", o->no_bos, "do not prepend BOS");
+  cmd->add_flag("--parse-special", o->parse_special,
+                "special tokens written in the text (\"<s>\", \"<|im_end|>\") become control tokens; default: text");
   cmd->add_flag("--json", o->json, "print a JSON array of ids");
   cmd->callback([o, text, file] {
     if (text->count() == 0 && file->count() == 0) fail("tokenize", "give the text with --text or --file");
     const std::string input = file->count() ? read_text_file(o->file) : o->text;
     const auto tokenizer = load_tokenizer(o->path);
-    const std::vector<int32_t> ids = tokenizer->encode(input, !o->no_bos && tokenizer->adds_bos());
+    const std::vector<int32_t> ids = tokenizer->encode(input, !o->no_bos && tokenizer->adds_bos(), o->parse_special);
     if (o->json) {
       fmt::print("{}\n", nlohmann::json(ids).dump());
       return;

@@ -6,6 +6,8 @@
 #include "backend/cpu/threads.h"
 #include "core/error.h"
 #include "io/peft_adapter.h"
+#include "data/content_guard.h"
+#include "model/model_source.h"
 #include "quant/nf4.h"
 
 namespace qlora::cli {
@@ -30,7 +32,11 @@ void add_tokenizer_option(CLI::App& cmd, std::string& tokenizer_path) {
 }
 
 std::unique_ptr<Tokenizer> load_model_tokenizer(const std::string& model_path, const std::string& tokenizer_path) {
-  return tokenizer_path.empty() ? find_tokenizer_for_model(model_path) : load_tokenizer(tokenizer_path);
+  auto tokenizer = tokenizer_path.empty() ? find_tokenizer_for_model(model_path) : load_tokenizer(tokenizer_path);
+  // Checked here, where every subcommand meets model and tokenizer, before any weight is read.
+  check_tokenizer_fits(tokenizer->vocab_size(), tokenizer_path.empty() ? "of " + model_path : tokenizer_path,
+                       ModelSource::open(model_path).config(), model_path);
+  return tokenizer;
 }
 
 LlamaModel load_for_inference(const ModelOptions& options) {
@@ -71,11 +77,10 @@ ChatTemplate load_chat_template(const std::string& model_path, const Tokenizer& 
   }
 }
 
-std::vector<int32_t> encode_rendered(const Tokenizer& tokenizer, const std::string& text) {
-  std::vector<int32_t> ids = tokenizer.encode(text, false, true);
-  const int32_t bos = tokenizer.bos_id();
-  if (tokenizer.adds_bos() && bos >= 0 && (ids.empty() || ids[0] != bos)) ids.insert(ids.begin(), bos);
-  return ids;
+std::vector<int32_t> encode_chat(const Tokenizer& tokenizer, const ChatTemplate& chat_template,
+                                 const std::vector<ChatMessage>& messages, bool parse_special_in_content) {
+  if (parse_special_in_content) return encode_guarded(tokenizer, {chat_template.render(messages, true), {}});
+  return encode_guarded(tokenizer, render_guarded(chat_template, tokenizer, messages, true));
 }
 
 std::vector<int32_t> generate_tokens(const LlamaModel& model, const Tokenizer& tokenizer, KvCache& cache,

@@ -45,9 +45,11 @@ LlamaModel load_for_inference(const ModelOptions& options);
 // built-in when the model has no template.
 ChatTemplate load_chat_template(const std::string& model_path, const Tokenizer& tokenizer, const std::string& name,
                                 const std::string& fallback = "");
-// Ids of rendered chat text: specials spelled in the text are parsed, BOS added only when the model
-// wants one and the template did not write it.
-std::vector<int32_t> encode_rendered(const Tokenizer& tokenizer, const std::string& text);
+// Ids of the messages rendered by the template with a generation prompt: the template's control
+// tokens are parsed, message content is text unless parse_special_in_content
+// (data/content_guard.h); BOS added only when the model wants one and the template did not write it.
+std::vector<int32_t> encode_chat(const Tokenizer& tokenizer, const ChatTemplate& chat_template,
+                                 const std::vector<ChatMessage>& messages, bool parse_special_in_content = false);
 
 // Samples up to max_tokens after `logits` (the last row of a forward over the prompt, already in
 // `cache`), feeding each token back; stops at an end-of-generation token (not emitted, not

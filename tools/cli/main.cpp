@@ -3,6 +3,7 @@
 #include <fmt/core.h>
 
 #include <CLI/CLI.hpp>
+#include <csignal>
 #include <exception>
 
 #include "commands.h"
@@ -11,6 +12,9 @@
 
 int main(int argc, char** argv) {
   qlora::prefer_passive_omp_wait(argv);  // before any OpenMP region; see backend/cpu/threads.h
+  // A file over the size limit (ulimit -f) then fails its write with EFBIG, which the writers report
+  // naming the file, instead of killing the process with a half-written temp file left behind.
+  std::signal(SIGXFSZ, SIG_IGN);
   CLI::App app{"qlora.cpp: fine-tune Llama-family models with QLoRA on the hardware you have"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "qlora 0.1.0");

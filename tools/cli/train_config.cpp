@@ -139,6 +139,7 @@ const std::vector<std::pair<std::string, Key>>& keys() {
       {"sequence_len", field(&C::sequence_len, "an integer")},
       {"sample_packing", field(&C::sample_packing, "true or false")},
       {"train_on_inputs", field(&C::train_on_inputs, "true or false")},
+      {"parse_special_in_content", field(&C::parse_special_in_content, "true or false")},
       {"val_set_size", field(&C::val_set_size, "a number")},
       {"val_dataset", field(&C::val_dataset, "a path")},
       {"max_examples", field(&C::max_examples, "an integer")},
@@ -156,6 +157,8 @@ const std::vector<std::pair<std::string, Key>>& keys() {
       {"gradient_checkpointing", checkpointing_key()},
       {"eval_steps", field(&C::eval_steps, "an integer")},
       {"save_steps", field(&C::save_steps, "an integer")},
+      {"save_total_limit", field(&C::save_total_limit, "an integer")},
+      {"max_consecutive_nonfinite_steps", field(&C::max_consecutive_nonfinite_steps, "an integer")},
       {"sample_prompts", string_list(&C::sample_prompts)},
       {"sample_max_tokens", field(&C::sample_max_tokens, "an integer")},
       {"seed", field(&C::seed, "a non-negative integer")},
@@ -248,6 +251,8 @@ void validate(const TrainRunConfig& c) {
   non_negative(double(c.warmup_steps), "warmup_steps");
   non_negative(double(c.eval_steps), "eval_steps");
   non_negative(double(c.save_steps), "save_steps");
+  non_negative(double(c.save_total_limit), "save_total_limit");
+  non_negative(double(c.max_consecutive_nonfinite_steps), "max_consecutive_nonfinite_steps");
   non_negative(double(c.gradient_checkpointing), "gradient_checkpointing");
   non_negative(c.val_set_size, "val_set_size");
   non_negative(c.weight_decay, "weight_decay");

@@ -40,6 +40,7 @@ struct TrainRunConfig {
   int64_t sequence_len = 512;
   bool sample_packing = true;
   bool train_on_inputs = false;
+  bool parse_special_in_content = false;  // specials written in message content become control tokens
   double val_set_size = 0.05;          // < 1: fraction of the examples, >= 1: a count
   std::string val_dataset;             // a separate validation file instead of a split
   int64_t max_examples = 0;            // per dataset, 0 = all
@@ -59,6 +60,9 @@ struct TrainRunConfig {
   // Evaluation, samples, output.
   int64_t eval_steps = 0;              // 0: only before and after training
   int64_t save_steps = 0;
+  int64_t save_total_limit = 0;        // keep the newest K checkpoints (HF's key); 0: all
+  // A run stops with an error after this many non-finite (skipped) steps in a row; 0: never.
+  int64_t max_consecutive_nonfinite_steps = 10;
   std::vector<std::string> sample_prompts;
   int64_t sample_max_tokens = 64;
   uint64_t seed = 42;

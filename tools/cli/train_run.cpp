@@ -8,7 +8,6 @@
 #include <chrono>
 #include <csignal>
 #include <filesystem>
-#include <fstream>
 #include <nlohmann/json.hpp>
 
 #include "backend/cpu/cpu_backend.h"
@@ -28,6 +27,7 @@
 #include "train/adapter_export.h"
 #include "train/memory_budget.h"
 #include "train/memory_estimate.h"
+#include "train/metrics_log.h"
 #include "train/model_export.h"
 #include "train/train_model.h"
 #include "train/train_data.h"
@@ -93,6 +93,8 @@ TrainerConfig trainer_config(const TrainRunConfig& c, size_t train_sequences) {
   t.eval_every = c.eval_steps;
   t.save_every = c.save_steps;
   t.output_dir = c.output_dir;
+  t.save_total_limit = c.save_total_limit;
+  t.max_consecutive_nonfinite = c.max_consecutive_nonfinite_steps;
   return t;
 }
 
@@ -133,7 +135,7 @@ std::vector<std::string> sample_answers(const LlamaModel& model, const Tokenizer
                                         const TrainRunConfig& c) {
   std::vector<std::string> out;
   for (const std::string& prompt : c.sample_prompts) {
-    const std::vector<int32_t> ids = encode_rendered(tok, tmpl.render({{"user", prompt}}, true));
+    const std::vector<int32_t> ids = encode_chat(tok, tmpl, {{"user", prompt}}, c.parse_special_in_content);
     const int64_t context = model.config().max_position_embeddings;
     if (int64_t(ids.size()) >= context) fail("train", "sample prompt of {} tokens fills the context", ids.size());
     KvCache cache(model.config(), std::min<int64_t>(context, int64_t(ids.size()) + c.sample_max_tokens));
@@ -211,6 +213,8 @@ void run_training(const TrainRunConfig& requested, const TrainRunOptions& option
   }
 
   fs::create_directories(c.output_dir);
+  // A run killed earlier may have left temp files and folders; none of them is a result.
+  for (const std::string& note : remove_stale_outputs(c.output_dir)) log("note: " + note);
   write_atomically((fs::path(c.output_dir) / "config.yaml").string(), train_config_yaml(c));
   const auto tokenizer = load_model_tokenizer(c.base_model, c.tokenizer);
   // The model's own template; base models without one get ChatML.
@@ -218,6 +222,7 @@ void run_training(const TrainRunConfig& requested, const TrainRunOptions& option
   EncodeOptions encode;
   encode.train_on_inputs = c.train_on_inputs;
   encode.max_len = int(c.sequence_len);
+  encode.parse_special_in_content = c.parse_special_in_content;
   const ExampleEncoder encoder(*tokenizer, tmpl, encode);
   const TrainData data = prepare_train_data(data_options(c), *tokenizer, encoder);
   for (const std::string& w : data.warnings) fmt::print(stderr, "warning: {}\n", w);
@@ -247,17 +252,37 @@ void run_training(const TrainRunConfig& requested, const TrainRunOptions& option
   auto trainer_owner = std::make_unique<Trainer>(model, data.train, data.validation, tcfg);
   Trainer& trainer = *trainer_owner;
   if (!options.resume.empty()) {
-    const std::string dir = options.resume == "latest" ? latest_checkpoint(c.output_dir) : options.resume;
-    if (dir.empty()) fail("train", "--resume: no checkpoint in {}", c.output_dir);
-    trainer.resume(dir);
+    std::string dir = options.resume;
+    if (dir == "latest") {
+      std::vector<std::string> warnings;
+      dir = trainer.resume_latest(c.output_dir, &warnings);
+      for (const std::string& w : warnings) fmt::print(stderr, "warning: {}\n", w);
+      if (dir.empty()) fail("train", "--resume: no checkpoint in {}", c.output_dir);
+    } else {
+      trainer.resume(dir);
+    }
     log(fmt::format("resumed from {} at step {}", dir, trainer.step_count()));
   }
 
   const std::string metrics_path = (fs::path(c.output_dir) / "metrics.jsonl").string();
   const std::string report_path = (fs::path(c.output_dir) / "report.html").string();
-  std::ofstream metrics(metrics_path, options.resume.empty() ? std::ios::trunc : std::ios::app);
-  if (!metrics) fail("train", "cannot write {}", metrics_path);
+  // A resumed run continues the log cut back to the checkpoint's step: each step appears once.
+  MetricsLog metrics = options.resume.empty() ? MetricsLog::create(metrics_path)
+                                              : MetricsLog::resume(metrics_path, trainer.step_count());
+  for (const std::string& w : metrics.warnings()) fmt::print(stderr, "warning: {}\n", w);
   RunReport report;
+  int64_t skipped = 0;  // non-finite steps of the whole run, those before a resume included
+  // A NaN was written as null: read every figure as a number or NaN.
+  auto num = [](const nlohmann::json& j, const char* key) {
+    return j.contains(key) && j[key].is_number() ? j[key].get<double>() : double(NAN);
+  };
+  for (const nlohmann::json& j : metrics.kept()) {
+    if (j.contains("loss"))
+      report.steps.push_back({num(j, "step"), num(j, "loss"), num(j, "lr"), num(j, "grad_norm"),
+                              num(j, "tokens_per_s"), num(j, "rss_mb")});
+    if (j.contains("val_loss")) report.evals.push_back({num(j, "step"), num(j, "val_loss")});
+    if (j.contains("skipped") && j["skipped"].is_boolean() && j["skipped"].get<bool>()) ++skipped;
+  }
   int64_t reported_step = trainer.step_count();  // the report outlives the trainer
   report.title = fmt::format("qlora train: {} on {}", c.method, fs::path(c.base_model).filename().string());
   report.config_yaml = train_config_yaml(c);
@@ -268,6 +293,7 @@ void run_training(const TrainRunConfig& requested, const TrainRunOptions& option
                     {"sequences", fmt::format("{} train, {} validation", data.train.size(), data.validation.size())},
                     {"peak memory (RSS)", mib(peak_rss_bytes())},
                     {"estimated memory", mib(estimate.total)}};
+    report.facts.push_back({"non-finite steps skipped", std::to_string(skipped)});
     report.facts.insert(report.facts.end(), extra.begin(), extra.end());
     write_atomically(report_path, render_report_html(report));
   };
@@ -276,39 +302,52 @@ void run_training(const TrainRunConfig& requested, const TrainRunOptions& option
   if (!data.validation.empty()) {
     log(fmt::format("validation loss before training: {:.4f} (perplexity {:.2f})", val_before, std::exp(val_before)));
     report.evals.push_back({double(trainer.step_count()), val_before});
-    metrics << nlohmann::json{{"step", trainer.step_count()}, {"val_loss", val_before}}.dump() << "\n";
+    metrics.write({{"step", trainer.step_count()}, {"val_loss", val_before}});
   }
 
   g_stop_requested = false;
   std::signal(SIGINT, on_interrupt);
   ProgressBar bar("train", tcfg.max_steps);
-  int64_t skipped = 0;
-  trainer.train(
-      [&](const StepResult& r) {
-        const double tps = r.seconds > 0 ? double(r.input_tokens) / r.seconds : 0;
-        const size_t rss = current_rss_bytes();
-        skipped += r.skipped;
-        reported_step = r.step;
-        nlohmann::json j = {{"step", r.step},         {"loss", r.loss},   {"lr", r.lr},
-                            {"grad_norm", r.grad_norm}, {"tokens", r.tokens}, {"tokens_per_s", tps},
-                            {"rss_mb", double(rss) / (1 << 20)}, {"skipped", r.skipped}};
-        metrics << j.dump() << "\n" << std::flush;
-        report.steps.push_back({double(r.step), r.loss, r.lr, r.grad_norm, tps, double(rss) / (1 << 20)});
-        if (r.skipped) fmt::print(stderr, "\nwarning: step {} skipped: non-finite loss or gradient\n", r.step);
-        if (!options.quiet)
-          bar.update(r.step, fmt::format("loss {:.4f} lr {:.2e} gnorm {:.3f} {:.0f} tok/s {}", r.loss, r.lr,
-                                         r.grad_norm, tps, mib(rss)));
-        if (r.step % 10 == 0) write_report({});
-      },
-      [&](int64_t step, double val) {
-        report.evals.push_back({double(step), val});
-        metrics << nlohmann::json{{"step", step}, {"val_loss", val}}.dump() << "\n" << std::flush;
-        if (!options.quiet) fmt::print(stderr, "\nstep {}: validation loss {:.4f} (perplexity {:.2f})\n", step, val,
-                                       std::exp(val));
-        write_report({});
-      },
-      [&] { return g_stop_requested.load(); });
+  auto on_step = [&](const StepResult& r) {
+    const double tps = r.seconds > 0 ? double(r.input_tokens) / r.seconds : 0;
+    const size_t rss = current_rss_bytes();
+    skipped += r.skipped;
+    reported_step = r.step;
+    nlohmann::json j = {{"step", r.step},         {"loss", r.loss},   {"lr", r.lr},
+                        {"grad_norm", r.grad_norm}, {"tokens", r.tokens}, {"tokens_per_s", tps},
+                        {"rss_mb", double(rss) / (1 << 20)}, {"skipped", r.skipped},
+                        {"nonfinite_steps", skipped}, {"zero_grad", r.zero_grad}};
+    metrics.write(j);
+    report.steps.push_back({double(r.step), r.loss, r.lr, r.grad_norm, tps, double(rss) / (1 << 20)});
+    if (r.skipped) fmt::print(stderr, "\nwarning: step {} skipped: non-finite loss or gradient\n", r.step);
+    if (r.zero_grad) fmt::print(stderr, "\nwarning: step {}: the gradient is exactly 0 (an overflow?)\n", r.step);
+    if (!options.quiet)
+      bar.update(r.step, fmt::format("loss {:.4f} lr {:.2e} gnorm {:.3f} {:.0f} tok/s {}", r.loss, r.lr,
+                                     r.grad_norm, tps, mib(rss)));
+    if (r.step % 10 == 0) write_report({});
+  };
+  auto on_eval = [&](int64_t step, double val) {
+    report.evals.push_back({double(step), val});
+    metrics.write({{"step", step}, {"val_loss", val}});
+    if (!options.quiet) fmt::print(stderr, "\nstep {}: validation loss {:.4f} (perplexity {:.2f})\n", step, val,
+                                   std::exp(val));
+    write_report({});
+  };
+  try {
+    trainer.train(on_step, on_eval, [&] { return g_stop_requested.load(); });
+  } catch (const Error& e) {
+    // A diverged run (or a failed save): the report says why; no adapter or model is written.
+    std::signal(SIGINT, SIG_DFL);
+    metrics.sync();
+    try {
+      write_report({{"status", fmt::format("stopped: {}", e.what())}});
+    } catch (const Error&) {
+      // (the disk may be full) the first error is the one to report
+    }
+    throw;
+  }
   std::signal(SIGINT, SIG_DFL);
+  metrics.sync();
   if (!options.quiet) bar.finish();
   if (g_stop_requested) {
     write_report({{"status", "interrupted"}});
@@ -322,7 +361,8 @@ void run_training(const TrainRunConfig& requested, const TrainRunOptions& option
   const double val_after = data.validation.empty() ? NAN : evaluated ? report.evals.back().loss : trainer.evaluate();
   if (!data.validation.empty() && !evaluated) {
     report.evals.push_back({double(trainer.step_count()), val_after});
-    metrics << nlohmann::json{{"step", trainer.step_count()}, {"val_loss", val_after}}.dump() << "\n";
+    metrics.write({{"step", trainer.step_count()}, {"val_loss", val_after}});
+    metrics.sync();
   }
 
   // The result: a PEFT adapter (lora, qlora) or the fine-tuned model as an HF folder (full).
@@ -351,7 +391,6 @@ void run_training(const TrainRunConfig& requested, const TrainRunOptions& option
   }
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
   write_report({{"validation loss", fmt::format("{:.4f} → {:.4f}", val_before, val_after)},
-                {"skipped steps", std::to_string(skipped)},
                 {"wall time", fmt::format("{:.0f} s", seconds)}});
   nlohmann::json summary = {{"method", c.method},
                             {"steps", steps_done},

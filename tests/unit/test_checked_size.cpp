@@ -75,8 +75,9 @@ TEST(CheckedSize, GgufArrayLongerThanTheFileCanHold) {
   b.kv_i32_array("a", {1, 2, 3, 4});
   auto bytes = b.bytes();
   // The array's element count follows key "a" and the types: 4 + 4 + 16 + 8 + 1 + 4 + 4 = 41.
-  // 2^62 u64 elements are 2^65 bytes; 7 i32 elements need 28 bytes where 16 remain.
-  for (uint64_t n : {uint64_t(1) << 62, uint64_t(7)}) {
+  // 2^62 i32 elements are 2^64 bytes; 40 i32 elements need 160 bytes where 47 remain (16 of
+  // data, then padding), which the old one-byte-per-element check let through.
+  for (uint64_t n : {uint64_t(1) << 62, uint64_t(40)}) {
     std::memcpy(bytes.data() + 41, &n, 8);
     test::write_bytes(path, bytes);
     expect_error([&] { GgufFile::open(path); }, {"[gguf]", path, "metadata a", "array elements"});

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cmath>
+#include <limits>
 #include <vector>
 
 #include "core/error.h"
@@ -91,17 +92,31 @@ std::string strip_chars(const std::string& s, const std::string& chars, bool lef
 }
 const std::string kWhitespace = " \t\n\r\f\v";
 
+// A template is code from a model file: bound its work so a runaway loop (`range(10**12)`,
+// nested loops, a string doubled in a loop) fails with an Error instead of hanging or taking all
+// memory. Real chat templates take a few dozen steps per message and output a few hundred KB at
+// most; 2^20 steps and 16 MiB per value leave room for conversations of thousands of turns.
+constexpr uint64_t kMaxSteps = uint64_t(1) << 20;   // render() and eval() calls, loop iterations
+constexpr size_t kMaxValueBytes = size_t(1) << 24;  // any string built, list built, or the output
+
 class Renderer {
  public:
   explicit Renderer(const json& context) { scopes_.push_back(context); }
 
   void render(const Node& n, std::string& out) {
+    step();
     switch (n.kind) {
       case Node::Body:
         for (const auto& c : n.children) render(*c, out);
         break;
-      case Node::Text: out += n.text; break;
-      case Node::Output: out += to_str(eval(*n.expr)); break;
+      case Node::Text:
+        out += n.text;
+        check_size(out.size(), "the output");
+        break;
+      case Node::Output:
+        out += to_str(eval(*n.expr));
+        check_size(out.size(), "the output");
+        break;
       case Node::If:
         for (const auto& [cond, body] : n.branches) {
           if (truthy(eval(*cond))) {
@@ -117,6 +132,21 @@ class Renderer {
   }
 
  private:
+  void step() {
+    if (++steps_ > kMaxSteps)
+      fail("jinja", "the template took more than {} steps; a runaway loop? (chat templates need far fewer)", kMaxSteps);
+  }
+  static void check_size(size_t n, const char* what) {
+    if (n > kMaxValueBytes) fail("jinja", "{} grew past {} bytes (elements); a runaway template?", what, kMaxValueBytes);
+  }
+  static json checked(std::string s) {
+    check_size(s.size(), "a string");
+    return json(std::move(s));
+  }
+  [[noreturn]] static void overflow(const std::string& op, int64_t p, int64_t q) {
+    fail("jinja", "integer overflow in {} {} {}; Jinja's integers are unbounded, ours are int64", p, op, q);
+  }
+
   void render_for(const Node& n, std::string& out) {
     json seq = eval(*n.expr);
     json items = json::array();
@@ -168,6 +198,7 @@ class Renderer {
   }
 
   json eval(const Expr& e) {
+    step();
     switch (e.kind) {
       case Expr::Literal: return e.value;
       case Expr::Var: return lookup(e.name);
@@ -196,6 +227,7 @@ class Renderer {
         if (e.name == "not") return !truthy(v);
         if (!v.is_number()) fail("jinja", "unary '{}' needs a number, got {}", e.name, type_name(v));
         if (e.name == "+") return v;
+        if (v.is_number_integer() && v.get<int64_t>() == std::numeric_limits<int64_t>::min()) overflow("-", 0, v.get<int64_t>());
         return v.is_number_integer() ? json(-v.get<int64_t>()) : json(-v.get<double>());
       }
       case Expr::Cond:
@@ -236,7 +268,7 @@ class Renderer {
     const json a = eval(*e.args[0]), b = eval(*e.args[1]);
     if (op == "==") return equal(a, b);
     if (op == "!=") return !equal(a, b);
-    if (op == "~") return to_str(a) + to_str(b);
+    if (op == "~") return checked(to_str(a) + to_str(b));
     if (op == "in" || op == "not in") {
       bool found = false;
       if (b.is_string() && a.is_string()) found = b.get<std::string>().find(a.get<std::string>()) != std::string::npos;
@@ -245,8 +277,9 @@ class Renderer {
       else if (!is_undefined(b) && !b.is_null()) fail("jinja", "'in' needs a string, list or dict on the right, got {}", type_name(b));
       return op == "in" ? found : !found;
     }
-    if (op == "+" && a.is_string() && b.is_string()) return a.get<std::string>() + b.get<std::string>();
+    if (op == "+" && a.is_string() && b.is_string()) return checked(a.get<std::string>() + b.get<std::string>());
     if (op == "+" && a.is_array() && b.is_array()) {
+      check_size(a.size() + b.size(), "a list");
       json out = a;
       for (const auto& x : b) out.push_back(x);
       return out;
@@ -269,9 +302,14 @@ class Renderer {
     }
     if (ints) {
       const int64_t p = a.get<int64_t>(), q = b.get<int64_t>();
-      if (op == "+") return p + q;
-      if (op == "-") return p - q;
-      if (op == "*") return p * q;
+      int64_t r = 0;
+      if (op == "+" || op == "-" || op == "*") {
+        const bool wrapped = op == "+"   ? __builtin_add_overflow(p, q, &r)
+                             : op == "-" ? __builtin_sub_overflow(p, q, &r)
+                                         : __builtin_mul_overflow(p, q, &r);
+        if (wrapped) overflow(op, p, q);
+        return r;
+      }
       if (q == 0) fail("jinja", "integer division or modulo by zero");
       if (q == -1) return op == "//" ? json(-p) : json(int64_t(0));  // INT64_MIN / -1 would trap
       const int64_t fl = p / q - ((p % q != 0) && ((p < 0) != (q < 0)));  // Python floors
@@ -296,8 +334,11 @@ class Renderer {
         fail("jinja", "template raised: {}", args.empty() ? std::string() : to_str(args[0]));
       if (callee.name == "range") {
         if (args.empty() || args.size() > 2 || !args[0].is_number_integer()) fail("jinja", "range() takes 1 or 2 integers");
+        if (args.size() == 2 && !args[1].is_number_integer()) fail("jinja", "range() takes 1 or 2 integers");
         const int64_t lo = args.size() == 2 ? args[0].get<int64_t>() : 0;
         const int64_t hi = args.size() == 2 ? args[1].get<int64_t>() : args[0].get<int64_t>();
+        // hi - lo in unsigned arithmetic: the signed difference may overflow.
+        if (hi > lo) check_size(size_t(uint64_t(hi) - uint64_t(lo)), "range()");
         json out = json::array();
         for (int64_t i = lo; i < hi; ++i) out.push_back(i);
         return out;
@@ -332,8 +373,11 @@ class Renderer {
         if (from.empty()) fail("jinja", "replace() with an empty pattern is not supported");
         std::string r;
         size_t p = 0, f;
-        while ((f = s.find(from, p)) != std::string::npos) r += s.substr(p, f - p) + to, p = f + from.size();
-        return r + s.substr(p);
+        while ((f = s.find(from, p)) != std::string::npos) {
+          r += s.substr(p, f - p) + to, p = f + from.size();
+          check_size(r.size(), "a string");
+        }
+        return checked(r + s.substr(p));
       }
       if (m == "split") {
         json out = json::array();
@@ -394,7 +438,13 @@ class Renderer {
     }
     if (f == "string") return to_str(v);
     if (f == "int") {
-      if (v.is_number()) return int64_t(v.get<double>());
+      if (v.is_number_integer()) return v;
+      if (v.is_number()) {
+        // Casting a double outside int64 is undefined behaviour; Python's int() has no limit.
+        const double d = v.get<double>();
+        if (!(d >= -0x1p63 && d < 0x1p63)) fail("jinja", "filter 'int': {} does not fit int64", d);
+        return int64_t(d);
+      }
       try {
         return int64_t(std::stoll(to_str(v)));
       } catch (...) {
@@ -405,7 +455,10 @@ class Renderer {
       if (!v.is_array()) fail("jinja", "filter 'join' needs a list, got {}", type_name(v));
       const std::string sep = args.empty() ? "" : to_str(args[0]);
       std::string r;
-      for (size_t i = 0; i < v.size(); ++i) r += (i ? sep : "") + to_str(v[i]);
+      for (size_t i = 0; i < v.size(); ++i) {
+        r += (i ? sep : "") + to_str(v[i]);
+        check_size(r.size(), "a string");
+      }
       return r;
     }
     if (f == "default" || f == "d") {
@@ -438,6 +491,7 @@ class Renderer {
   }
 
   std::vector<json> scopes_;
+  uint64_t steps_ = 0;
 };
 
 }  // namespace

@@ -16,6 +16,14 @@ using json = nlohmann::json;
 
 namespace {
 
+// The parser, the renderer and the tree's destructor all recurse, over nested expressions and
+// nested blocks; a template of a million '(' or '{% if %}'s would overflow the stack. Bounding the
+// tokens of one tag bounds every expression tree's depth (and so the evaluator's recursion); the
+// block depth is bounded on its own. Real chat templates stay far below both (under 200 tokens
+// in a tag, blocks nested a handful deep).
+constexpr size_t kMaxTagTokens = 1024;
+constexpr int kMaxBlockDepth = 64;
+
 // ---- expression tokens ----
 enum class Tok { Name, String, Int, Float, Op, End };
 struct Token {
@@ -82,6 +90,8 @@ std::vector<Token> lex_expr(const std::string& s, size_t where) {
       if (!found) fail("jinja", "unexpected character '{}' in the tag at offset {}", c, where);
     }
   }
+  if (out.size() > kMaxTagTokens)
+    fail("jinja", "the tag at offset {} has more than {} tokens; split the expression", where, kMaxTagTokens);
   out.push_back({Tok::End, ""});
   return out;
 }
@@ -456,6 +466,12 @@ class TemplateParser {
   // Parses until one of `stops` ({% endif %}, {% else %}...); returns its keyword in `stop`, and
   // leaves the rest of that tag in `stop_parser_`.
   NodePtr parse_body(const std::vector<std::string>& stops, std::string& stop) {
+    if (++depth_ > kMaxBlockDepth)
+      fail("jinja", "blocks nested deeper than {} (at offset {})", kMaxBlockDepth, pos_ < p_.size() ? p_[pos_].where : 0);
+    struct Leave {
+      int& d;
+      ~Leave() { --d; }
+    } leave{depth_};
     auto body = std::make_shared<Node>();
     body->kind = Node::Body;
     while (pos_ < p_.size()) {
@@ -556,6 +572,7 @@ class TemplateParser {
 
   std::vector<Piece> p_;
   size_t pos_ = 0;
+  int depth_ = 0;  // parse_body nesting
   std::unique_ptr<ExprParser> stop_parser_;
 };
 

@@ -8,6 +8,7 @@
 // tokenizer_config.json beside the file when present, else from the TemplateProcessing
 // post-processor and conventional names. Normalizers such as NFC are not applied (as llama.cpp).
 // Tested in tests/data/test_tokenizer_json.cpp.
+#include <cstdint>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
@@ -156,16 +157,21 @@ std::unique_ptr<Tokenizer> load_hf_json_tokenizer(const std::string& path, std::
 
     // Vocabulary: model.vocab plus added_tokens; holes are filled like llama.cpp's converter.
     std::vector<VocabToken> tokens;
-    const auto place = [&](int64_t id, const std::string& text, TokenType type) {
+    // Ids must be JSON integers: nlohmann's get<int64_t>() casts a float such as 3.7e76 without a
+    // range check (undefined behaviour; found by tests/fuzz fuzz_tokenizer_json).
+    const auto place = [&](const json& id_j, const std::string& text, TokenType type) {
+      if (!id_j.is_number_integer())
+        fail("tokenizer", "{}: token '{}' has id {}; expected an integer", path, text, id_j.dump());
+      const int64_t id = id_j.is_number_unsigned() && id_j.get<uint64_t>() > uint64_t(INT64_MAX) ? -1 : id_j.get<int64_t>();
       if (id < 0 || id >= (1 << 24))
         fail("tokenizer", "{}: token '{}' has id {}; expected 0..{}", path, text, id, (1 << 24) - 1);
       if (static_cast<size_t>(id) >= tokens.size()) tokens.resize(id + 1, VocabToken{"", 0.0f, TokenType::Undefined});
       tokens[id] = {text, 0.0f, type};
     };
-    for (const auto& [text, id] : model.at("vocab").items()) place(id.get<int64_t>(), text, TokenType::Normal);
+    for (const auto& [text, id] : model.at("vocab").items()) place(id, text, TokenType::Normal);
     if (j.contains("added_tokens")) {
       for (const json& t : j.at("added_tokens")) {
-        place(t.at("id").get<int64_t>(), t.at("content").get<std::string>(),
+        place(t.at("id"), t.at("content").get<std::string>(),
               t.value("special", false) ? TokenType::Control : TokenType::UserDefined);
       }
     }

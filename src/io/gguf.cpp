@@ -11,6 +11,7 @@
 #include <cstring>
 #include <limits>
 
+#include "core/checked_size.h"
 #include "core/error.h"
 #include "io/ggml_dequant.h"
 #include "io/mapped_file.h"
@@ -82,6 +83,21 @@ class Reader {
     return s;
   }
 
+  // The fewest bytes a value of `type` occupies: its scalar size, a string's or an array's
+  // header (an unknown type fails when its first element is read).
+  uint64_t min_value_bytes(uint32_t type) const {
+    const uint64_t size_bytes = version_ == 1 ? 4 : 8;
+    switch (type) {
+      case kU8: case kI8: case kBool: return 1;
+      case kU16: case kI16: return 2;
+      case kU32: case kI32: case kF32: return 4;
+      case kU64: case kI64: case kF64: return 8;
+      case kString: return size_bytes;
+      case kArray: return 4 + size_bytes;
+      default: return 1;
+    }
+  }
+
   GgufValue read_value(uint32_t type, const std::string& key, int depth) {
     GgufValue v;
     switch (type) {
@@ -107,11 +123,14 @@ class Reader {
           fail("gguf", "{}: metadata {}: arrays nested deeper than {}", path_, key, kMaxArrayDepth);
         const uint32_t elem_type = read<uint32_t>(key.c_str());
         const uint64_t n = read_size(key.c_str());
-        // Every element takes at least one byte, so a count past the end is corrupt; checking
-        // first keeps a bad count from allocating gigabytes.
-        if (n > remaining())
-          fail("gguf", "{} is truncated: metadata {} declares {} array elements; only {} bytes remain",
-               path_, key, n, remaining());
+        // Every element takes at least min_value_bytes, so a count whose elements cannot fit in
+        // what remains is corrupt; checking first keeps a bad count from allocating gigabytes.
+        const uint64_t bytes = checked_mul(n, min_value_bytes(elem_type), "gguf",
+                                           fmt::format("{}: metadata {} ({} array elements)", path_, key, n));
+        if (bytes > remaining())
+          fail("gguf", "{} is truncated: metadata {} declares {} array elements ({} bytes at least); only {} "
+                       "bytes remain",
+               path_, key, n, bytes, remaining());
         auto array = std::make_shared<GgufArray>();
         array->reserve(size_t(n));
         for (uint64_t i = 0; i < n; ++i) array->push_back(read_value(elem_type, key, depth + 1));
@@ -223,16 +242,16 @@ GgufFile GgufFile::open(const std::string& path) {
     const GgmlTypeTraits traits = ggml_type_traits(info.type);
     if (traits.block_elems == 0)
       fail("gguf", "{}: tensor {} has unknown GGML type {}", path, info.name, info.type);
-    uint64_t numel = 1;
     for (uint64_t d : dims) {
-      if (d == 0 || d > (uint64_t(1) << 40) || numel > (uint64_t(1) << 62) / d)
+      if (d == 0 || d > (uint64_t(1) << 40))
         fail("gguf", "{}: tensor {} has an invalid dimension {}", path, info.name, d);
-      numel *= d;
     }
+    const std::string what = fmt::format("{}: tensor {} of type {}", path, info.name, traits.name);
+    const uint64_t numel = checked_product(dims, "gguf", what);
     if (dims[0] % traits.block_elems != 0)
       fail("gguf", "{}: tensor {} of type {} has row length {}; expected a multiple of the block size {}",
            path, info.name, traits.name, dims[0], traits.block_elems);
-    info.nbytes = numel / traits.block_elems * traits.block_bytes;
+    info.nbytes = checked_mul(numel / traits.block_elems, traits.block_bytes, "gguf", what);
     for (auto it = dims.rbegin(); it != dims.rend(); ++it) info.shape.push_back(int64_t(*it));
     if (info.offset % alignment != 0)
       fail("gguf", "{}: tensor {} has offset {}; expected a multiple of the alignment {}", path,
@@ -242,7 +261,9 @@ GgufFile GgufFile::open(const std::string& path) {
     file.tensors_.push_back(std::move(info));
   }
 
-  const uint64_t data_start = (uint64_t(r.pos()) + alignment - 1) / alignment * alignment;
+  const uint64_t data_start =
+      checked_add(r.pos(), alignment - 1, "gguf", fmt::format("{}: data section (alignment {})", path, alignment)) /
+      alignment * alignment;
   file.data_bytes_ = data_start < map.size ? size_t(map.size - data_start) : 0;
   file.data_ = map.data ? map.data + std::min<uint64_t>(data_start, map.size) : nullptr;
 

@@ -3,6 +3,7 @@
 
 #include <cstring>
 
+#include "core/checked_size.h"
 #include "core/error.h"
 #include "io/mapped_file.h"
 
@@ -14,19 +15,24 @@ constexpr int64_t kMaxDim = int64_t(1) << 24;  // any field above this is not a 
 
 }  // namespace
 
-int64_t Llama2cHeader::float_count() const {
-  const int64_t C = dim, F = hidden_dim, L = n_layers, V = vocab_size, D = head_size();
-  const int64_t kv = kv_dim();
-  int64_t n = V * C;                    // token_embedding
-  n += L * C;                           // rms_att
-  n += L * C * C + 2 * L * kv * C;      // wq, wk, wv
-  n += L * C * C;                       // wo
-  n += L * C;                           // rms_ffn
-  n += 3 * L * F * C;                   // w1, w2, w3
-  n += C;                               // rms_final
-  n += 2 * seq_len * (D / 2);           // freq_cos, freq_sin
-  if (!shared_classifier) n += V * C;   // wcls
-  return n;
+int64_t Llama2cHeader::float_count(std::string_view source) const {
+  // Each field may be up to kMaxDim = 2^24, so products such as L*C*C reach 2^72: checked, not
+  // int64 arithmetic (a wrapped count could match a small file and map tensors past its end).
+  const uint64_t C = uint64_t(dim), F = uint64_t(hidden_dim), L = uint64_t(n_layers), V = uint64_t(vocab_size),
+                 D = uint64_t(head_size()), kv = uint64_t(kv_dim()), T = uint64_t(seq_len);
+  const std::string what = fmt::format("{}: tensor sizes of the header", source);
+  const auto mul = [&](std::initializer_list<uint64_t> f) { return checked_product(f, "llama2c", what); };
+  const uint64_t n = checked_sum({mul({V, C}),                                    // token_embedding
+                                  mul({L, C}),                                    // rms_att
+                                  mul({L, C, C}), mul({2, L, kv, C}),             // wq, wk, wv
+                                  mul({L, C, C}),                                 // wo
+                                  mul({L, C}),                                    // rms_ffn
+                                  mul({3, L, F, C}),                              // w1, w2, w3
+                                  C,                                              // rms_final
+                                  mul({2, T, D / 2}),                             // freq_cos, freq_sin
+                                  shared_classifier ? uint64_t(0) : mul({V, C})},  // wcls
+                                 "llama2c", what);
+  return int64_t(n);
 }
 
 Llama2cCheckpoint Llama2cCheckpoint::open(const std::string& path) {
@@ -57,7 +63,8 @@ Llama2cCheckpoint Llama2cCheckpoint::open(const std::string& path) {
   if (h.n_kv_heads > h.n_heads || h.n_heads % h.n_kv_heads != 0)
     fail("llama2c", "{}: n_heads {} must be a multiple of n_kv_heads {}", path, h.n_heads, h.n_kv_heads);
 
-  const int64_t expected = int64_t(kHeaderBytes) + 4 * h.float_count();
+  const int64_t expected =
+      int64_t(checked_sum({kHeaderBytes, checked_mul(4, uint64_t(h.float_count(path)), "llama2c", path)}, "llama2c", path));
   if (int64_t(map.size) != expected)
     fail("llama2c", "{}: file size does not match its header (dim {}, hidden_dim {}, n_layers {}, "
                     "n_heads {}, n_kv_heads {}, vocab_size {}, seq_len {}); expected {} bytes, got {}{}",

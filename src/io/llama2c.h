@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <string_view>
 
 #include "core/tensor.h"
 
@@ -28,8 +29,9 @@ struct Llama2cHeader {
 
   int64_t head_size() const { return dim / n_heads; }              // D
   int64_t kv_dim() const { return n_kv_heads * head_size(); }      // Hkv*D
-  // Number of float32 values the file holds after the header.
-  int64_t float_count() const;
+  // Number of float32 values the file holds after the header; throws Error naming `source`
+  // when the count does not fit int64.
+  int64_t float_count(std::string_view source = "llama2.c header") const;
 };
 
 struct Llama2cCheckpoint {

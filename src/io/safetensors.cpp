@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
+#include "core/checked_size.h"
 #include "core/error.h"
 #include "io/json_unique.h"
 #include "io/mapped_file.h"
@@ -111,14 +112,11 @@ SafetensorsFile SafetensorsFile::open(const std::string& path) {
     e.dtype = parse_dtype(dtype_j.get<std::string>(), path, name);
     const auto& shape_j = value["shape"];
     if (!shape_j.is_array()) fail("safetensors", "{}: tensor {}: shape must be an array", path, name);
-    uint64_t numel = 1;
-    for (const auto& d : shape_j) {
-      const uint64_t dim = json_u64(d, path, name, "shape");
-      if (dim != 0 && numel > (uint64_t(1) << 62) / dim)
-        fail("safetensors", "{}: tensor {} has an absurd shape {}", path, name, shape_j.dump());
-      numel *= dim;
-      e.shape.push_back(int64_t(dim));
-    }
+    std::vector<uint64_t> dims;
+    for (const auto& d : shape_j) dims.push_back(json_u64(d, path, name, "shape"));
+    const std::string what = fmt::format("{}: tensor {} with shape {}", path, name, shape_j.dump());
+    const uint64_t numel = checked_product(dims, "safetensors", what);
+    for (uint64_t d : dims) e.shape.push_back(int64_t(d));
     const auto& off_j = value["data_offsets"];
     if (!off_j.is_array() || off_j.size() != 2)
       fail("safetensors", "{}: tensor {}: data_offsets must be [begin, end]; got {}", path, name,
@@ -129,7 +127,7 @@ SafetensorsFile SafetensorsFile::open(const std::string& path) {
       fail("safetensors", "{}: tensor {} has data_offsets [{}, {}] outside the data section; expected "
                           "begin <= end <= {} (file truncated?)",
            path, name, begin, end, data_bytes);
-    const uint64_t expected = numel * dtype_size(e.dtype);
+    const uint64_t expected = checked_mul(numel, dtype_size(e.dtype), "safetensors", what);
     if (end - begin != expected)
       fail("safetensors", "{}: tensor {} has {} bytes; expected {} for shape {} and dtype {}", path,
            name, end - begin, expected, shape_str(e.shape), dtype_j.get<std::string>());

@@ -3,9 +3,12 @@
 // may carry a sliding window). Every error names the key and the source file.
 #include "model/config.h"
 
+#include <cmath>
 #include <fstream>
+#include <limits>
 #include <sstream>
 
+#include "core/checked_size.h"
 #include "core/error.h"
 #include "core/projections.h"
 
@@ -48,10 +51,16 @@ class Fields {
          v.dump());
   }
   int64_t integer(const char* key, const json& v) const {
+    if (v.is_number_unsigned() && v.get<uint64_t>() > uint64_t(std::numeric_limits<int64_t>::max()))
+      wrong(key, "an integer that fits int64", v);
     if (v.is_number_integer()) return v.get<int64_t>();
-    // Some exporters write 2048.0; accept integral floats.
-    if (v.is_number_float() && double(int64_t(v.get<double>())) == v.get<double>())
-      return int64_t(v.get<double>());
+    // Some exporters write 2048.0; accept integral floats. The range test comes first: casting a
+    // double outside int64 (1e30) is undefined behaviour. 2^63 is exact in a double.
+    if (v.is_number_float()) {
+      const double d = v.get<double>();
+      if (!(d >= -0x1p63 && d < 0x1p63)) wrong(key, "an integer that fits int64", v);
+      if (std::trunc(d) == d) return int64_t(d);
+    }
     wrong(key, "an integer", v);
   }
   int64_t get_int(const char* key, int64_t fallback) const {
@@ -269,18 +278,26 @@ json LlamaConfig::to_hf_json() const {
   return j;
 }
 
+// Far above any real model (vocab 256k, hidden 16k, intermediate 53k, 128 heads, 126 layers in
+// Llama 3.1 405B), and low enough that a product of two dimensions (q_dim, kv_dim, C*F) stays
+// far from int64 overflow. parameter_count, which multiplies more, is checked as well.
+constexpr int64_t kMaxDim = int64_t(1) << 24;
+constexpr int64_t kMaxLayers = int64_t(1) << 16;
+constexpr int64_t kMaxPositions = int64_t(1) << 31;
+
 void LlamaConfig::validate(const std::string& source) const {
-  auto positive = [&](const char* key, int64_t v) {
+  auto positive = [&](const char* key, int64_t v, int64_t max = kMaxDim) {
     if (v <= 0) fail("config", "key '{}' in {}: expected a positive integer, got {}", key, source, v);
+    if (v > max) fail("config", "key '{}' in {}: expected at most {}, got {}", key, source, max, v);
   };
   positive("vocab_size", vocab_size);
   positive("hidden_size", hidden_size);
   positive("intermediate_size", intermediate_size);
-  positive("num_hidden_layers", num_hidden_layers);
+  positive("num_hidden_layers", num_hidden_layers, kMaxLayers);
   positive("num_attention_heads", num_attention_heads);
   positive("num_key_value_heads", num_key_value_heads);
   positive("head_dim", head_dim);
-  positive("max_position_embeddings", max_position_embeddings);
+  positive("max_position_embeddings", max_position_embeddings, kMaxPositions);
   if (num_attention_heads % num_key_value_heads != 0)
     fail("config", "{}: num_attention_heads {} must be a multiple of num_key_value_heads {} (GQA groups)",
          source, num_attention_heads, num_key_value_heads);
@@ -317,15 +334,21 @@ void LlamaConfig::validate(const std::string& source) const {
 }
 
 int64_t LlamaConfig::parameter_count() const {
-  const int64_t C = hidden_size, F = intermediate_size, V = vocab_size;
-  int64_t per_layer = 2 * C;                              // input/post-attention norms
-  per_layer += C * q_dim() + 2 * C * kv_dim();            // q, k, v
-  per_layer += q_dim() * C;                               // o
-  per_layer += 3 * C * F;                                 // gate, up, down
-  if (attention_bias) per_layer += q_dim() + 2 * kv_dim();
-  int64_t n = V * C + num_hidden_layers * per_layer + C;  // embedding, layers, final norm
-  if (!tie_word_embeddings) n += V * C;
-  return n;
+  // validate() bounds each dimension, not their products: L * 3 * C * F can still pass int64.
+  const std::string what = fmt::format("parameter count (vocab_size {}, hidden_size {}, intermediate_size {}, "
+                                       "num_hidden_layers {}, q_dim {}, kv_dim {})",
+                                       vocab_size, hidden_size, intermediate_size, num_hidden_layers, q_dim(), kv_dim());
+  const auto mul = [&](std::initializer_list<uint64_t> f) { return checked_product(f, "config", what); };
+  const auto sum = [&](std::initializer_list<uint64_t> t) { return checked_sum(t, "config", what); };
+  const uint64_t C = uint64_t(hidden_size), F = uint64_t(intermediate_size), V = uint64_t(vocab_size);
+  const uint64_t Q = uint64_t(q_dim()), KV = uint64_t(kv_dim()), L = uint64_t(num_hidden_layers);
+  const uint64_t per_layer = sum({mul({2, C}),                                 // input/post-attention norms
+                                  mul({C, Q}), mul({2, C, KV}),                // q, k, v
+                                  mul({Q, C}),                                 // o
+                                  mul({3, C, F}),                              // gate, up, down
+                                  attention_bias ? sum({Q, mul({2, KV})}) : 0});
+  return int64_t(sum({mul({V, C}), mul({L, per_layer}), C,                     // embedding, layers, final norm
+                      tie_word_embeddings ? 0 : mul({V, C})}));
 }
 
 std::pair<int64_t, int64_t> LlamaConfig::projection_shape(int index) const {

@@ -49,14 +49,15 @@ struct LlamaConfig {
   static LlamaConfig from_hf_json(const nlohmann::json& json, const std::string& source);
   static LlamaConfig from_hf_file(const std::string& path);
   nlohmann::json to_hf_json() const;
-  // Checks internal consistency (heads divide, GQA groups integral ...); throws Error naming source.
+  // Checks internal consistency (heads divide, GQA groups integral ...) and sane upper bounds on
+  // every dimension (2^24; layers 2^16, positions 2^31); throws Error naming the key and source.
   void validate(const std::string& source) const;
 
   int64_t q_dim() const { return num_attention_heads * head_dim; }
   int64_t kv_dim() const { return num_key_value_heads * head_dim; }
   // (out, in) features of projection `index` (core/projections.h order).
   std::pair<int64_t, int64_t> projection_shape(int index) const;
-  // Total parameters, counting a tied LM head once.
+  // Total parameters, counting a tied LM head once; throws Error when the count overflows int64.
   int64_t parameter_count() const;
 };
 

@@ -163,6 +163,36 @@ TEST(Jinja, UnsupportedConstructsAreNamed) {
   expect_error("{{ 99999999999999999999999 }}", "out of range");
 }
 
+// A template is code from a model file: int64 overflow, runaway loops, huge values and deep
+// nesting are named errors (they were undefined behaviour, out-of-memory or a stack overflow;
+// the fuzz reproducers in tests/fuzz/regressions/jinja/ are the same inputs at full size).
+TEST(Jinja, LimitsAndOverflowAreNamedErrors) {
+  auto expect_error = [](const std::string& source, const std::string& needle) {
+    try {
+      render(source, json::object());
+      ADD_FAILURE() << "expected an error for " << source.substr(0, 80);
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    }
+  };
+  expect_error("{{ 9223372036854775807 + 1 }}", "integer overflow in 9223372036854775807 + 1");
+  expect_error("{{ -9223372036854775807 - 2 }}", "integer overflow");
+  expect_error("{{ 4611686018427387904 * 4 }}", "integer overflow");
+  expect_error("{{ -(-9223372036854775807 - 1) }}", "integer overflow");
+  expect_error("{{ 1" + std::string(300, '0') + ".0 | int }}", "filter 'int'");
+  expect_error("{% for i in range(1000000000000) %}{% endfor %}", "range() grew past");
+  expect_error("{% for i in range(2000) %}{% for j in range(2000) %}{% endfor %}{% endfor %}", "steps");
+  std::string quadruple = "{% set s = 'ab' %}";
+  for (int i = 0; i < 24; ++i) quadruple += "{% set s = s ~ s ~ s ~ s %}";
+  expect_error(quadruple, "a string grew past");
+  expect_error("{{" + std::string(2000, '(') + "1" + std::string(2000, ')') + "}}", "more than 1024 tokens");
+  std::string ifs;
+  for (int i = 0; i < 100; ++i) ifs += "{% if 1 %}";
+  expect_error(ifs, "blocks nested deeper than 64");
+  // Within the limits everything still works.
+  EXPECT_EQ(render("{{ 9223372036854775806 + 1 }}{{ 2.5 | int }}{{ (((1))) }}", json::object()), "922337203685477580721");
+}
+
 // Seeded random templates from a soup of template fragments: parsing and rendering either
 // succeed or throw qlora::Error, never crash or throw anything else.
 TEST(Jinja, FuzzNeverCrashes) {

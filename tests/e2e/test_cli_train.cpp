@@ -185,6 +185,13 @@ TEST_F(CliTrain, BadConfigsNameTheKeyAndWriteNothing) {
       {"--compute_dtype fp16", "key 'compute_dtype' must be f32, bf16 or auto"},
       {"--lora_dropout 1.5", "key 'lora_dropout'"},
       {"--memory-budget lots", "key 'memory_budget' must be a size"},
+      // Overrides that made yaml-cpp / std::stoul / std::filesystem throw their own errors.
+      {"--datasets.99999999999999999999999.path x.jsonl",
+       "[config] override --datasets.99999999999999999999999.path x.jsonl: no list element"},
+      {"--datasets.5.path x.jsonl", "no list element 5 (the list has 1)"},
+      {"--lora_r.x 1", "[config] override --lora_r.x 1: 'lora_r' is a single value"},
+      {"--datasets.0.path.x 1", "'datasets.0.path' is a single value"},
+      {"--base_model " + std::string(5000, 'm'), "[config] key 'base_model': cannot check mmm"},
   };
   for (const BadConfig& c : cases) {
     SCOPED_TRACE(c.args);

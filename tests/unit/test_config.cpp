@@ -1,6 +1,7 @@
 // LlamaConfig from/to HF config.json: real-world field spellings (Llama 2/3.1, Mistral, Qwen2,
 // SmolLM2), defaults, rope_scaling variants, unsupported architectures and wrong JSON types
-// (errors naming key and file), validation, and parameter counts checked against published ones.
+// (errors naming key and file), validation (with upper bounds, and floats too large for int64),
+// and parameter counts checked against published ones (an overflowing count is an error).
 #include <gtest/gtest.h>
 
 #include "core/projections.h"
@@ -216,6 +217,38 @@ TEST(Config, Stories260KParameterCount) {
   c.tie_word_embeddings = true;
   c.validate("stories");
   EXPECT_EQ(c.parameter_count(), 260032);  // the model card's count
+}
+
+json small_config() {
+  return json{{"model_type", "llama"},   {"vocab_size", 32},       {"hidden_size", 16},
+              {"intermediate_size", 32}, {"num_hidden_layers", 2}, {"num_attention_heads", 2},
+              {"max_position_embeddings", 64}};
+}
+
+TEST(Config, FloatsOutsideInt64AndHugeDimsNameTheKey) {
+  auto j = small_config();
+  j["hidden_size"] = 1e30;  // int64_t(1e30) is undefined behaviour
+  expect_error([&] { LlamaConfig::from_hf_json(j, "c.json"); }, {"[config]", "'hidden_size'", "c.json", "fits int64"});
+  j = small_config();
+  j["num_hidden_layers"] = uint64_t(1) << 63;  // an unsigned JSON integer past int64
+  expect_error([&] { LlamaConfig::from_hf_json(j, "c.json"); }, {"'num_hidden_layers'", "fits int64"});
+  j = small_config();
+  j["intermediate_size"] = int64_t(1) << 40;
+  expect_error([&] { LlamaConfig::from_hf_json(j, "c.json"); }, {"'intermediate_size'", "at most 16777216"});
+  j = small_config();
+  j["vocab_size"] = 64.0;  // integral floats stay accepted
+  EXPECT_EQ(LlamaConfig::from_hf_json(j, "c.json").vocab_size, 64);
+}
+
+TEST(Config, ParameterCountOverflowIsAnError) {
+  // Each dimension within its bound, their product not: 3 * C * F * L = 3 * 2^64.
+  auto j = small_config();
+  j["hidden_size"] = 1 << 24;
+  j["intermediate_size"] = 1 << 24;
+  j["num_hidden_layers"] = 1 << 16;
+  j["num_attention_heads"] = 1;
+  const LlamaConfig c = LlamaConfig::from_hf_json(j, "c.json");
+  expect_error([&] { (void)c.parameter_count(); }, {"[config]", "parameter count", "overflows"});
 }
 
 }  // namespace

@@ -2,6 +2,8 @@
 // so the file, the command line and the printed config share a single spelling.
 #include "train_config.h"
 
+#include <algorithm>
+#include <charconv>
 #include <filesystem>
 #include <functional>
 #include <map>
@@ -183,41 +185,63 @@ const Key& find_key(const std::string& name) {
   fail("config", "unknown key '{}'; known keys: {}", name, known);
 }
 
-// Sets a dotted key ("datasets.0.path") inside a YAML tree.
-void set_dotted(YAML::Node root, const std::string& dotted, const YAML::Node& value) {
+// Sets a dotted key ("datasets.0.path") inside a YAML tree; `text` is the value as given, for
+// messages. A numeric part indexes a list and may be at most its size (one past the end appends);
+// it is checked before subscripting, since yaml-cpp turns a list subscripted past its end into a
+// map and throws BadSubscript for a scalar, neither of which says which override was wrong.
+void set_dotted(YAML::Node root, const std::string& dotted, const YAML::Node& value, const std::string& text) {
   std::vector<std::string> parts;
   std::string part;
   for (char ch : dotted + ".") {
     if (ch == '.') parts.push_back(part), part.clear();
     else part += ch;
   }
+  const auto not_container = [&](const std::string& name) {
+    fail("config", "override --{} {}: '{}' is a single value, not a map or list", dotted, text, name);
+  };
   std::vector<YAML::Node> chain = {root};
+  std::string walked;  // the parts above chain.back(), for messages
   for (size_t i = 0; i + 1 < parts.size(); ++i) {
     YAML::Node parent = chain.back();
-    const bool index = !parts[i].empty() && std::all_of(parts[i].begin(), parts[i].end(), ::isdigit);
-    YAML::Node child = index ? parent[std::stoul(parts[i])] : parent[parts[i]];
-    if (index && (!parent.IsSequence() || std::stoul(parts[i]) > parent.size()))
-      fail("config", "override '{}': no list element {} (the list has {})", dotted, parts[i],
-           parent.IsSequence() ? parent.size() : 0);
-    if (!child.IsDefined() || child.IsNull()) {
-      if (index) {
-        parent.push_back(YAML::Node(YAML::NodeType::Map));
-        child = parent[std::stoul(parts[i])];
-      } else {
-        parent[parts[i]] = YAML::Node(YAML::NodeType::Map);
-        child = parent[parts[i]];
-      }
+    const std::string& p = parts[i];
+    if (parent.IsScalar()) not_container(walked);
+    const bool index = !p.empty() && std::all_of(p.begin(), p.end(), ::isdigit);
+    // A missing or null element becomes an empty map. (Nodes are taken by value from parent[]:
+    // assigning to a yaml-cpp Node that already refers to one rebinds that node's contents.)
+    const auto child_of = [&](const auto& k) {
+      if (!parent[k].IsDefined() || parent[k].IsNull()) parent[k] = YAML::Node(YAML::NodeType::Map);
+      return YAML::Node(parent[k]);
+    };
+    if (index) {
+      size_t at = 0;
+      const auto [end, ec] = std::from_chars(p.data(), p.data() + p.size(), at);
+      const size_t size = parent.IsSequence() ? parent.size() : 0;
+      if (ec != std::errc() || end != p.data() + p.size() || !parent.IsSequence() || at > size)
+        fail("config", "override --{} {}: no list element {} (the list has {})", dotted, text, p, size);
+      if (at == size) parent.push_back(YAML::Node(YAML::NodeType::Map));
+      chain.push_back(child_of(at));
+    } else {
+      chain.push_back(child_of(p));
     }
-    chain.push_back(child);
+    walked += (walked.empty() ? "" : ".") + p;
   }
+  if (chain.back().IsScalar()) not_container(walked);
   chain.back()[parts.back()] = value;
 }
 
+// fs::exists that reports a path it cannot check (too long, no permission) as a config error
+// naming the key instead of letting std::filesystem_error escape.
+bool path_exists(const std::string& path, const std::string& key) {
+  std::error_code ec;
+  const bool found = std::filesystem::exists(path, ec);
+  if (ec) fail("config", "key '{}': cannot check {}: {}", key, path, ec.message());
+  return found;
+}
+
 void validate(const TrainRunConfig& c) {
-  namespace fs = std::filesystem;
   if (c.base_model.empty()) fail("config", "key 'base_model' is required (a model folder, .gguf or .bin file)");
-  if (!fs::exists(c.base_model)) fail("config", "key 'base_model': {} does not exist", c.base_model);
-  if (!c.tokenizer.empty() && !fs::exists(c.tokenizer)) fail("config", "key 'tokenizer': {} does not exist", c.tokenizer);
+  if (!path_exists(c.base_model, "base_model")) fail("config", "key 'base_model': {} does not exist", c.base_model);
+  if (!c.tokenizer.empty() && !path_exists(c.tokenizer, "tokenizer")) fail("config", "key 'tokenizer': {} does not exist", c.tokenizer);
   try {
     train_method_from_name(c.method);
   } catch (const Error&) {
@@ -230,10 +254,10 @@ void validate(const TrainRunConfig& c) {
     const DatasetConfig& d = c.datasets[i];
     const std::string key = "datasets." + std::to_string(i);
     if (d.path.empty()) fail("config", "key '{}.path' is required", key);
-    if (!fs::exists(d.path)) fail("config", "key '{}.path': {} does not exist", key, d.path);
+    if (!path_exists(d.path, key + ".path")) fail("config", "key '{}.path': {} does not exist", key, d.path);
     if (d.weight < 0) fail("config", "key '{}.weight' must be >= 0; got {}", key, d.weight);
   }
-  if (!c.val_dataset.empty() && !fs::exists(c.val_dataset))
+  if (!c.val_dataset.empty() && !path_exists(c.val_dataset, "val_dataset"))
     fail("config", "key 'val_dataset': {} does not exist", c.val_dataset);
   auto positive = [](int64_t v, const char* key) {
     if (v <= 0) fail("config", "key '{}' must be > 0; got {}", key, v);
@@ -284,7 +308,8 @@ void validate(const TrainRunConfig& c) {
 TrainRunConfig load_train_config(const std::string& path, const std::vector<std::pair<std::string, std::string>>& overrides) {
   YAML::Node root;
   if (!path.empty()) {
-    if (!std::filesystem::exists(path)) fail("config", "config file {} does not exist", path);
+    std::error_code ec;
+    if (!std::filesystem::exists(path, ec)) fail("config", "config file {} does not exist{}", path, ec ? ": " + ec.message() : "");
     try {
       root = YAML::LoadFile(path);
     } catch (const YAML::Exception& e) {
@@ -304,7 +329,7 @@ TrainRunConfig load_train_config(const std::string& path, const std::vector<std:
     }
     const std::string name = normalise(key);
     find_key(name.substr(0, name.find('.')));  // unknown keys fail here, naming them
-    set_dotted(root, name, value);
+    set_dotted(root, name, value, text);
   }
   TrainRunConfig config;
   for (const auto& kv : root) {

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Long fuzzing of every target (tests/fuzz): 10 million executions or one hour each, whichever
+# comes first, growing a working corpus that starts from the committed seeds and reproducers.
+# Not run in CI (scripts/fuzz_short.sh runs each target for seconds there); run it on a spare
+# machine and commit any crash's input to tests/fuzz/regressions/<target>/ with its fix.
+# Usage: bench/fuzz_long.sh [BUILD_DIR=build-fuzz] [TARGET ...]
+# Builds BUILD_DIR with clang-14 and -DQLORA_FUZZ=ON first. Environment: FUZZ_RUNS (10000000),
+# FUZZ_SECONDS (3600), FUZZ_JOBS (1: sequential), FUZZ_WORK (BUILD_DIR/fuzz-long).
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+build="${1:-$root/build-fuzz}"
+shift || true
+runs="${FUZZ_RUNS:-10000000}"
+seconds="${FUZZ_SECONDS:-3600}"
+jobs="${FUZZ_JOBS:-1}"
+work="${FUZZ_WORK:-$build/fuzz-long}"
+CC=clang-14 CXX=clang++-14 cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DQLORA_FUZZ=ON \
+  -DQLORA_BUILD_BENCH=OFF >/dev/null
+cmake --build "$build" -j"$(nproc)" --target fuzzers
+targets=("$@")
+[ ${#targets[@]} -gt 0 ] || mapfile -t targets < <(sed -n 's/^  X(\([a-z0-9_]*\)).*/\1/p' "$root/tests/fuzz/fuzz_targets.h")
+export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1}"
+export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
+status=0
+for t in "${targets[@]}"; do
+  mkdir -p "$work/$t" "$work/artifacts/$t"
+  cp -rn "$root/tests/fuzz/corpus/$t/." "$work/$t/"
+  [ -d "$root/tests/fuzz/regressions/$t" ] && cp -rn "$root/tests/fuzz/regressions/$t/." "$work/$t/"
+  log="$work/$t.log"
+  if "$build/tests/fuzz/fuzz_$t" "$work/$t" -runs="$runs" -max_total_time="$seconds" -jobs="$jobs" -workers="$jobs" \
+       -timeout=10 -rss_limit_mb=2048 -max_len=65536 -print_final_stats=1 \
+       -artifact_prefix="$work/artifacts/$t/" >"$log" 2>&1; then
+    echo "$t: $(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1) executions, no crash"
+  else
+    echo "$t: CRASH, see $log and $work/artifacts/$t/"
+    status=1
+  fi
+done
+exit $status

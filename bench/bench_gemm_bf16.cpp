@@ -8,7 +8,6 @@
 #include <fmt/core.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cstdlib>
 #include <nlohmann/json.hpp>
 #include <vector>
@@ -17,11 +16,14 @@
 #include "backend/cpu/gemm_bf16.h"
 #include "backend/cpu/qmatmul.h"
 #include "backend/cpu/threads.h"
+#include "gemm_timing.h"
 #include "core/dtype.h"
 #include "core/rng.h"
 #include "quant/nf4.h"
 
 using namespace qlora;
+using qlora::bench::best_seconds;
+using qlora::bench::report;
 using cpu::CpuIsa;
 
 namespace {
@@ -30,28 +32,6 @@ std::vector<float> random_vector(int64_t n, Rng& rng, float scale) {
   std::vector<float> v(static_cast<size_t>(n), 0.0f);
   for (float& x : v) x = (2.0f * rng.uniform() - 1.0f) * scale;
   return v;
-}
-
-// Best wall time over repeats that together take >= 0.3 s (at least 3).
-template <typename Fn>
-double best_seconds(Fn&& fn) {
-  fn();  // warm-up: packs buffers, faults pages
-  double best = 1e30, total = 0;
-  for (int r = 0; total < 0.3 || r < 3; ++r) {
-    const auto t0 = std::chrono::steady_clock::now();
-    fn();
-    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    best = std::min(best, s), total += s;
-  }
-  return best;
-}
-
-void report(const char* op, int64_t N, int64_t O, int64_t K, const char* isa, double seconds) {
-  const double gflops = 2.0 * double(N) * double(O) * double(K) / seconds * 1e-9;
-  fmt::print("{}\n", nlohmann::json{{"op", op}, {"N", N}, {"O", O}, {"K", K}, {"isa", isa},
-                                    {"ms", seconds * 1e3}, {"gflops", gflops}}
-                         .dump());
-  std::fflush(stdout);
 }
 
 }  // namespace

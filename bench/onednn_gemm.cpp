@@ -12,17 +12,18 @@
 #include <oneapi/dnnl/dnnl.hpp>
 
 #include <algorithm>
-#include <chrono>
 #include <cstdlib>
 #include <nlohmann/json.hpp>
-#include <unordered_map>
 #include <vector>
 
 #include "backend/cpu/threads.h"
+#include "gemm_timing.h"
 #include "core/dtype.h"
 #include "core/rng.h"
 
 using namespace qlora;
+using qlora::bench::best_seconds;
+using qlora::bench::report;
 
 namespace {
 
@@ -32,28 +33,6 @@ std::vector<uint16_t> random_bf16(int64_t n, Rng& rng, float scale) {
   std::vector<uint16_t> out(v.size());
   convert_f32_to_bf16(v.data(), out.data(), v.size());
   return out;
-}
-
-// Best wall time over repeats that together take >= 0.3 s (at least 3), after one warm-up.
-template <typename Fn>
-double best_seconds(Fn&& fn) {
-  fn();
-  double best = 1e30, total = 0;
-  for (int r = 0; total < 0.3 || r < 3; ++r) {
-    const auto t0 = std::chrono::steady_clock::now();
-    fn();
-    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    best = std::min(best, s), total += s;
-  }
-  return best;
-}
-
-void report(const char* op, int64_t N, int64_t O, int64_t K, const std::string& isa, double seconds) {
-  const double gflops = 2.0 * double(N) * double(O) * double(K) / seconds * 1e-9;
-  fmt::print("{}\n", nlohmann::json{{"op", op}, {"N", N}, {"O", O}, {"K", K}, {"isa", isa},
-                                    {"ms", seconds * 1e3}, {"gflops", gflops}}
-                         .dump());
-  std::fflush(stdout);
 }
 
 using dnnl::memory;

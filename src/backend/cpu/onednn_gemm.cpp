@@ -43,7 +43,8 @@ struct Matmul {
   dnnl::matmul primitive;
 };
 
-using Key = std::array<int64_t, 10>;
+// (M, Nc, Kc, a_rs, a_cs, b_rs, b_cs, ldc, accumulate)
+using Key = std::array<int64_t, 9>;
 
 const Matmul& matmul_for(const Key& k) {
   static std::mutex mutex;
@@ -51,8 +52,7 @@ const Matmul& matmul_for(const Key& k) {
   std::lock_guard<std::mutex> lock(mutex);
   auto it = cache.find(k);
   if (it != cache.end()) return it->second;
-  const auto [M, Nc, Kc, a_rs, a_cs, b_rs, b_cs, ldc, accumulate, unused] = k;
-  (void)unused;
+  const auto [M, Nc, Kc, a_rs, a_cs, b_rs, b_cs, ldc, accumulate] = k;
   Matmul m;
   m.a = memory::desc({M, Kc}, memory::data_type::bf16, {a_rs, a_cs});
   m.b = memory::desc({Kc, Nc}, memory::data_type::bf16, {b_rs, b_cs});
@@ -82,7 +82,7 @@ void onednn_matmul(int64_t M, int64_t Nc, int64_t Kc, const uint16_t* a, int64_t
   }
   Context& ctx = context();
   try {
-    const Matmul& m = matmul_for({M, Nc, Kc, a_rs, a_cs, b_rs, b_cs, ldc, accumulate ? 1 : 0, 0});
+    const Matmul& m = matmul_for({M, Nc, Kc, a_rs, a_cs, b_rs, b_cs, ldc, accumulate ? 1 : 0});
     memory am(m.a, ctx.engine, const_cast<uint16_t*>(a)), bm(m.b, ctx.engine, const_cast<uint16_t*>(b));
     memory cm(m.c, ctx.engine, c);
     m.primitive.execute(ctx.stream, {{DNNL_ARG_SRC, am}, {DNNL_ARG_WEIGHTS, bm}, {DNNL_ARG_DST, cm}});

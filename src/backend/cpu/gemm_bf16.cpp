@@ -51,19 +51,36 @@ struct alignas(64) TileConfig {
 };
 
 // Tiles 0-3: the four 16×16 f32 blocks of the output; 4-5: two 16-row slices of A; 6-7: two B tiles.
-// The configuration is per thread (part of its saved state), so each thread loads it once.
-__attribute__((target("amx-tile"))) void configure_tiles() {
-  thread_local bool configured = false;
-  if (configured) return;
+// The configuration is per thread, and other code in the process (oneDNN's AMX kernels) releases
+// the tiles when it is done, so a "configured once" flag per thread goes stale and the next
+// tilezero faults (SIGILL, seen with QLORA_CPU_GEMM=onednn then own). Each unit of parallel work
+// therefore loads the configuration and releases it at the end (TileScope), which also spares the
+// kernel saving 8 KiB of tile state at every context switch on a busy machine.
+__attribute__((target("amx-tile"))) void load_tile_config() {
   TileConfig cfg;
   for (int t = 0; t < 8; ++t) cfg.colsb[t] = 64, cfg.rows[t] = 16;
   _tile_loadconfig(&cfg);
-  configured = true;
 }
+__attribute__((target("amx-tile"))) void release_tiles() { _tile_release(); }
+
+// Holds the tile configuration for one unit of parallel work (a strip or column block) on AMX.
+class TileScope {
+ public:
+  explicit TileScope(CpuIsa isa) : amx_(isa == CpuIsa::Amx) {
+    if (amx_) load_tile_config();
+  }
+  ~TileScope() {
+    if (amx_) release_tiles();
+  }
+  TileScope(const TileScope&) = delete;
+  TileScope& operator=(const TileScope&) = delete;
+
+ private:
+  bool amx_;
+};
 
 __attribute__((target("amx-tile,amx-bf16"))) void amx_block(const uint16_t* a, int64_t lda, const uint16_t* b0,
                                                              const uint16_t* b1, int64_t ks, float* out) {
-  configure_tiles();
   const int64_t stride = lda * 2;
   _tile_zero(0);
   _tile_zero(1);
@@ -280,6 +297,7 @@ void gemm_contract_rows(const uint16_t* A, int64_t lda, int64_t M, int64_t Kc, c
   const int64_t col_blocks = round_up(Nc, width) / width;
 #pragma omp parallel for schedule(dynamic, 1)
   for (int64_t cb = 0; cb < col_blocks; ++cb) {
+    const TileScope tiles_held(isa);
     thread_local std::vector<uint16_t> slice, tiles;
     thread_local std::vector<float> out;
     const int64_t n0 = cb * width, nc = std::min(width, Nc - n0);
@@ -448,6 +466,7 @@ void bf16_xwt(const float* x, const Bf16Matrix& w, float* y, int64_t N, CpuIsa i
   const bool in_place = w.data && K % kBlock == 0;
 #pragma omp parallel for schedule(dynamic, 1)
   for (int64_t s = 0; s < strips; ++s) {
+    const TileScope tiles_held(isa);
     thread_local std::vector<uint16_t> strip;
     thread_local std::vector<float> out;
     out.resize(size_t(kBlock * 2 * kBlock));  // (32, 64) for the wide kernel

@@ -127,7 +127,7 @@ namespace {
 // `qlora system`: the ISA and kernels in use, and the OpenMP wait policy, which the CLI sets to
 // PASSIVE (re-executing itself, backend/cpu/threads.h) unless the user set one.
 TEST(Cli, SystemShowsKernelsAndPassiveWaitPolicy) {
-  const test::RunResult unset = test::run_cli_env("env -u OMP_WAIT_POLICY -u GOMP_SPINCOUNT", "system --json", false);
+  const test::RunResult unset = test::run_cli_env("env -u OMP_WAIT_POLICY -u GOMP_SPINCOUNT -u QLORA_CPU_ISA", "system --json", false);
   ASSERT_EQ(unset.exit_code, 0) << unset.out;
   const nlohmann::json j = nlohmann::json::parse(unset.out);
   EXPECT_EQ(j["omp_wait_policy"], "PASSIVE") << unset.out;

@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -111,10 +112,31 @@ std::vector<Kernel> kernels_here() {
 std::string kernel_name(const Kernel& k) { return fmt::format("{}_{}", cpu::isa_name(k.isa), k.engine); }
 
 // Sets QLORA_CPU_GEMM for one scope.
-class ForcedEngine {
+// Sets an environment variable for one scope (nullptr: unset), then restores the caller's value,
+// so a suite run with QLORA_CPU_GEMM or QLORA_CPU_ISA set still sees it in later tests.
+class ScopedEnv {
  public:
-  explicit ForcedEngine(const char* name) { setenv("QLORA_CPU_GEMM", name, 1); }
-  ~ForcedEngine() { unsetenv("QLORA_CPU_GEMM"); }
+  ScopedEnv(const char* key, const char* value) : key_(key) {
+    if (const char* old = std::getenv(key)) old_ = old;
+    if (value) setenv(key, value, 1);
+    else unsetenv(key);
+  }
+  ~ScopedEnv() {
+    if (old_) setenv(key_, old_->c_str(), 1);
+    else unsetenv(key_);
+  }
+  ScopedEnv(const ScopedEnv&) = delete;
+  ScopedEnv& operator=(const ScopedEnv&) = delete;
+
+ private:
+  const char* key_;
+  std::optional<std::string> old_;
+};
+
+// Sets QLORA_CPU_GEMM for one scope (nullptr: the default).
+class ForcedEngine : ScopedEnv {
+ public:
+  explicit ForcedEngine(const char* name) : ScopedEnv("QLORA_CPU_GEMM", name) {}
 };
 
 class GemmBf16 : public ::testing::TestWithParam<Kernel> {
@@ -178,6 +200,7 @@ std::string kernel_param_name(const ::testing::TestParamInfo<Kernel>& info) { re
 INSTANTIATE_TEST_SUITE_P(EveryIsaHere, GemmBf16, ::testing::ValuesIn(kernels_here()), kernel_param_name);
 
 TEST(GemmEngine, DefaultAndOverride) {
+  const ForcedEngine defaults(nullptr);
   EXPECT_EQ(cpu::gemm_engine(CpuIsa::Avx512Bf16), cpu::GemmEngine::Own);  // the default
   EXPECT_EQ(cpu::gemm_engine(CpuIsa::Amx), cpu::GemmEngine::Own);
   if (cpu::onednn_built()) {
@@ -195,13 +218,13 @@ TEST(GemmEngine, DefaultAndOverride) {
 }
 
 // Sets QLORA_CPU_ISA for one scope.
-class ForcedIsa {
+class ForcedIsa : ScopedEnv {
  public:
-  explicit ForcedIsa(const char* name) { setenv("QLORA_CPU_ISA", name, 1); }
-  ~ForcedIsa() { unsetenv("QLORA_CPU_ISA"); }
+  explicit ForcedIsa(const char* name) : ScopedEnv("QLORA_CPU_ISA", name) {}
 };
 
 TEST(CpuIsa, EnvironmentCapsTheChoice) {
+  const ForcedIsa uncapped(nullptr);
   {
     ForcedIsa f("avx2");
     EXPECT_EQ(cpu::active_isa(), CpuIsa::Avx2);

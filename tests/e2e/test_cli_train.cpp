@@ -270,8 +270,11 @@ TEST_F(CliTrain, AFailedWriteOnResumeKeepsTheOldConfig) {
   ASSERT_EQ(run.train("--max_steps 2").exit_code, 0);
   const std::string config = read_file(run.out + "/config.yaml");
   ASSERT_FALSE(config.empty());
-  // A file size limit of 0 fails every write with EFBIG, as a full disk fails them with ENOSPC.
-  const std::string cmd = "bash -c 'ulimit -f 0; " + test::binary_path("qlora") + " train " + run.config +
+  // A file size limit fails writes past it with EFBIG, as a full disk fails them with ENOSPC.
+  // 1 KiB, not 0: LLVM's OpenMP runtime (the clang build) registers itself in a 1 KiB file in
+  // /dev/shm before main, and dies of SIGXFSZ at a limit of 0. config.yaml is larger.
+  ASSERT_GT(config.size(), 1024u) << "config.yaml must outgrow the 1 KiB limit below";
+  const std::string cmd = "bash -c 'ulimit -f 1; " + test::binary_path("qlora") + " train " + run.config +
                           " --quiet --resume' 2>&1";
   FILE* pipe = popen(cmd.c_str(), "r");
   ASSERT_NE(pipe, nullptr);

@@ -3,7 +3,8 @@
 set -euo pipefail
 packages=(build-essential cmake pkg-config git ca-certificates python3
   nlohmann-json3-dev libcli11-dev libfmt-dev libopenblas-dev libopenblas-openmp-dev libyaml-cpp-dev libpcre2-dev
-  libgtest-dev libgmock-dev libomp-dev libdnnl-dev unzip)
+  libgtest-dev libgmock-dev libomp-dev libdnnl-dev unzip
+  clang-14 libclang-rt-14-dev)  # clang: the sanitizer and fuzzer build (scripts/test_clang.sh)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The test command: installs dependencies, fetches the default real model, builds (CPU), runs
-# every test with ctest, and compiles the CUDA backend (no GPU needed to compile it).
+# every test with ctest, compiles the CUDA backend (no GPU needed to compile it), then builds
+# everything again with clang under ASan+UBSan and runs the whole suite and each fuzzer briefly.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -16,3 +17,4 @@ if command -v nvcc >/dev/null 2>&1 || [ -x /usr/local/cuda/bin/nvcc ]; then
   echo "CUDA backend compiled"
 fi
 ctest --test-dir build --output-on-failure -j"$(nproc)"
+bash scripts/test_clang.sh

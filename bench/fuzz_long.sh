@@ -10,13 +10,14 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 build="${1:-$root/build-fuzz}"
 shift || true
+mkdir -p "$build" && build="$(cd "$build" && pwd)"  # absolute: the fuzzers run from their log folders
 runs="${FUZZ_RUNS:-10000000}"
 seconds="${FUZZ_SECONDS:-3600}"
 jobs="${FUZZ_JOBS:-1}"
 work="${FUZZ_WORK:-$build/fuzz-long}"
 CC=clang-14 CXX=clang++-14 cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DQLORA_FUZZ=ON \
   -DQLORA_BUILD_BENCH=OFF >/dev/null
-cmake --build "$build" -j"$(nproc)" --target fuzzers
+cmake --build "$build" -j"$(nproc)" --target fuzzers >/dev/null
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || mapfile -t targets < <(sed -n 's/^  X(\([a-z0-9_]*\)).*/\1/p' "$root/tests/fuzz/fuzz_targets.h")
 export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1}"
@@ -27,10 +28,18 @@ for t in "${targets[@]}"; do
   cp -rn "$root/tests/fuzz/corpus/$t/." "$work/$t/"
   [ -d "$root/tests/fuzz/regressions/$t" ] && cp -rn "$root/tests/fuzz/regressions/$t/." "$work/$t/"
   log="$work/$t.log"
-  if "$build/tests/fuzz/fuzz_$t" "$work/$t" -runs="$runs" -max_total_time="$seconds" -jobs="$jobs" -workers="$jobs" \
-       -timeout=10 -rss_limit_mb=2048 -max_len=65536 -print_final_stats=1 \
-       -artifact_prefix="$work/artifacts/$t/" >"$log" 2>&1; then
-    echo "$t: $(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1) executions, no crash"
+  # -jobs forks workers that log to fuzz-<job>.log in the current folder: run them in the target's
+  # own log folder, and sum their counts. One job runs in-process, its stats in $log.
+  parallel=()
+  [ "$jobs" -gt 1 ] && parallel=(-jobs="$jobs" -workers="$jobs")
+  mkdir -p "$work/logs-$t"
+  if (cd "$work/logs-$t" && "$build/tests/fuzz/fuzz_$t" "$work/$t" -runs="$runs" -max_total_time="$seconds" \
+       "${parallel[@]}" -timeout=10 -rss_limit_mb=2048 -max_len=65536 -print_final_stats=1 \
+       -artifact_prefix="$work/artifacts/$t/" >"$log" 2>&1); then
+    executions=$(cat "$log" "$work/logs-$t"/fuzz-*.log 2>/dev/null |
+                 sed -n 's/^stat::number_of_executed_units: *//p' | awk '{s += $1} END {print s + 0}')
+    seconds_run=$(cat "$log" "$work/logs-$t"/fuzz-*.log 2>/dev/null | sed -n 's/.*Done [0-9]* runs in \([0-9]*\) second.*/\1/p' | sort -n | tail -1)
+    echo "$t: $executions executions in ${seconds_run:-?} s, corpus $(ls "$work/$t" | wc -l) inputs, no crash"
   else
     echo "$t: CRASH, see $log and $work/artifacts/$t/"
     status=1

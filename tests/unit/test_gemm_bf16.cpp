@@ -111,7 +111,6 @@ std::vector<Kernel> kernels_here() {
 
 std::string kernel_name(const Kernel& k) { return fmt::format("{}_{}", cpu::isa_name(k.isa), k.engine); }
 
-// Sets QLORA_CPU_GEMM for one scope.
 // Sets an environment variable for one scope (nullptr: unset), then restores the caller's value,
 // so a suite run with QLORA_CPU_GEMM or QLORA_CPU_ISA set still sees it in later tests.
 class ScopedEnv {
@@ -201,8 +200,13 @@ INSTANTIATE_TEST_SUITE_P(EveryIsaHere, GemmBf16, ::testing::ValuesIn(kernels_her
 
 TEST(GemmEngine, DefaultAndOverride) {
   const ForcedEngine defaults(nullptr);
-  EXPECT_EQ(cpu::gemm_engine(CpuIsa::Avx512Bf16), cpu::GemmEngine::Own);  // the default
-  EXPECT_EQ(cpu::gemm_engine(CpuIsa::Amx), cpu::GemmEngine::Own);
+  // The defaults: ours on AVX512-BF16, oneDNN on AMX (where built in), the faster of each.
+  EXPECT_EQ(cpu::gemm_engine(CpuIsa::Avx512Bf16), cpu::GemmEngine::Own);
+  EXPECT_EQ(cpu::gemm_engine(CpuIsa::Amx), cpu::onednn_built() ? cpu::GemmEngine::OneDnn : cpu::GemmEngine::Own);
+  {
+    ForcedEngine own("own");
+    EXPECT_EQ(cpu::gemm_engine(CpuIsa::Amx), cpu::GemmEngine::Own);
+  }
   if (cpu::onednn_built()) {
     ForcedEngine e("onednn");
     EXPECT_EQ(cpu::gemm_engine(CpuIsa::Avx512Bf16), cpu::GemmEngine::OneDnn);

@@ -7,6 +7,7 @@
 # Builds BUILD_DIR with clang-14 and -DQLORA_FUZZ=ON first. Environment: FUZZ_RUNS (10000000),
 # FUZZ_SECONDS (3600), FUZZ_JOBS (1: sequential), FUZZ_WORK (BUILD_DIR/fuzz-long).
 set -euo pipefail
+shopt -s nullglob
 root="$(cd "$(dirname "$0")/.." && pwd)"
 build="${1:-$root/build-fuzz}"
 shift || true
@@ -36,9 +37,9 @@ for t in "${targets[@]}"; do
   if (cd "$work/logs-$t" && "$build/tests/fuzz/fuzz_$t" "$work/$t" -runs="$runs" -max_total_time="$seconds" \
        "${parallel[@]}" -timeout=10 -rss_limit_mb=2048 -max_len=65536 -print_final_stats=1 \
        -artifact_prefix="$work/artifacts/$t/" >"$log" 2>&1); then
-    executions=$(cat "$log" "$work/logs-$t"/fuzz-*.log 2>/dev/null |
-                 sed -n 's/^stat::number_of_executed_units: *//p' | awk '{s += $1} END {print s + 0}')
-    seconds_run=$(cat "$log" "$work/logs-$t"/fuzz-*.log 2>/dev/null | sed -n 's/.*Done [0-9]* runs in \([0-9]*\) second.*/\1/p' | sort -n | tail -1)
+    logs=("$log" "$work/logs-$t"/fuzz-*.log)  # nullglob: no worker logs with one job
+    executions=$(cat "${logs[@]}" | sed -n 's/^stat::number_of_executed_units: *//p' | awk '{s += $1} END {print s + 0}')
+    seconds_run=$(cat "${logs[@]}" | sed -n 's/.*Done [0-9]* runs in \([0-9]*\) second.*/\1/p' | sort -n | tail -1)
     echo "$t: $executions executions in ${seconds_run:-?} s, corpus $(ls "$work/$t" | wc -l) inputs, no crash"
   else
     echo "$t: CRASH, see $log and $work/artifacts/$t/"

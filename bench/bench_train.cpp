@@ -67,6 +67,7 @@ int main(int argc, char** argv) {
 
     double loss_first = 0, loss_last = 0, timed = 0;
     for (int64_t s = 0; s < warmup + steps; ++s) {
+      model.backend().fit_to_load();  // as Trainer::step does before each step
       const auto t0 = std::chrono::steady_clock::now();
       model.zero_grad();
       const LossSum loss = model.forward_backward(b, 1.0 / double(b.target_count()), uint64_t(s));

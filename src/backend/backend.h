@@ -84,6 +84,9 @@ class Backend : public std::enable_shared_from_this<Backend> {
   virtual std::string name() const = 0;  // "cpu", ...
   // Whether bf16 compute runs on native bf16 units here, and so beats f32 (`compute_dtype: auto`).
   virtual bool native_bf16() const { return false; }
+  // Called by the trainer before each step: a backend whose processor other programs share may
+  // resize its work to what they leave free (the CPU backend: its thread count, threads.h).
+  virtual void fit_to_load() {}
 
   // ---- memory --------------------------------------------------------------------------------
   // Zero-filled, 64-byte aligned; throws Error naming the size when the device is out of memory.

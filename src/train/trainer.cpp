@@ -85,6 +85,7 @@ StepResult Trainer::step() {
   if (size_t(config_.micro_batch) > train_.size())
     fail("train", "micro_batch {} exceeds the {} training sequences; lower micro_batch", config_.micro_batch,
          train_.size());
+  model_.backend().fit_to_load();
   const auto t0 = std::chrono::steady_clock::now();
   StepResult r;
   r.step = step_ + 1;

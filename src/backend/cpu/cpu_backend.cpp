@@ -15,6 +15,7 @@
 #include "backend/cpu/matmul.h"
 #include "backend/cpu/optimizer_ops.h"
 #include "backend/cpu/qmatmul.h"
+#include "backend/cpu/threads.h"
 #include "core/error.h"
 #include "core/host_memory.h"
 
@@ -140,6 +141,7 @@ CrossEntropyResult CpuBackend::cross_entropy_forward_backward_bf16(const float* 
 }
 
 bool CpuBackend::native_bf16() const { return cpu::has_bf16_kernel(cpu::active_isa()); }
+void CpuBackend::fit_to_load() { fit_threads_to_load(); }
 
 void CpuBackend::round_to_bf16(float* x, int64_t n) { qlora::round_to_bf16(x, size_t(n)); }
 void CpuBackend::convert_f32_to_bf16(const float* src, uint16_t* dst, int64_t n) {

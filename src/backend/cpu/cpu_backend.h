@@ -14,6 +14,7 @@ class CpuBackend : public Backend {
   Device device() const override { return kHostDevice; }
   std::string name() const override { return "cpu"; }
   bool native_bf16() const override;  // AMX or AVX512-BF16 (cpu_isa.h), QLORA_CPU_ISA respected
+  void fit_to_load() override;         // fit_threads_to_load (threads.h)
 
   void* allocate(size_t bytes) override;
   void deallocate(void* p, size_t bytes) override;

@@ -3,9 +3,23 @@
 
 namespace qlora {
 
-// Sets the number of threads used by OpenMP regions and OpenBLAS. n <= 0 means all cores.
+// Sets the number of threads used by OpenMP regions and OpenBLAS. n <= 0 means all cores. It is
+// also the most fit_threads_to_load will use.
 void set_num_threads(int n);
 int num_threads();
+
+// On a busy machine fewer threads are faster. Every parallel region ends in a barrier, and with
+// other processes on the cores one of our threads is often descheduled there, so the others wait
+// a time slice: beside two busy processes on 2 cores a QLoRA bf16 step with 2 threads ran at 16%
+// of its quiet speed, with 1 thread at 62-69% (one thread alone, quiet: 85-90% of two).
+// fit_threads_to_load, called between steps on the thread that runs them, sets the thread count
+// to the CPUs that other runnable tasks leave free (`procs_running` in /proc/stat, less this
+// thread, smoothed over calls), at least 1 and at most set_num_threads' count.
+// QLORA_FIT_THREADS=0 turns it off (a fixed count, as for benchmarks of the count itself).
+// Returns the count now set.
+int fit_threads_to_load();
+// The rule: CPUs online less the other runnable tasks (rounded), within [1, requested].
+int threads_for_load(int requested, int online_cpus, double other_runnable);
 
 }  // namespace qlora
 

@@ -39,7 +39,7 @@ void register_system(CLI::App& app) {
     fmt::print("cpu isa          {} (detected {}; QLORA_CPU_ISA caps it)\n", cpu::isa_name(active),
                cpu::isa_name(detected));
     fmt::print("bf16 products    {}{}\n", engine, native ? "" : "; compute_dtype auto picks f32");
-    fmt::print("oneDNN           {}\n", cpu::onednn_built() ? "built in (QLORA_CPU_GEMM=own|onednn picks the engine)" : "not built in");
+    fmt::print("oneDNN           {}\n", cpu::onednn_built() ? "built in (QLORA_CPU_GEMM=onednn)" : "not built in");
     fmt::print("threads          {}\n", num_threads());
     fmt::print("OMP_WAIT_POLICY  {}\n", policy ? policy : "(unset)");
   });

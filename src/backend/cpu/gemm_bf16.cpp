@@ -442,9 +442,11 @@ GemmEngine gemm_engine(CpuIsa isa) {
     return GemmEngine::OneDnn;
   }
   if (!name.empty()) fail("cpu", "QLORA_CPU_GEMM='{}' is not one of own, onednn", name);
-  // The default is the faster one measured per ISA (docs/architecture.md): on AMX oneDNN's brgemm
-  // runs 1.3-2.9x our tile kernel and a bf16 training step 6-7% faster; on AVX512-BF16 ours.
-  return isa == CpuIsa::Amx && onednn_built() ? GemmEngine::OneDnn : GemmEngine::Own;
+  // Ours by default, on AMX too, where oneDNN's brgemm is 1.3-2.9x faster alone and a training step
+  // 6-7% faster: oneDNN's results depend on its thread count (SmolLM2 LoRA bf16, first loss
+  // 13.57614 at 1 thread, 13.57920 at 2; ours 13.57920 at either, f32 13.57975), and the thread
+  // count follows the machine's load (threads.h), so runs would stop being reproducible.
+  return GemmEngine::Own;
 }
 
 void bf16_xwt(const float* x, const Bf16Matrix& w, float* y, int64_t N, CpuIsa isa) {

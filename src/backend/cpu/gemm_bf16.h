@@ -41,10 +41,10 @@ std::vector<float> bf16_rounded_copy(const float* src, int64_t n);
 // Whether isa has a native bf16 kernel here (Amx or Avx512Bf16).
 inline bool has_bf16_kernel(CpuIsa isa) { return isa >= CpuIsa::Avx512Bf16; }
 
-// Who runs the native bf16 products at isa: our micro-kernels or oneDNN's matmul (onednn_gemm.h).
-// By default the faster of the two as measured (docs/architecture.md): oneDNN on AMX where it is
-// built in, ours on AVX512-BF16. QLORA_CPU_GEMM=own|onednn overrides it (read each call; Error
-// when unknown, or onednn without oneDNN built in). Below Avx512Bf16 the f32 fallback runs.
+// Who runs the native bf16 products at isa: our micro-kernels (the default: their results do not
+// depend on the thread count; docs/architecture.md) or oneDNN's matmul (onednn_gemm.h), chosen by
+// QLORA_CPU_GEMM=own|onednn (read each call; Error when unknown, or onednn without oneDNN built
+// in). Below Avx512Bf16 the f32 fallback runs either way.
 enum class GemmEngine { Own, OneDnn };
 GemmEngine gemm_engine(CpuIsa isa);
 

@@ -15,7 +15,8 @@ int num_threads();
 // fit_threads_to_load, called between steps on the thread that runs them, sets the thread count
 // to the CPUs that other runnable tasks leave free (`procs_running` in /proc/stat, less this
 // thread, smoothed over calls), at least 1 and at most set_num_threads' count.
-// QLORA_FIT_THREADS=0 turns it off (a fixed count, as for benchmarks of the count itself).
+// Tasks at low priority (nice) count as load too, though they would yield: beside only such
+// tasks it takes fewer threads than it could. QLORA_FIT_THREADS=0 turns it off (a fixed count).
 // Returns the count now set.
 int fit_threads_to_load();
 // The rule: CPUs online less the other runnable tasks (rounded), within [1, requested].

@@ -18,7 +18,8 @@ jobs="${FUZZ_JOBS:-1}"
 work="${FUZZ_WORK:-$build/fuzz-long}"
 CC=clang-14 CXX=clang++-14 cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DQLORA_FUZZ=ON \
   -DQLORA_BUILD_BENCH=OFF >/dev/null
-cmake --build "$build" -j"$(nproc)" --target fuzzers >/dev/null
+# One build at a time per folder: two concurrent builds append to the same archives twice.
+flock "$build/.fuzz-build.lock" cmake --build "$build" -j"$(nproc)" --target fuzzers >/dev/null
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || mapfile -t targets < <(sed -n 's/^  X(\([a-z0-9_]*\)).*/\1/p' "$root/tests/fuzz/fuzz_targets.h")
 export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1}"

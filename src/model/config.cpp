@@ -1,6 +1,7 @@
 // LlamaConfig <-> Hugging Face config.json. Field names and defaults follow transformers'
-// LlamaConfig, MistralConfig and Qwen2Config (Qwen2 always has q/k/v biases; Mistral and Qwen2
-// may carry a sliding window). Every error names the key and the source file.
+// LlamaConfig, MistralConfig, Qwen2Config and Qwen3Config (Qwen2 always has q/k/v biases; Qwen3
+// normalises each head of q and k; Mistral and Qwen2 may carry a sliding window). Every error
+// names the key and the source file.
 #include "model/config.h"
 
 #include <cmath>
@@ -25,8 +26,10 @@ constexpr Family kFamilies[] = {
     {"llama", "LlamaForCausalLM"},
     {"mistral", "MistralForCausalLM"},
     {"qwen2", "Qwen2ForCausalLM"},
+    {"qwen3", "Qwen3ForCausalLM"},
 };
-constexpr const char* kSupported = "LlamaForCausalLM (llama), MistralForCausalLM (mistral), Qwen2ForCausalLM (qwen2)";
+constexpr const char* kSupported =
+    "LlamaForCausalLM (llama), MistralForCausalLM (mistral), Qwen2ForCausalLM (qwen2), Qwen3ForCausalLM (qwen3)";
 
 const Family* family_by_type(const std::string& t) {
   for (const auto& f : kFamilies)
@@ -197,7 +200,14 @@ LlamaConfig LlamaConfig::from_hf_json(const json& j, const std::string& source) 
     c.sliding_window = f.get_int("sliding_window", 0);
   } else if (c.model_type == "qwen2" && f.get_bool("use_sliding_window", false)) {
     c.sliding_window = f.get_int("sliding_window", 0);
+  } else if (c.model_type == "qwen3" && f.get_bool("use_sliding_window", false)) {
+    // Qwen3 windows only the layers from max_window_layers on (its `layer_types`); one window for
+    // every layer is what the engine has. No released Qwen3 checkpoint turns it on.
+    fail("config", "key 'use_sliding_window' in {}: sliding-window attention is not supported for qwen3; "
+                   "expected false",
+         source);
   }
+  c.qk_norm = c.model_type == "qwen3";
   c.bos_token_id = f.get_int("bos_token_id", -1);
   if (f.present("eos_token_id")) {
     const json& e = f.at("eos_token_id");
@@ -254,15 +264,15 @@ json LlamaConfig::to_hf_json() const {
     j["rope_scaling"] = rs;
   }
   j["tie_word_embeddings"] = tie_word_embeddings;
-  if (model_type != "qwen2") {
-    j["attention_bias"] = attention_bias;
-    j["mlp_bias"] = mlp_bias;
-  }
+  if (model_type != "qwen2") j["attention_bias"] = attention_bias;
+  if (model_type != "qwen2" && model_type != "qwen3") j["mlp_bias"] = mlp_bias;
   if (model_type == "mistral") {
     j["sliding_window"] = sliding_window > 0 ? json(sliding_window) : json(nullptr);
   } else if (model_type == "qwen2") {
     j["use_sliding_window"] = sliding_window > 0;
     if (sliding_window > 0) j["sliding_window"] = sliding_window;
+  } else if (model_type == "qwen3") {
+    j["use_sliding_window"] = false;
   }
   j["bos_token_id"] = bos_token_id >= 0 ? json(bos_token_id) : json(nullptr);
   if (eos_token_ids.empty()) {
@@ -342,11 +352,13 @@ int64_t LlamaConfig::parameter_count() const {
   const auto sum = [&](std::initializer_list<uint64_t> t) { return checked_sum(t, "config", what); };
   const uint64_t C = uint64_t(hidden_size), F = uint64_t(intermediate_size), V = uint64_t(vocab_size);
   const uint64_t Q = uint64_t(q_dim()), KV = uint64_t(kv_dim()), L = uint64_t(num_hidden_layers);
+  const uint64_t D = uint64_t(head_dim);
   const uint64_t per_layer = sum({mul({2, C}),                                 // input/post-attention norms
                                   mul({C, Q}), mul({2, C, KV}),                // q, k, v
                                   mul({Q, C}),                                 // o
                                   mul({3, C, F}),                              // gate, up, down
-                                  attention_bias ? sum({Q, mul({2, KV})}) : 0});
+                                  attention_bias ? sum({Q, mul({2, KV})}) : 0,
+                                  qk_norm ? mul({2, D}) : 0});                 // q_norm, k_norm
   return int64_t(sum({mul({V, C}), mul({L, per_layer}), C,                     // embedding, layers, final norm
                       tie_word_embeddings ? 0 : mul({V, C})}));
 }

@@ -1,5 +1,5 @@
 // LlamaConfig: the hyperparameters of a Llama-family model, spelled as Hugging Face's
-// config.json spells them (Llama 2/3, Mistral, Qwen2, SmolLM2, TinyLlama). Built from config.json,
+// config.json spells them (Llama 2/3, Mistral, Qwen2, Qwen3, SmolLM2, TinyLlama). Built from config.json,
 // GGUF metadata or a llama2.c header; written back as config.json. Tested in
 // tests/unit/test_config.cpp.
 #pragma once
@@ -22,7 +22,7 @@ struct RopeScaling {
 };
 
 struct LlamaConfig {
-  std::string model_type = "llama";                  // llama | mistral | qwen2
+  std::string model_type = "llama";                  // llama | mistral | qwen2 | qwen3
   std::string architecture = "LlamaForCausalLM";     // HF `architectures[0]`
   int64_t vocab_size = 0;
   int64_t hidden_size = 0;                           // C
@@ -38,6 +38,7 @@ struct LlamaConfig {
   bool tie_word_embeddings = false;
   bool attention_bias = false;                       // q/k/v biases (Qwen2 has them)
   bool mlp_bias = false;                             // unsupported when true
+  bool qk_norm = false;                              // Qwen3: RMSNorm over each head of q and k, before RoPE
   int64_t sliding_window = 0;                        // Mistral; 0 = none
   int64_t bos_token_id = -1;
   std::vector<int64_t> eos_token_ids;

@@ -1,4 +1,4 @@
-// GGUF model export (declared in model/hf_export.h): the metadata llama.cpp's llama/qwen2 loaders
+// GGUF model export (declared in model/hf_export.h): the metadata llama.cpp's llama/qwen2/qwen3 loaders
 // read (llama-arch.cpp LLM_KV_* names), llama.cpp tensor names, q/k rows back in the interleaved
 // RoPE order convert_hf_to_gguf.py writes for "llama". Tested in tests/unit/test_merge_export.cpp.
 #include <fmt/core.h>
@@ -29,8 +29,9 @@ std::vector<std::string> export_gguf(const ModelSource& model, const std::string
   if (!c.rope_scaling.type.empty() && c.rope_scaling.type != "linear")
     fail("export", "rope_scaling type '{}' cannot be written to GGUF by this exporter (supported: none, linear)",
          c.rope_scaling.type);
-  const bool qwen2 = c.model_type == "qwen2";
-  const std::string arch = qwen2 ? "qwen2" : "llama";  // mistral is "llama" to llama.cpp
+  // mistral is "llama" to llama.cpp; qwen2 and qwen3 keep HF's (NEOX) q/k row order.
+  const bool qwen = c.model_type == "qwen2" || c.model_type == "qwen3";
+  const std::string arch = qwen ? c.model_type : "llama";
   auto key = [&](const std::string& k) { return arch + "." + k; };
 
   GgufWriter g;
@@ -96,7 +97,7 @@ std::vector<std::string> export_gguf(const ModelSource& model, const std::string
                                     shape_str(shape), shape.back()));
     }
     g.declare_tensor(gguf_name, shape, t);
-    plan[gguf_name] = {hf_name, qwen2 ? 0 : rope_heads, t};
+    plan[gguf_name] = {hf_name, qwen ? 0 : rope_heads, t};
   };
   add("token_embd.weight", "model.embed_tokens.weight", 0);
   const int64_t L = c.num_hidden_layers;
@@ -114,6 +115,10 @@ std::vector<std::string> export_gguf(const ModelSource& model, const std::string
     if (c.attention_bias)
       for (int proj = kProjQ; proj <= kProjV; ++proj) add(name(proj, ".bias"), hf_name(proj, ".bias"), rope_heads(proj));
     add(name(kProjO, ".weight"), hf_name(kProjO, ".weight"), 0);
+    if (c.qk_norm) {
+      add(p + "attn_q_norm.weight", hf + "self_attn.q_norm.weight", 0);
+      add(p + "attn_k_norm.weight", hf + "self_attn.k_norm.weight", 0);
+    }
     add(p + "ffn_norm.weight", hf + "post_attention_layernorm.weight", 0);
     for (int proj = kProjGate; proj <= kProjDown; ++proj) add(name(proj, ".weight"), hf_name(proj, ".weight"), 0);
   }

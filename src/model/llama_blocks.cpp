@@ -44,13 +44,18 @@ BlockActivations BlockActivations::allocate(Backend& be, const LlamaConfig& c, i
   a.gate = be.zeros({N, c.intermediate_size}, dtype);
   a.up = be.zeros({N, c.intermediate_size}, dtype);
   a.act = be.zeros({N, c.intermediate_size}, dtype);
+  if (c.qk_norm) {
+    a.q_pre = be.zeros({N, c.q_dim()}, dtype), a.k_pre = be.zeros({N, c.kv_dim()}, dtype);
+    a.rstd_q = be.zeros({N * c.num_attention_heads}, dtype), a.rstd_k = be.zeros({N * c.num_key_value_heads}, dtype);
+  }
   return a;
 }
 
 size_t BlockActivations::bytes() const {
   size_t n = 0;
-  for (const Tensor* t : {&h1, &rstd1, &q, &k, &v, &attn, &lse, &x_mid, &h2, &rstd2, &gate, &up, &act})
-    n += t->nbytes();
+  for (const Tensor* t : {&h1, &rstd1, &q, &k, &v, &attn, &lse, &x_mid, &h2, &rstd2, &gate, &up, &act, &q_pre,
+                          &k_pre, &rstd_q, &rstd_k})
+    n += t->defined() ? t->nbytes() : 0;
   for (const LinearSaved& s : saved) n += s.xa.defined() ? s.xa.nbytes() : 0;
   return n;
 }
@@ -65,12 +70,14 @@ BlockGradients BlockGradients::allocate(Backend& be, const LlamaConfig& c, int64
   g.d_act = be.zeros({N, c.intermediate_size}, dtype);
   g.dgate = be.zeros({N, c.intermediate_size}, dtype);
   g.dup = be.zeros({N, c.intermediate_size}, dtype);
+  if (c.qk_norm) g.dq_pre = be.zeros({N, c.q_dim()}, dtype), g.dk_pre = be.zeros({N, c.kv_dim()}, dtype);
   return g;
 }
 
 size_t BlockGradients::bytes() const {
   size_t n = 0;
-  for (const Tensor* t : {&dh, &d_attn, &dq, &dk, &dv, &d_act, &dgate, &dup}) n += t->nbytes();
+  for (const Tensor* t : {&dh, &d_attn, &dq, &dk, &dv, &d_act, &dgate, &dup, &dq_pre, &dk_pre})
+    n += t->defined() ? t->nbytes() : 0;
   return n;
 }
 
@@ -164,8 +171,22 @@ void LlamaModel::Impl::block_forward(int64_t l, const Rows& rows, const T* x_in,
   // Attention half.
   be.rmsnorm_forward(x_in, ptr<T>(layer.input_norm), a.h1.data<T>(), a.rstd1.data<T>(), N, C, c.rms_norm_eps);
   round(a.h1);
-  project(kProjQ, a.h1, a.q);
-  project(kProjK, a.h1, a.k);
+  if (c.qk_norm) {  // Qwen3: each head of q and k is RMS-normalised (rows of D) before RoPE
+    const int64_t H = c.num_attention_heads, Hkv = c.num_key_value_heads, D = c.head_dim;
+    project(kProjQ, a.h1, a.q_pre);
+    project(kProjK, a.h1, a.k_pre);
+    // One rounding after the f32 norm, like every norm here. transformers rounds twice on bf16
+    // tensors (`weight * hidden.to(bf16)`); measured on the tiny qwen3 fixture that form lands no
+    // nearer torch's bf16 losses, logits or 10-step curve (tests/parity/test_train_parity.cpp).
+    be.rmsnorm_forward(a.q_pre.data<T>(), ptr<T>(layer.q_norm), a.q.data<T>(), a.rstd_q.data<T>(), N * H, D,
+                       c.rms_norm_eps);
+    be.rmsnorm_forward(a.k_pre.data<T>(), ptr<T>(layer.k_norm), a.k.data<T>(), a.rstd_k.data<T>(), N * Hkv, D,
+                       c.rms_norm_eps);
+    round(a.q), round(a.k);  // torch stores the normed heads in bf16 before RoPE
+  } else {
+    project(kProjQ, a.h1, a.q);
+    project(kProjK, a.h1, a.k);
+  }
   project(kProjV, a.h1, a.v);
   be.rope_forward(a.q.data<T>(), positions, inv_freq.data<float>(), N, c.num_attention_heads, c.head_dim);
   be.rope_forward(a.k.data<T>(), positions, inv_freq.data<float>(), N, c.num_key_value_heads, c.head_dim);
@@ -230,9 +251,20 @@ void LlamaModel::Impl::block_backward(int64_t l, const Rows& rows, const T* x_in
                         attention_shape(rows));
   be.rope_backward(g.dq.data<T>(), positions, inv_freq.data<float>(), N, c.num_attention_heads, c.head_dim);
   be.rope_backward(g.dk.data<T>(), positions, inv_freq.data<float>(), N, c.num_key_value_heads, c.head_dim);
+  const T* dq = g.dq.data<T>();
+  const T* dk = g.dk.data<T>();
+  if (c.qk_norm) {  // through the head norms: dq, dk become the projections' output gradients
+    const int64_t H = c.num_attention_heads, Hkv = c.num_key_value_heads, D = c.head_dim;
+    zero(g.dq_pre), zero(g.dk_pre);
+    be.rmsnorm_backward(dq, a.q_pre.data<T>(), ptr<T>(layer.q_norm), a.rstd_q.data<T>(), g.dq_pre.data<T>(),
+                        ptr<T>(layer.grad_q_norm), N * H, D);
+    be.rmsnorm_backward(dk, a.k_pre.data<T>(), ptr<T>(layer.k_norm), a.rstd_k.data<T>(), g.dk_pre.data<T>(),
+                        ptr<T>(layer.grad_k_norm), N * Hkv, D);
+    dq = g.dq_pre.data<T>(), dk = g.dk_pre.data<T>();
+  }
   zero(g.dh);
-  project_back(kProjQ, a.h1, g.dq.data<T>(), &g.dh);
-  project_back(kProjK, a.h1, g.dk.data<T>(), &g.dh);
+  project_back(kProjQ, a.h1, dq, &g.dh);
+  project_back(kProjK, a.h1, dk, &g.dh);
   project_back(kProjV, a.h1, g.dv.data<T>(), &g.dh);
   be.rmsnorm_backward(g.dh.data<T>(), x_in, ptr<T>(layer.input_norm), a.rstd1.data<T>(), dx,
                       ptr<T>(layer.grad_input_norm), N, C);  // dx is now d(x_in)

@@ -20,6 +20,8 @@ namespace qlora {
 struct BlockActivations {
   Tensor h1, rstd1;      // (N, C), (N): rmsnorm before attention
   Tensor q, k, v;        // (N, H*D), (N, Hkv*D), (N, Hkv*D); q and k after RoPE
+  Tensor q_pre, k_pre;   // qk_norm only: q and k projections before their head norms
+  Tensor rstd_q, rstd_k; // qk_norm only: (N*H), (N*Hkv)
   Tensor attn, lse;      // (N, H*D), (B, H, T)
   Tensor x_mid;          // (N, C): residual stream after attention
   Tensor h2, rstd2;      // (N, C), (N): rmsnorm before the MLP
@@ -33,6 +35,7 @@ struct BlockActivations {
 // Gradient buffers of one block's backward, reused by every block.
 struct BlockGradients {
   Tensor dh, d_attn, dq, dk, dv, d_act, dgate, dup;
+  Tensor dq_pre, dk_pre;  // qk_norm only: gradients of the projections before the head norms
   static BlockGradients allocate(Backend& be, const LlamaConfig& c, int64_t N, DType dtype);
   size_t bytes() const;
 };

@@ -1,7 +1,7 @@
 // GGUF model: config from the {arch}.* and tokenizer.ggml.* metadata, tensors by llama.cpp's
 // names (token_embd, blk.N.attn_q, ..., output_norm, output). Architecture "llama" stores q/k
 // rows in interleaved RoPE order (convert_hf_to_gguf.py permutes them); we permute them back.
-// "qwen2" is stored in HF order (NEOX-style RoPE) and is not permuted.
+// "qwen2" and "qwen3" are stored in HF order (NEOX-style RoPE) and are not permuted.
 #include <map>
 
 #include "core/error.h"
@@ -17,7 +17,9 @@ namespace {
 const std::map<std::string, std::string>& layer_names() {
   static const std::map<std::string, std::string> names = [] {
     std::map<std::string, std::string> m = {{"input_layernorm.weight", "attn_norm.weight"},
-                                            {"post_attention_layernorm.weight", "ffn_norm.weight"}};
+                                            {"post_attention_layernorm.weight", "ffn_norm.weight"},
+                                            {"self_attn.q_norm.weight", "attn_q_norm.weight"},
+                                            {"self_attn.k_norm.weight", "attn_k_norm.weight"}};
     for (int p = 0; p < kProjCount; ++p) {
       const std::string gguf(gguf_projection_name(p));
       m[projection_path(p) + ".weight"] = gguf + ".weight";
@@ -55,8 +57,8 @@ std::string gguf_name(const std::string& hf) {
 LlamaConfig config_from_gguf(const GgufFile& g) {
   const std::string& path = g.path();
   const std::string arch = g.get("general.architecture").as_string("general.architecture");
-  if (arch != "llama" && arch != "qwen2")
-    fail("load", "unsupported GGUF architecture {} in {}; supported: llama, qwen2", arch, path);
+  if (arch != "llama" && arch != "qwen2" && arch != "qwen3")
+    fail("load", "unsupported GGUF architecture {} in {}; supported: llama, qwen2, qwen3", arch, path);
   auto key = [&](const std::string& k) { return arch + "." + k; };
   auto get_int = [&](const std::string& k) { return g.get(key(k)).as_int(key(k)); };
   auto get_int_or = [&](const std::string& k, int64_t fallback) {
@@ -65,7 +67,8 @@ LlamaConfig config_from_gguf(const GgufFile& g) {
 
   LlamaConfig c;
   c.model_type = arch;
-  c.architecture = arch == "qwen2" ? "Qwen2ForCausalLM" : "LlamaForCausalLM";
+  c.architecture = arch == "qwen2" ? "Qwen2ForCausalLM" : arch == "qwen3" ? "Qwen3ForCausalLM" : "LlamaForCausalLM";
+  c.qk_norm = arch == "qwen3";
   c.num_hidden_layers = get_int("block_count");
   c.hidden_size = get_int("embedding_length");
   c.intermediate_size = get_int("feed_forward_length");

@@ -10,6 +10,7 @@
 #include "backend/backend.h"
 #include "core/quant_tensor.h"
 #include "lora/lora_config.h"
+#include "quant/double_quant.h"
 
 namespace qlora {
 
@@ -25,6 +26,9 @@ struct QuantizeOptions {
   QuantType type = QuantType::NF4;
   int64_t block_size = 64;
   bool double_quant = true;
+  // Which bitsandbytes build's codes to reproduce where a value sits on a code boundary: its CUDA
+  // kernels (what a GPU-quantized checkpoint holds) or its CPU lookup table (quant/double_quant.h).
+  BnbRounding rounding = BnbRounding::Cuda;
 };
 
 struct ModelOptions {

@@ -102,6 +102,7 @@ std::vector<std::string> ModelSource::tensor_names() const {
       names.push_back(p + projection_path(proj) + ".weight");
       if (c.attention_bias && proj <= kProjV) names.push_back(p + projection_path(proj) + ".bias");
     }
+    if (c.qk_norm) names.insert(names.end(), {p + "self_attn.q_norm.weight", p + "self_attn.k_norm.weight"});
     names.push_back(p + "post_attention_layernorm.weight");
   }
   names.push_back("model.norm.weight");
@@ -119,6 +120,7 @@ Shape ModelSource::expected_shape(const std::string& name) const {
     const size_t dot = name.find('.', kLayers.size());
     const std::string suffix = dot == std::string::npos ? "" : name.substr(dot + 1);
     if (suffix == "input_layernorm.weight" || suffix == "post_attention_layernorm.weight") return {C};
+    if (c.qk_norm && (suffix == "self_attn.q_norm.weight" || suffix == "self_attn.k_norm.weight")) return {c.head_dim};
     for (int p = 0; p < kProjCount; ++p) {
       const auto [out, in] = c.projection_shape(p);
       if (suffix == projection_path(p) + ".weight") return {out, in};

@@ -61,8 +61,8 @@ class ModelSource {
   const std::string& format() const;  // "hf" | "gguf" | "llama2c" | "memory"
 
   // The tensors a model of this config reads, in load order: embedding, per layer the input norm,
-  // the projections (weight, then bias where the config has one), the post-attention norm, then
-  // the final norm and (untied) the head.
+  // the projections (weight, then bias where the config has one), the q/k head norms (Qwen3), the
+  // post-attention norm, then the final norm and (untied) the head.
   std::vector<std::string> tensor_names() const;
   // The shape the config gives a tensor (what load() checks the file against).
   Shape expected_shape(const std::string& name) const;

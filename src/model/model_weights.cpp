@@ -22,7 +22,8 @@ constexpr size_t kParamAlignBytes = 64;
 
 // The trainable parameters in registration order, as (shape, group) before any data is read: full
 // fine-tuning registers every tensor in the source's load order (embedding; per layer the input
-// norm, the projections with their biases, the post-attention norm; final norm; untied head);
+// norm, the projections with their biases, the q/k head norms, the post-attention norm; final
+// norm; untied head);
 // LoRA registers A then B of each targeted projection, layer by layer. build_model_weights
 // registers in this order and checks each shape against the plan.
 struct PlannedParam {
@@ -203,7 +204,7 @@ ModelWeights build_model_weights(Backend& backend, const ModelSource& src, const
         std::optional<QuantTensor> stored = src.load_quantized(weight);
         if (!stored) {
           const Tensor t = load(weight);
-          stored = quantize_4bit(t, q.type, q.block_size, q.double_quant);
+          stored = quantize_4bit(t, q.type, q.block_size, q.double_quant, q.rounding);
         }
         lin.qweight = std::make_shared<QuantTensor>(backend.to_device(*stored));
         src.release(weight);
@@ -225,6 +226,15 @@ ModelWeights build_model_weights(Backend& backend, const ModelSource& src, const
         a.B = pb.value, a.grad_B = pb.grad;
       }
     }
+    if (c.qk_norm) {
+      const std::string q = prefix + "self_attn.q_norm.weight", k = prefix + "self_attn.k_norm.weight";
+      if (full) {
+        take_trainable(q, false, layer.q_norm, layer.grad_q_norm);
+        take_trainable(k, false, layer.k_norm, layer.grad_k_norm);
+      } else {
+        take_frozen(q, layer.q_norm), take_frozen(k, layer.k_norm);
+      }
+    }
     if (full) take_trainable(prefix + "post_attention_layernorm.weight", false, layer.post_norm, layer.grad_post_norm);
     else take_frozen(prefix + "post_attention_layernorm.weight", layer.post_norm);
   }
@@ -241,7 +251,7 @@ ModelWeights build_model_weights(Backend& backend, const ModelSource& src, const
   add(out.embed), add(out.norm);
   if (!out.tied) add(out.lm_head);
   for (const ModelLayer& layer : out.layers) {
-    add(layer.input_norm), add(layer.post_norm);
+    add(layer.input_norm), add(layer.post_norm), add(layer.q_norm), add(layer.k_norm);
     for (const Linear& lin : layer.linears) {
       add(lin.weight), add(lin.bias);
       if (lin.qweight)

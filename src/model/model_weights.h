@@ -1,5 +1,5 @@
 // The weights of a LlamaModel as its blocks use them, on the model's backend: per layer the two
-// norms and the seven projections as Linears (dense, bf16 or 4-bit base, with LoRA adapters or
+// norms (four with Qwen3's q/k head norms) and the seven projections as Linears (dense, bf16 or 4-bit base, with LoRA adapters or
 // trainable weights), the embedding, final norm and LM head. Trainable parameters (f32 masters,
 // f64 in f64 mode) and their gradients live in one flat allocation each, in registration order
 // (embedding, each layer's norms and projections, final norm, head), so an all-reduce or a fused
@@ -26,6 +26,8 @@ namespace qlora {
 struct ModelLayer {
   Tensor input_norm, post_norm;            // (C) in the master dtype (f32, or f64)
   Tensor grad_input_norm, grad_post_norm;  // (C) full fine-tuning only
+  Tensor q_norm, k_norm;                   // (D) per-head norms of q and k (qk_norm only), master dtype
+  Tensor grad_q_norm, grad_k_norm;         // (D) full fine-tuning only
   std::array<Linear, kProjCount> linears;  // core/projections.h order
 };
 

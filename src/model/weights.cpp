@@ -53,6 +53,8 @@ Tensor* LlamaWeights::find(const std::string& name) {
   LlamaLayerWeights& lw = layers[size_t(l)];
   if (suffix == "input_layernorm.weight") return &lw.input_layernorm;
   if (suffix == "post_attention_layernorm.weight") return &lw.post_attention_layernorm;
+  if (suffix == "self_attn.q_norm.weight") return &lw.q_norm;
+  if (suffix == "self_attn.k_norm.weight") return &lw.k_norm;
   for (int p = 0; p < kProjCount; ++p) {
     if (suffix == projection_path(p) + ".weight") return &lw.projection(p);
     if (suffix == projection_path(p) + ".bias") return lw.bias(p);

@@ -15,6 +15,7 @@ struct LlamaLayerWeights {
   Tensor q_proj, k_proj, v_proj;    // (H*D, C), (Hkv*D, C), (Hkv*D, C)
   Tensor q_bias, k_bias, v_bias;    // (H*D), (Hkv*D), (Hkv*D); only when attention_bias
   Tensor o_proj;                    // (C, H*D)
+  Tensor q_norm, k_norm;            // (D) per-head RMSNorm weights; only when qk_norm (Qwen3)
   Tensor post_attention_layernorm;  // (C)
   Tensor gate_proj, up_proj;        // (F, C)
   Tensor down_proj;                 // (C, F)

@@ -94,10 +94,11 @@ QuantTensor quantize_4bit(const float* x, const Shape& shape, QuantType type, in
   return q;
 }
 
-QuantTensor quantize_4bit(const Tensor& x, QuantType type, int64_t block_size, bool double_quant) {
-  if (x.dtype() == DType::F32) return quantize_4bit(x.data<float>(), x.shape(), type, block_size, double_quant);
+QuantTensor quantize_4bit(const Tensor& x, QuantType type, int64_t block_size, bool double_quant, BnbRounding rounding) {
+  if (x.dtype() == DType::F32)
+    return quantize_4bit(x.data<float>(), x.shape(), type, block_size, double_quant, rounding);
   Tensor f = x.to(DType::F32);
-  return quantize_4bit(f.data<float>(), f.shape(), type, block_size, double_quant);
+  return quantize_4bit(f.data<float>(), f.shape(), type, block_size, double_quant, rounding);
 }
 
 std::vector<float> block_absmax(const QuantTensor& q) {

@@ -21,7 +21,7 @@ QuantTensor quantize_4bit(const float* x, const Shape& shape, QuantType type = Q
                           int64_t block_size = 64, bool double_quant = false,
                           BnbRounding rounding = BnbRounding::Cuda);
 QuantTensor quantize_4bit(const Tensor& x, QuantType type = QuantType::NF4, int64_t block_size = 64,
-                          bool double_quant = false);
+                          bool double_quant = false, BnbRounding rounding = BnbRounding::Cuda);
 
 // The f32 absmax of each block (resolving double quantization).
 std::vector<float> block_absmax(const QuantTensor& q);

@@ -51,6 +51,10 @@ std::vector<TensorSpec> model_tensors(const LlamaConfig& c, int64_t E) {
     out.push_back({TensorSpec::Norm, C, 1, ""});
     out.push_back({TensorSpec::Norm, C, 1, ""});
     for (int p = kProjQ; p <= kProjO; ++p) projection(p);
+    if (c.qk_norm) {  // Qwen3's q_norm, k_norm
+      out.push_back({TensorSpec::Norm, c.head_dim, 1, ""});
+      out.push_back({TensorSpec::Norm, c.head_dim, 1, ""});
+    }
     if (c.attention_bias)
       for (int p = kProjQ; p <= kProjV; ++p) out.push_back({TensorSpec::Bias, c.projection_shape(p).first, 1, ""});
     for (int64_t e = 0; e < E; ++e)
@@ -314,10 +318,14 @@ MemoryEstimate estimate_memory(const LlamaConfig& c, const EstimateOptions& o) {
     for (const std::string& p : o.target_modules)
       lora_inputs += (p == "gate_proj" || p == "up_proj" || p == "down_proj") ? size_t(o.experts_per_token) : 1;
   // h1, x_mid, h2 (N, C); rstd1, rstd2 (N); q, attn (N, qd); k, v (N, kvd); lse (B, H, T);
-  // gate, up, act (N, F); xa (N, R) per adapter.
-  const size_t block = N * (3 * C + 2 + 2 * qd + 2 * kvd + H + 3 * F_act + size_t(R) * lora_inputs);
-  // dh (N, C); d_attn, dq (N, qd); dk, dv (N, kvd); d_act, dgate, dup (N, F).
-  const size_t grads = N * (C + 2 * qd + 2 * kvd + 3 * F_act);
+  // gate, up, act (N, F); xa (N, R) per adapter; with qk_norm, q and k before their head norms
+  // (N, qd), (N, kvd) and their rstd (N, H), (N, Hkv).
+  const size_t Hkv = size_t(c.num_key_value_heads), qk_norm = c.qk_norm ? 1 : 0;
+  const size_t block = N * (3 * C + 2 + 2 * qd + 2 * kvd + H + 3 * F_act + size_t(R) * lora_inputs +
+                            qk_norm * (qd + kvd + H + Hkv));
+  // dh (N, C); d_attn, dq (N, qd); dk, dv (N, kvd); d_act, dgate, dup (N, F); with qk_norm the
+  // gradients before the head norms (N, qd), (N, kvd).
+  const size_t grads = N * (C + 2 * qd + 2 * kvd + 3 * F_act + qk_norm * (qd + kvd));
   // TrainModel keeps one workspace per (B, T), reused by every step: the block inputs of every
   // block + the final hidden state (L + 1 of (N, C)), the final norm's output and rstd, dhf, dx and
   // a scratch output (N, C) each, the block gradient buffers, and the activations of every kept
@@ -399,6 +407,13 @@ const std::map<std::string, Preset>& presets() {
     p.experts = 8, p.experts_per_token = 2;  // num_local_experts, num_experts_per_tok
     p.nominal = 56'000'000'000;               // "8x7B"
     t["mixtral-8x7b"] = p;
+    p = Preset();
+    p.config = llama_shape(151936, 4096, 12288, 36, 32, 8);  // Qwen/Qwen3-8B
+    p.config.model_type = "qwen3", p.config.architecture = "Qwen3ForCausalLM";
+    p.config.head_dim = 128, p.config.qk_norm = true, p.config.rms_norm_eps = 1e-6;
+    p.config.rope_theta = 1e6, p.config.max_position_embeddings = 40960;
+    p.nominal = 8'000'000'000;
+    t["qwen3-8b"] = p;
     return t;
   }();
   return table;

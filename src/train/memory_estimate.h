@@ -85,7 +85,7 @@ struct TextbookBytes {
 TextbookBytes textbook_bytes_per_param(const std::string& precision);
 
 // Preset configs (Hugging Face config.json values): llama-7b, llama-13b, mistral-7b, llama3-8b,
-// mixtral-8x7b. Throws Error naming the preset and listing the known ones.
+// mixtral-8x7b, qwen3-8b. Throws Error naming the preset and listing the known ones.
 LlamaConfig preset_config(const std::string& name);
 std::vector<std::string> preset_names();
 int64_t preset_experts(const std::string& name);            // 8 for mixtral-8x7b, else 1

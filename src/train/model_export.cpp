@@ -36,6 +36,10 @@ LlamaModelFile model_file_from_params(TrainModel& model, const LlamaModelFile& s
     LlamaLayerWeights lw;
     lw.input_layernorm = take(p + "input_layernorm.weight");
     lw.post_attention_layernorm = take(p + "post_attention_layernorm.weight");
+    if (out.config.qk_norm) {
+      lw.q_norm = take(p + "self_attn.q_norm.weight");
+      lw.k_norm = take(p + "self_attn.k_norm.weight");
+    }
     for (int proj = 0; proj < kProjCount; ++proj) {
       lw.projection(proj) = take(p + projection_path(proj) + ".weight");
       if (Tensor* bias = lw.bias(proj)) *bias = take_optional(p + projection_path(proj) + ".bias");

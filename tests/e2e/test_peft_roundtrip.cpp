@@ -1,7 +1,7 @@
 // Our adapters in the PEFT ecosystem, against goldens made by peft/transformers/gguf-py
 // (tests/e2e/golden/make_peft_roundtrip_golden.py):
-//   (a) 3 Trainer steps of LoRA on the llama-gqa fixture (fixed seed) write the committed adapter
-//       tests/e2e/golden/peft_llama_gqa/adapter again;
+//   (a) 3 Trainer steps of LoRA on the llama-gqa and qwen3 fixtures (fixed seed) write the
+//       committed adapters tests/e2e/golden/peft_llama_gqa/adapter and peft_qwen3/adapter again;
 //   (b) our logits with that adapter (TrainModel, unmerged) equal PeftModel.from_pretrained's, and
 //       our merged folder (library and `qlora merge`) gives transformers' logits on it and peft's
 //       merge_and_unload logits;
@@ -14,6 +14,7 @@
 // the merged folder and GGUFs from it), then run the script.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
@@ -36,8 +37,15 @@ namespace {
 
 namespace fs = std::filesystem;
 
-const std::string kFixture = "tests/golden/fixtures/llama-gqa";
-const std::string kGolden = "tests/e2e/golden/peft_llama_gqa";
+class PeftRoundTrip : public ::testing::TestWithParam<std::string> {};
+
+// The fixture (tests/golden/fixtures/<name>) and its golden folder (peft_<name>, '-' as '_').
+std::string fixture_dir(const std::string& name) { return "tests/golden/fixtures/" + name; }
+std::string golden_dir(const std::string& name) {
+  std::string folder = "peft_" + name;
+  std::replace(folder.begin(), folder.end(), '-', '_');
+  return "tests/e2e/golden/" + folder;
+}
 
 // The retrained adapter vs the committed one: bit-identical on the machine that made it; other
 // BLAS kernels sum in another order, and Adam's m/sqrt(v) turns those ulp-level gradient
@@ -60,7 +68,7 @@ TrainModelOptions adapter_options() {
 }
 
 // 3 AdamW steps on seeded random sequences: the adapter the goldens were made from.
-PeftAdapter train_adapter() {
+PeftAdapter train_adapter(const std::string& kFixture) {
   TrainModel model(load_model(test::source_path(kFixture)), adapter_options());
   TrainerConfig c;
   c.micro_batch = 2;
@@ -73,7 +81,7 @@ PeftAdapter train_adapter() {
   return peft_adapter_from_model(model, kFixture);
 }
 
-nlohmann::json golden_json() {
+nlohmann::json golden_json(const std::string& kGolden) {
   std::ifstream in(test::source_path(kGolden + "/golden.json"));
   EXPECT_TRUE(in.good()) << "missing " << kGolden << "/golden.json: run make_peft_roundtrip_golden.py";
   return nlohmann::json::parse(in);
@@ -101,8 +109,9 @@ double compare_inference(const LlamaModel& model, const nlohmann::json& g, const
   return worst;
 }
 
-TEST(PeftRoundTrip, RegenerateOrRetrainAdapter) {
-  const PeftAdapter ours = train_adapter();
+TEST_P(PeftRoundTrip, RegenerateOrRetrainAdapter) {
+  const std::string kFixture = fixture_dir(GetParam()), kGolden = golden_dir(GetParam());
+  const PeftAdapter ours = train_adapter(kFixture);
   if (const char* regenerate = std::getenv("QLORA_REGENERATE_PEFT_GOLDEN")) {
     // "exports" keeps the committed adapter and rewrites only what is derived from it.
     if (std::string(regenerate) != "exports") write_peft_adapter(test::source_path(kGolden + "/adapter"), ours);
@@ -136,9 +145,10 @@ TEST(PeftRoundTrip, RegenerateOrRetrainAdapter) {
   EXPECT_GT(bmax, 1e-3);
 }
 
-TEST(PeftRoundTrip, LogitsMatchPeftAndTransformers) {
+TEST_P(PeftRoundTrip, LogitsMatchPeftAndTransformers) {
+  const std::string kFixture = fixture_dir(GetParam()), kGolden = golden_dir(GetParam());
   if (std::getenv("QLORA_REGENERATE_PEFT_GOLDEN")) GTEST_SKIP();
-  const nlohmann::json g = golden_json();
+  const nlohmann::json g = golden_json(kGolden);
   const SafetensorsFile logits = SafetensorsFile::open(test::source_path(kGolden + "/golden_logits.safetensors"));
   const Tensor peft_logits = logits.get("peft_logits").to(DType::F32);            // PeftModel, unmerged
   const Tensor peft_merged = logits.get("peft_merged_logits").to(DType::F32);     // merge_and_unload
@@ -183,9 +193,10 @@ TEST(PeftRoundTrip, LogitsMatchPeftAndTransformers) {
   fs::remove_all(out);
 }
 
-TEST(PeftRoundTrip, GgufTensorListMatchesGgufPy) {
+TEST_P(PeftRoundTrip, GgufTensorListMatchesGgufPy) {
+  const std::string kFixture = fixture_dir(GetParam()), kGolden = golden_dir(GetParam());
   if (std::getenv("QLORA_REGENERATE_PEFT_GOLDEN")) GTEST_SKIP();
-  const nlohmann::json g = golden_json();
+  const nlohmann::json g = golden_json(kGolden);
   const std::string out = (fs::temp_directory_path() / ("qlora-gguf-e2e-" + std::to_string(::getpid()))).string();
   fs::create_directories(out);
   const test::RunResult r =
@@ -228,7 +239,8 @@ TEST(PeftRoundTrip, GgufTensorListMatchesGgufPy) {
   fs::remove_all(out);
 }
 
-TEST(PeftRoundTrip, ExportPeftFromCheckpointFolder) {
+TEST_P(PeftRoundTrip, ExportPeftFromCheckpointFolder) {
+  const std::string kFixture = fixture_dir(GetParam()), kGolden = golden_dir(GetParam());
   if (std::getenv("QLORA_REGENERATE_PEFT_GOLDEN")) GTEST_SKIP();
   // A checkpoint-<N> folder (model.safetensors with PEFT keys + trainer_state.json) becomes a
   // PEFT folder equal to the committed adapter.
@@ -255,7 +267,15 @@ TEST(PeftRoundTrip, ExportPeftFromCheckpointFolder) {
   fs::remove_all(out);
 }
 
-TEST(PeftRoundTrip, CliErrorsExitNonZero) {
+INSTANTIATE_TEST_SUITE_P(Fixtures, PeftRoundTrip, ::testing::Values("llama-gqa", "qwen3"),
+                         [](const ::testing::TestParamInfo<std::string>& info) {
+                           std::string s = info.param;
+                           std::replace(s.begin(), s.end(), '-', '_');
+                           return s;
+                         });
+
+TEST(PeftRoundTripErrors, CliErrorsExitNonZero) {
+  const std::string kFixture = fixture_dir("llama-gqa"), kGolden = golden_dir("llama-gqa");
   // An adapter for another model: refused, naming the module and shapes.
   const std::string other = test::source_path("tests/golden/fixtures/qwen2");
   test::RunResult r = test::run_cli("merge " + other + " --adapter " + test::source_path(kGolden + "/adapter") +

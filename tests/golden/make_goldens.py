@@ -24,6 +24,8 @@ Output (tests/golden/fixtures/):
                        at position i sees keys i-5..i)
        llama-bf16      weights stored as bf16 (logits are those of the bf16 values upcast to f32)
        llama-headdim   head_dim 16 != hidden/heads = 8 (q_dim 64 > hidden 32)
+       qwen3           Qwen3: per-head RMSNorm of q and k (q_norm, k_norm, random weights), no
+                       biases, explicit head_dim 16 != hidden/heads = 8, rope_theta 1e6
      config.json spelling: transformers 5 writes `rope_parameters` (with rope_theta inside) and
      `dtype`; checkpoints on the Hub mostly carry the transformers 4 spelling (`rope_theta`,
      `rope_scaling`, `torch_dtype`). Both are covered: the fixtures listed in LEGACY_CONFIG are
@@ -63,7 +65,8 @@ from safetensors.torch import save_file  # noqa: E402
 
 import transformers  # noqa: E402
 from transformers import (AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM,
-                          MistralConfig, MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM)  # noqa: E402
+                          MistralConfig, MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM, Qwen3Config,
+                          Qwen3ForCausalLM)  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "golden" / "fixtures"
@@ -288,6 +291,10 @@ RANDOM_MODELS = {
     "llama-headdim": (LlamaForCausalLM, LlamaConfig, common(
         vocab_size=128, hidden_size=32, intermediate_size=64, num_attention_heads=4, num_key_value_heads=2,
         head_dim=16, rms_norm_eps=1e-5, rope_theta=10000.0, tie_word_embeddings=False), 1008),
+    "qwen3": (Qwen3ForCausalLM, Qwen3Config, common(
+        vocab_size=128, hidden_size=32, intermediate_size=64, num_attention_heads=4, num_key_value_heads=2,
+        head_dim=16, rms_norm_eps=1e-6, rope_theta=1000000.0, tie_word_embeddings=False,
+        attention_bias=False, use_sliding_window=False), 1009),
 }
 
 

@@ -3,7 +3,7 @@
 // records the package versions in fixtures/versions.json). Covers: the real stories260K converted to
 // an HF folder, and the same model loaded from its llama2.c .bin and its GGUF (q/k un-permutation);
 // small random Llama (GQA, tied head, head_dim != C/H, Llama-3 rope_scaling, bf16 weights), Qwen2
-// (q/k/v biases) and Mistral (with and without a sliding window shorter than the prompt);
+// (q/k/v biases), Qwen3 (per-head q/k RMSNorm, explicit head_dim) and Mistral (with and without a sliding window shorter than the prompt);
 // SmolLM2-135M-Instruct Q4_1 GGUF when models/ has it; bf16 compute; KV-cache decoding.
 #include <gtest/gtest.h>
 
@@ -167,7 +167,7 @@ TEST_P(GoldenLogits, Fp32ForwardMatchesTransformers) {
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, GoldenLogits,
                          ::testing::Values("stories260k-hf", "llama-gqa", "llama-tied", "qwen2", "llama3-rope",
-                                           "mistral", "mistral-swa", "llama-bf16", "llama-headdim"),
+                                           "mistral", "mistral-swa", "llama-bf16", "llama-headdim", "qwen3"),
                          [](const ::testing::TestParamInfo<const char*>& info) {
                            std::string s = info.param;
                            std::replace(s.begin(), s.end(), '-', '_');
@@ -316,8 +316,9 @@ TEST_P(GoldenKvCache, TokenByTokenEqualsForwardSequence) {
   EXPECT_LE(err, kKvCacheTol) << "two-chunk prefill, split at " << split;
 }
 
-// Sliding window (mistral-swa: window 6 < T = 24) and biases (qwen2) must also hold across the cache.
-INSTANTIATE_TEST_SUITE_P(Fixtures, GoldenKvCache, ::testing::Values("stories260k-hf", "qwen2", "mistral-swa"),
+// Sliding window (mistral-swa: window 6 < T = 24), biases (qwen2) and head norms before RoPE
+// (qwen3: the cache holds normalised, rotated keys) must also hold across the cache.
+INSTANTIATE_TEST_SUITE_P(Fixtures, GoldenKvCache, ::testing::Values("stories260k-hf", "qwen2", "mistral-swa", "qwen3"),
                          [](const ::testing::TestParamInfo<const char*>& info) {
                            std::string s = info.param;
                            std::replace(s.begin(), s.end(), '-', '_');

@@ -1,8 +1,9 @@
 // Finite-difference gradient checks of the whole model in double precision (compute f64): the
 // summed loss of a packed, padded micro-batch through every block, for full fine-tuning (every
 // parameter, embeddings and norms included), LoRA (with dropout, non-zero B) and QLoRA (NF4 base),
-// with and without gradient checkpointing, on GQA (llama-gqa), biases (qwen2) and a sliding window
-// (mistral-swa) fixtures.
+// with and without gradient checkpointing, on GQA (llama-gqa), biases (qwen2), a sliding window
+// (mistral-swa) and Qwen3's per-head q/k norms (qwen3: their weights are parameters in full
+// fine-tuning; LoRA's gradients flow back through them) fixtures.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -90,6 +91,11 @@ TEST(ModelGrads, LoraWithDropout) { check_model_gradients({"llama-gqa", TrainMet
 TEST(ModelGrads, LoraBiasesCheckpointEveryOther) { check_model_gradients({"qwen2", TrainMethod::Lora, 2, 0.1}); }
 TEST(ModelGrads, LoraSlidingWindow) { check_model_gradients({"mistral-swa", TrainMethod::Lora, 0, 0.0}); }
 TEST(ModelGrads, QloraNf4Base) { check_model_gradients({"llama-gqa", TrainMethod::Qlora, 1, 0.0}); }
+TEST(ModelGrads, FullFineTuningQwen3HeadNormsWithCheckpointing) {
+  check_model_gradients({"qwen3", TrainMethod::Full, 2, 0.0});
+}
+TEST(ModelGrads, LoraQwen3HeadNorms) { check_model_gradients({"qwen3", TrainMethod::Lora, 0, 0.1}); }
+TEST(ModelGrads, QloraQwen3) { check_model_gradients({"qwen3", TrainMethod::Qlora, 0, 0.0}); }
 
 }  // namespace
 }  // namespace qlora

@@ -127,6 +127,33 @@ TEST(Config, Qwen2HasAttentionBiasAndMistralASlidingWindow) {
   EXPECT_EQ(LlamaConfig::from_hf_json(m, "m.json").sliding_window, 0);
 }
 
+// Qwen3: per-head q/k norms (2 * head_dim weights per layer), attention_bias read (false), an
+// explicit head_dim; its layer-dependent sliding window is refused naming the key.
+TEST(Config, Qwen3HasHeadNormsAndRefusesItsSlidingWindow) {
+  json q = smollm2();
+  q["architectures"] = {"Qwen3ForCausalLM"};
+  q["model_type"] = "qwen3";
+  q["head_dim"] = 128;  // 9 heads x 128 = 1152 != hidden_size 576
+  q["use_sliding_window"] = false;
+  q["sliding_window"] = nullptr;
+  const LlamaConfig qc = LlamaConfig::from_hf_json(q, "q.json");
+  EXPECT_EQ(qc.architecture, "Qwen3ForCausalLM");
+  EXPECT_TRUE(qc.qk_norm);
+  EXPECT_FALSE(qc.attention_bias);
+  EXPECT_EQ(qc.q_dim(), 9 * 128);
+  const LlamaConfig base = LlamaConfig::from_hf_json(smollm2(), "s.json");
+  // q and o grow from 576 to 1152 columns/rows, k and v from 192 to 384 rows; plus 2 x 128 per layer.
+  EXPECT_EQ(qc.parameter_count() - base.parameter_count(), 30 * (2 * 576 * 576 + 2 * 192 * 576 + 2 * 128));
+  const LlamaConfig back = LlamaConfig::from_hf_json(qc.to_hf_json(), "back.json");
+  EXPECT_EQ(back.to_hf_json().dump(), qc.to_hf_json().dump());
+  EXPECT_TRUE(back.qk_norm);
+  EXPECT_FALSE(LlamaConfig::from_hf_json(smollm2(), "s.json").qk_norm);
+
+  q["use_sliding_window"] = true;
+  q["sliding_window"] = 4096;
+  expect_error([&] { LlamaConfig::from_hf_json(q, "q.json"); }, {"[config]", "use_sliding_window", "q.json", "qwen3"});
+}
+
 TEST(Config, UnsupportedArchitecture) {
   json j = smollm2();
   j["architectures"] = {"GPT2LMHeadModel"};

@@ -114,6 +114,10 @@ TEST(MemoryEstimatePresets, ParameterCounts) {
   EXPECT_EQ(count_parameters(preset_config("mistral-7b")), 7'241'732'096);
   EXPECT_EQ(count_parameters(preset_config("llama3-8b")), 8'030'261'248);
   EXPECT_EQ(count_parameters(preset_config("mixtral-8x7b"), preset_experts("mixtral-8x7b")), 46'702'792'704);
+  // Qwen/Qwen3-8B: 8.2B, of which 6.95B outside the (untied) embedding and head, as its card states.
+  EXPECT_EQ(count_parameters(preset_config("qwen3-8b")), 8'190'735'360);
+  EXPECT_EQ(count_parameters(preset_config("qwen3-8b")) - 2 * 151936 * 4096, 6'946'075'648);
+  EXPECT_EQ(count_parameters(preset_config("qwen3-8b")), preset_config("qwen3-8b").parameter_count());
   // Without experts the config's own count agrees.
   EXPECT_EQ(count_parameters(preset_config("llama-7b")), preset_config("llama-7b").parameter_count());
   EXPECT_THROW(preset_config("gpt-5"), Error);
@@ -234,7 +238,9 @@ void check_against_engine(const EngineCase& k) {
   const MemoryEstimate m = estimate_memory(config, o);
   const MemoryStats s = model.memory();
 
-  const size_t norm_vectors = size_t(2 * config.num_hidden_layers + 1) * size_t(config.hidden_size) * 4;
+  const size_t norm_vectors = (size_t(2 * config.num_hidden_layers + 1) * size_t(config.hidden_size) +
+                               (config.qk_norm ? size_t(2 * config.num_hidden_layers * config.head_dim) : 0)) *
+                              4;
   if (k.method == "full") {
     const size_t engine = s.weights + s.trainable;
     const size_t slack = k.compute == "bf16" ? norm_vectors : 0;
@@ -271,6 +277,8 @@ TEST(MemoryEstimateEngine, MatchesTrainModelCategories) {
       {"llama-tied", "qlora", "f32", "adamw", false, 3, 8},
       {"qwen2", "lora", "f32", "adamw", false, 2, 8},
       {"qwen2", "full", "f32", "adamw8bit", false, 1, 8},
+      {"qwen3", "lora", "f32", "adamw", false, 2, 8},  // q/k before the head norms kept too
+      {"qwen3", "full", "bf16", "adamw", true, 1, 12},
       // A bf16 source keeps its frozen matrices in bf16 with f32 compute.
       {"llama-gqa", "lora", "f32", "adamw", false, 2, 16, "bf16"},
       {"llama-tied", "qlora", "f32", "adamw", true, 1, 16, "bf16"},

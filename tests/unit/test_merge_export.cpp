@@ -74,7 +74,8 @@ std::vector<std::pair<std::string, Tensor>> all_weights(const LlamaModelFile& m)
          std::vector<std::pair<std::string, Tensor>>{{"in_norm", w.input_layernorm}, {"q", w.q_proj}, {"k", w.k_proj},
                                                      {"v", w.v_proj}, {"o", w.o_proj}, {"post_norm", w.post_attention_layernorm},
                                                      {"gate", w.gate_proj}, {"up", w.up_proj}, {"down", w.down_proj},
-                                                     {"q_bias", w.q_bias}, {"k_bias", w.k_bias}, {"v_bias", w.v_bias}})
+                                                     {"q_bias", w.q_bias}, {"k_bias", w.k_bias}, {"v_bias", w.v_bias},
+                                                     {"q_norm", w.q_norm}, {"k_norm", w.k_norm}})
       if (t.defined()) out.emplace_back(p + n, t);
   }
   return out;
@@ -95,7 +96,7 @@ Merged merged_fixture(const std::string& fixture, TrainModel* model_out = nullpt
 }
 
 TEST(Merge, MergedForwardEqualsUnmergedAdapter) {
-  for (const char* fixture : {"llama-gqa", "qwen2", "llama-tied"}) {
+  for (const char* fixture : {"llama-gqa", "qwen2", "llama-tied", "qwen3"}) {
     SCOPED_TRACE(fixture);
     TrainModel model(test::load_fixture(fixture), lora_all());
     Merged m = merged_fixture(fixture, &model);
@@ -178,7 +179,7 @@ TEST(Export, StreamingMergeWritesWhatTheInMemoryMergeWrites) {
 }
 
 TEST(Export, HfFolderLoadsBackIdentically) {
-  for (const char* fixture : {"llama-gqa", "qwen2", "llama-tied"}) {
+  for (const char* fixture : {"llama-gqa", "qwen2", "llama-tied", "qwen3"}) {
     SCOPED_TRACE(fixture);
     Merged m = merged_fixture(fixture);
     TempDir dir;
@@ -225,7 +226,7 @@ TEST(Export, Nf4FolderLoadsBackWithinQuantizationError) {
 }
 
 TEST(Export, GgufF32LoadsBackExactly) {
-  for (const char* fixture : {"llama-gqa", "qwen2", "llama-tied"}) {
+  for (const char* fixture : {"llama-gqa", "qwen2", "llama-tied", "qwen3"}) {
     SCOPED_TRACE(fixture);
     Merged m = merged_fixture(fixture);
     TempDir dir;
@@ -242,6 +243,12 @@ TEST(Export, GgufF32LoadsBackExactly) {
     const GgufFile g = GgufFile::open(dir.file("m.gguf"));
     EXPECT_EQ(g.find_tensor("output.weight") == nullptr, m.file.config.tie_word_embeddings);
     EXPECT_EQ(g.find_tensor("blk.0.attn_norm.weight")->type, uint32_t(GgmlType::F32));
+    // llama.cpp's names for Qwen3: architecture qwen3, head norms attn_q_norm / attn_k_norm.
+    const bool qwen3 = std::string(fixture) == "qwen3";
+    EXPECT_EQ(g.get("general.architecture").as_string("arch"), qwen3 ? "qwen3" : std::string(fixture) == "qwen2" ? "qwen2" : "llama");
+    EXPECT_EQ(g.find_tensor("blk.1.attn_q_norm.weight") != nullptr, qwen3);
+    EXPECT_EQ(g.find_tensor("blk.1.attn_k_norm.weight") != nullptr, qwen3);
+    EXPECT_EQ(back.config.architecture, m.file.config.architecture);
   }
 }
 

@@ -1,8 +1,9 @@
 """Goldens for tests/e2e/test_peft_roundtrip.cpp: our adapters and exports judged by the PEFT
 ecosystem itself.
 
-Inputs, all written by OUR code (step 1), committed under peft_llama_gqa/:
-  adapter/          the PEFT adapter 3 Trainer steps of LoRA on tests/golden/fixtures/llama-gqa made
+Inputs, all written by OUR code (step 1), committed under peft_llama_gqa/ and peft_qwen3/ (one
+per fixture: llama-gqa, and qwen3 with its per-head q/k norms and GGUF architecture qwen3):
+  adapter/          the PEFT adapter 3 Trainer steps of LoRA on tests/golden/fixtures/<fixture> made
   merged/           that adapter merged into the fixture by merge_adapter + export_hf_folder (f32)
   merged_f16.gguf   the same merged model as export_gguf writes it (F16 matrices)
   merged_q8_0.gguf  and with Q8_0 matrices (F16 where rows are not a multiple of 32)
@@ -16,15 +17,17 @@ Outputs (step 2, this script):
                 library versions, the max |diff| between peft's merged weights and ours, and
                 whether every Q8_0 tensor of merged_q8_0.gguf is byte-identical to gguf-py's
                 reference quantizer (gguf.quants, a port of llama.cpp's quantize_row_q8_0_ref)
-                applied to our merged f32 weights, q/k rows permuted as convert_hf_to_gguf.py does.
+                applied to our merged f32 weights, q/k rows permuted as convert_hf_to_gguf.py does
+                (architecture llama only; qwen3 keeps HF's row order).
 
 Regenerate:
   1. QLORA_REGENERATE_PEFT_GOLDEN=1 build/tests/test_peft_roundtrip
      (=exports keeps the committed adapter and rewrites merged/ and the GGUFs from it)
-  2. venv/bin/python tests/e2e/golden/make_peft_roundtrip_golden.py
+  2. venv/bin/python tests/e2e/golden/make_peft_roundtrip_golden.py [FIXTURE ...]   (default: all)
 """
 import json
 import os
+import sys
 
 import gguf
 import numpy as np
@@ -37,15 +40,13 @@ from transformers import AutoModelForCausalLM
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", "..", ".."))
-FIXTURE = os.path.join(ROOT, "tests", "golden", "fixtures", "llama-gqa")
-OUT = os.path.join(HERE, "peft_llama_gqa")
-
-# GGUF metadata the C++ test compares with what our reader sees.
+FIXTURES = ["llama-gqa", "qwen3"]
+# GGUF metadata the C++ test compares with what our reader sees (ARCH.* under the file's architecture).
 META_KEYS = [
-    "general.architecture", "llama.block_count", "llama.context_length", "llama.embedding_length",
-    "llama.feed_forward_length", "llama.attention.head_count", "llama.attention.head_count_kv",
-    "llama.rope.freq_base", "llama.attention.layer_norm_rms_epsilon", "llama.rope.dimension_count",
-    "llama.vocab_size", "general.file_type",
+    "general.architecture", "ARCH.block_count", "ARCH.context_length", "ARCH.embedding_length",
+    "ARCH.feed_forward_length", "ARCH.attention.head_count", "ARCH.attention.head_count_kv",
+    "ARCH.rope.freq_base", "ARCH.attention.layer_norm_rms_epsilon", "ARCH.rope.dimension_count",
+    "ARCH.vocab_size", "general.file_type",
 ]
 
 
@@ -66,10 +67,10 @@ GGUF_NAMES = {
 }
 
 
-def q8_0_matches_reference(config):
+def q8_0_matches_reference(config, out, permute):
     """Each Q8_0 tensor in our file vs gguf.quants.quantize of our merged f32 weight."""
-    weights = safetensors.torch.load_file(os.path.join(OUT, "merged", "model.safetensors"))
-    reader = gguf.GGUFReader(os.path.join(OUT, "merged_q8_0.gguf"))
+    weights = safetensors.torch.load_file(os.path.join(out, "merged", "model.safetensors"))
+    reader = gguf.GGUFReader(os.path.join(out, "merged_q8_0.gguf"))
     ours = {t.name: t for t in reader.tensors}
     checked, identical = 0, 0
     for name, w in weights.items():
@@ -85,9 +86,9 @@ def q8_0_matches_reference(config):
         else:
             continue
         x = w.float().numpy()
-        if rest_is(name, "q_proj"):
+        if permute and rest_is(name, "q_proj"):
             x = convert_permute(x, config["num_attention_heads"])
-        elif rest_is(name, "k_proj"):
+        elif permute and rest_is(name, "k_proj"):
             x = convert_permute(x, config["num_key_value_heads"])
         # Rows that are not a multiple of 32 cannot be Q8_0; the exporter writes them F16 (as
         # llama.cpp's quantizer falls back), compared here with numpy's f16 rounding.
@@ -103,35 +104,38 @@ def rest_is(name, module):
     return f".self_attn.{module}." in name
 
 
-def main():
+def make(fixture_name):
+    fixture = os.path.join(ROOT, "tests", "golden", "fixtures", fixture_name)
+    out = os.path.join(HERE, "peft_" + fixture_name.replace("-", "_"))
     torch.manual_seed(0)
-    config = json.load(open(os.path.join(FIXTURE, "config.json")))
+    config = json.load(open(os.path.join(fixture, "config.json")))
+    arch = config["model_type"] if config["model_type"] in ("qwen2", "qwen3") else "llama"
     gen = torch.Generator().manual_seed(1234)
     input_ids = torch.randint(0, config["vocab_size"], (2, 10), generator=gen)
 
     with torch.no_grad():
-        model = PeftModel.from_pretrained(load(FIXTURE), os.path.join(OUT, "adapter")).eval()
+        model = PeftModel.from_pretrained(load(fixture), os.path.join(out, "adapter")).eval()
         peft_logits = model(input_ids).logits.float().contiguous()
         merged = model.merge_and_unload()
         peft_merged_logits = merged(input_ids).logits.float().contiguous()
         peft_state = merged.state_dict()
 
-        ours = load(os.path.join(OUT, "merged"))
+        ours = load(os.path.join(out, "merged"))
         ours_logits = ours(input_ids).logits.float().contiguous()
         weight_diff = max(
             (peft_state[k] - v).abs().max().item() for k, v in ours.state_dict().items() if k in peft_state
         )
 
-    reader = gguf.GGUFReader(os.path.join(OUT, "merged_f16.gguf"))
+    reader = gguf.GGUFReader(os.path.join(out, "merged_f16.gguf"))
     tensors = [
         {"name": t.name, "type": t.tensor_type.name, "shape": [int(d) for d in t.shape]} for t in reader.tensors
     ]
     metadata = {}
-    for key in META_KEYS:
+    for key in (k.replace("ARCH", arch) for k in META_KEYS):
         value = reader.fields[key].contents()
         metadata[key] = float(value) if isinstance(value, float) else value
 
-    q8_checked, q8_identical = q8_0_matches_reference(config)
+    q8_checked, q8_identical = q8_0_matches_reference(config, out, permute=arch == "llama")
 
     safetensors.torch.save_file(
         {
@@ -139,7 +143,7 @@ def main():
             "peft_merged_logits": peft_merged_logits,
             "transformers_on_our_merged": ours_logits,
         },
-        os.path.join(OUT, "golden_logits.safetensors"),
+        os.path.join(out, "golden_logits.safetensors"),
     )
     golden = {
         "input_ids": input_ids.tolist(),
@@ -157,10 +161,15 @@ def main():
             "gguf": getattr(gguf, "__version__", "0.19.0"),
         },
     }
-    with open(os.path.join(OUT, "golden.json"), "w") as f:
+    with open(os.path.join(out, "golden.json"), "w") as f:
         json.dump(golden, f, indent=1)
         f.write("\n")
-    print(json.dumps({k: v for k, v in golden.items() if k.startswith(("max", "q8"))}, indent=1))
+    print(fixture_name, json.dumps({k: v for k, v in golden.items() if k.startswith(("max", "q8"))}, indent=1))
+
+
+def main():
+    for name in sys.argv[1:] or FIXTURES:
+        make(name)
 
 
 if __name__ == "__main__":

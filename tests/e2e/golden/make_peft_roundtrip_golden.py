@@ -7,7 +7,7 @@ per fixture: llama-gqa, and qwen3 with its per-head q/k norms and GGUF architect
   merged/           that adapter merged into the fixture by merge_adapter + export_hf_folder (f32)
   merged_f16.gguf   the same merged model as export_gguf writes it (F16 matrices)
   merged_q8_0.gguf  and with Q8_0 matrices (F16 where rows are not a multiple of 32)
-Outputs (step 2, this script):
+Outputs (step 2, this script; needs llama-cpp-python besides tests/golden/requirements.txt):
   golden_logits.safetensors
       peft_logits                 PeftModel.from_pretrained(base, adapter/) on the batch, unmerged
       peft_merged_logits          the same after merge_and_unload()
@@ -18,13 +18,16 @@ Outputs (step 2, this script):
                 whether every Q8_0 tensor of merged_q8_0.gguf is byte-identical to gguf-py's
                 reference quantizer (gguf.quants, a port of llama.cpp's quantize_row_q8_0_ref)
                 applied to our merged f32 weights, q/k rows permuted as convert_hf_to_gguf.py does
-                (architecture llama only; qwen3 keeps HF's row order).
+                (architecture llama only; qwen3 keeps HF's row order); and llama.cpp's logits
+                on merged_f16.gguf (llama-cpp-python, the vocabulary declared absent) against
+                transformers' on merged/.
 
 Regenerate:
   1. QLORA_REGENERATE_PEFT_GOLDEN=1 build/tests/test_peft_roundtrip
      (=exports keeps the committed adapter and rewrites merged/ and the GGUFs from it)
   2. venv/bin/python tests/e2e/golden/make_peft_roundtrip_golden.py [FIXTURE ...]   (default: all)
 """
+import importlib.metadata
 import json
 import os
 import sys
@@ -100,6 +103,21 @@ def q8_0_matches_reference(config, out, permute):
     return checked, identical
 
 
+def llama_cpp_logits(path, input_ids):
+    """llama.cpp (llama-cpp-python) running our GGUF on the batch, one sequence at a time. The
+    fixtures have no tokenizer, so the vocabulary is declared absent (tokenizer.ggml.model
+    no_vocab, as a KV override): llama.cpp then runs token ids as given."""
+    from llama_cpp import Llama
+    llm = Llama(model_path=path, n_ctx=64, n_threads=1, logits_all=True, verbose=False,
+                kv_overrides={"tokenizer.ggml.model": "no_vocab"})
+    out = []
+    for row in input_ids.tolist():
+        llm.reset()
+        llm.eval(row)
+        out.append(torch.tensor(np.array(llm.scores[:len(row)]), dtype=torch.float32))
+    return torch.stack(out)
+
+
 def rest_is(name, module):
     return f".self_attn.{module}." in name
 
@@ -136,6 +154,8 @@ def make(fixture_name):
         metadata[key] = float(value) if isinstance(value, float) else value
 
     q8_checked, q8_identical = q8_0_matches_reference(config, out, permute=arch == "llama")
+    # llama.cpp on our F16 export vs transformers on our f32 merged folder: F16 weights.
+    llama_cpp = llama_cpp_logits(os.path.join(out, "merged_f16.gguf"), input_ids)
 
     safetensors.torch.save_file(
         {
@@ -152,6 +172,8 @@ def make(fixture_name):
         "max_weight_diff_ours_vs_peft_merge": weight_diff,
         "max_logit_diff_peft_unmerged_vs_merged": (peft_logits - peft_merged_logits).abs().max().item(),
         "max_logit_diff_ours_merged_vs_peft_merged": (ours_logits - peft_merged_logits).abs().max().item(),
+        "max_logit_diff_llama_cpp_f16_gguf_vs_transformers_on_our_merged": (llama_cpp - ours_logits).abs().max().item(),
+        "max_abs_logit": ours_logits.abs().max().item(),
         "q8_0_tensors_checked": q8_checked,
         "q8_0_tensors_identical_to_gguf_py": q8_identical,
         "versions": {
@@ -159,6 +181,7 @@ def make(fixture_name):
             "transformers": transformers.__version__,
             "peft": peft.__version__,
             "gguf": getattr(gguf, "__version__", "0.19.0"),
+            "llama_cpp_python": importlib.metadata.version("llama-cpp-python"),
         },
     }
     with open(os.path.join(out, "golden.json"), "w") as f:

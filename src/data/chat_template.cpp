@@ -124,13 +124,32 @@ ChatTemplate ChatTemplate::from_model(const std::string& path, const std::string
        cfg.string(), jinja_file.string());
 }
 
+namespace {
+constexpr const char* kReservedVariables[] = {"messages", "add_generation_prompt", "bos_token", "eos_token"};
+}
+
+void ChatTemplate::set_kwargs(const nlohmann::json& kwargs) {
+  if (!kwargs.is_object())
+    fail("template", "chat template kwargs must be an object ({{\"enable_thinking\": false}}), got {} {}",
+         kwargs.type_name(), kwargs.dump());
+  for (const char* reserved : kReservedVariables)
+    if (kwargs.contains(reserved))
+      fail("template", "chat template kwargs cannot set '{}': the conversation sets it", reserved);
+  kwargs_ = kwargs;
+}
+
 std::string ChatTemplate::render(const std::vector<ChatMessage>& messages, bool add_generation_prompt) const {
   nlohmann::json msgs = nlohmann::json::array();
-  for (const auto& m : messages) msgs.push_back({{"role", m.role}, {"content", m.content}});
-  const nlohmann::json context = {{"messages", msgs},
-                                  {"add_generation_prompt", add_generation_prompt},
-                                  {"bos_token", bos_token_},
-                                  {"eos_token", eos_token_}};
+  for (const auto& m : messages) {
+    nlohmann::json msg = {{"role", m.role}, {"content", m.content}};
+    if (!m.reasoning_content.empty()) msg["reasoning_content"] = m.reasoning_content;
+    msgs.push_back(std::move(msg));
+  }
+  nlohmann::json context = kwargs_;
+  context["messages"] = std::move(msgs);
+  context["add_generation_prompt"] = add_generation_prompt;
+  context["bos_token"] = bos_token_;
+  context["eos_token"] = eos_token_;
   return template_.render(context);
 }
 

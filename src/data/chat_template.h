@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "data/jinja.h"
 
 namespace qlora {
@@ -14,6 +16,9 @@ namespace qlora {
 struct ChatMessage {
   std::string role;  // "system", "user", "assistant" (or "tool")
   std::string content;
+  // An assistant's thinking apart from its answer (Qwen3's `reasoning_content`); templates that
+  // know the field render it (Qwen3 as <think>...</think>), others ignore it. Empty: absent.
+  std::string reasoning_content;
 };
 
 // The Stanford Alpaca prompt (with and without an input), up to and including "### Response:\n".
@@ -33,14 +38,20 @@ class ChatTemplate {
   // the places looked at when there is none.
   static ChatTemplate from_model(const std::string& path, const std::string& bos_token, const std::string& eos_token);
 
-  // apply_chat_template(messages, tokenize=False, add_generation_prompt=...).
+  // apply_chat_template(messages, tokenize=False, add_generation_prompt=..., **kwargs()).
   std::string render(const std::vector<ChatMessage>& messages, bool add_generation_prompt) const;
+  // Extra template variables, as apply_chat_template's keyword arguments (`chat_template_kwargs`
+  // in TRL): {"enable_thinking": false} for Qwen3. A JSON object; throws Error otherwise, or when
+  // it would override messages, add_generation_prompt, bos_token or eos_token.
+  void set_kwargs(const nlohmann::json& kwargs);
+  const nlohmann::json& kwargs() const { return kwargs_; }
 
   const std::string& name() const { return name_; }
   const std::string& source() const { return source_; }
 
  private:
   std::string name_, source_, bos_token_, eos_token_;
+  nlohmann::json kwargs_ = nlohmann::json::object();
   JinjaTemplate template_;
 };
 

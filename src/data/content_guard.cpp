@@ -58,7 +58,10 @@ GuardedText render_guarded(const ChatTemplate& tmpl, const Tokenizer& tokenizer,
                            bool add_generation_prompt) {
   ContentGuard guard(tokenizer);
   std::vector<ChatMessage> protected_messages = messages;
-  for (ChatMessage& m : protected_messages) m.content = guard.protect(m.content);
+  for (ChatMessage& m : protected_messages) {
+    m.content = guard.protect(m.content);
+    m.reasoning_content = guard.protect(m.reasoning_content);
+  }
   return guard.restore(tmpl.render(protected_messages, add_generation_prompt));
 }
 

@@ -52,8 +52,10 @@ std::vector<ChatMessage> chat_messages(const json& record) {
       if (m.role != "system" && m.role != "user" && m.role != "assistant" && m.role != "tool")
         throw RecordError{fmt::format("{}[{}]: unknown role '{}'; expected system, user, assistant or tool", list, i, m.role)};
       m.content = string_field(t, "content", true, "turn text");
+      // Reasoning models' datasets (Qwen3, DeepSeek-R1 distills) carry the thinking beside the answer.
+      if (m.role == "assistant") m.reasoning_content = string_field(t, "reasoning_content", false, "thinking");
     }
-    if (m.role == "assistant" && !blank(m.content)) has_answer = true;
+    if (m.role == "assistant" && !blank(m.content + m.reasoning_content)) has_answer = true;
     out.push_back(std::move(m));
   }
   if (!has_answer) throw RecordError{"no assistant turn with content (nothing to train on)"};

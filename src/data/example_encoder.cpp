@@ -39,7 +39,10 @@ std::vector<GuardedSegment> ExampleEncoder::guarded_segments(const Example& exam
   }
   ContentGuard guard(tokenizer_);
   if (!options_.parse_special_in_content)
-    for (ChatMessage& m : messages) m.content = guard.protect(m.content);
+    for (ChatMessage& m : messages) {
+      m.content = guard.protect(m.content);
+      m.reasoning_content = guard.protect(m.reasoning_content);
+    }
   std::string done;  // text rendered so far
   for (size_t i = 0; i < messages.size(); ++i) {
     if (messages[i].role != "assistant") continue;
@@ -49,7 +52,10 @@ std::vector<GuardedSegment> ExampleEncoder::guarded_segments(const Example& exam
     const std::string full = template_.render(through, false);
     if (prompt.compare(0, done.size(), done) != 0 || full.compare(0, prompt.size(), prompt) != 0)
       fail("template", "{}: template '{}' does not render turn by turn (the rendering up to turn {} is not a "
-           "prefix of the next one), so prompt and response cannot be told apart",
+           "prefix of the next one), so prompt and response cannot be told apart; templates that rewrite "
+           "earlier turns (Qwen3 drops the thinking of turns before the last question) need a "
+           "prefix-preserving training variant: chat_template: path/to/template.jinja (TRL ships "
+           "trl/chat_templates/qwen3_training.jinja)",
            example.source, template_.name(), i);
     // Placeholders are whole inside one message's content, so each part restores on its own.
     auto part = [&](std::string_view text) {

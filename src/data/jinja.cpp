@@ -128,7 +128,10 @@ class Renderer {
         }
         if (n.else_body) render(*n.else_body, out);
         break;
-      case Node::Set: scopes_.back()[n.names[0]] = eval(*n.expr); break;
+      case Node::Set:
+        if (n.names.size() == 2) set_attribute(n.names[0], n.names[1], eval(*n.expr));
+        else scopes_.back()[n.names[0]] = eval(*n.expr);
+        break;
       case Node::For: render_for(n, out); break;
     }
   }
@@ -176,6 +179,20 @@ class Renderer {
     if (count == 0 && n.else_body) render(*n.else_body, out);
   }
 
+  // {% set ns.attr = value %}: changes the namespace where it lives (the scope that defined it), so
+  // a loop body can update a value seen after the loop, which a plain set (loop-local) cannot.
+  // Jinja allows it on namespace() objects only; any dict is accepted here.
+  void set_attribute(const std::string& name, const std::string& attr, json value) {
+    for (auto it = scopes_.rbegin(); it != scopes_.rend(); ++it) {
+      auto f = it->find(name);
+      if (f == it->end()) continue;
+      if (!f->is_object()) fail("jinja", "cannot set attribute '{}' of '{}', a {} (namespace() makes one)", attr, name, type_name(*f));
+      (*f)[attr] = std::move(value);
+      return;
+    }
+    fail("jinja", "cannot set attribute '{}' of undefined '{}' (namespace() makes one)", attr, name);
+  }
+
   json lookup(const std::string& name) const {
     for (auto it = scopes_.rbegin(); it != scopes_.rend(); ++it) {
       auto f = it->find(name);
@@ -220,7 +237,7 @@ class Renderer {
         if (is_undefined(obj)) fail("jinja", "cannot read attribute '{}' of an undefined value", e.name);
         return get_item(obj, json(e.name));
       }
-      case Expr::Slice: return slice(eval(*e.args[0]), e.args[1], e.args[2]);
+      case Expr::Slice: return slice(eval(*e.args[0]), e.args[1], e.args[2], e.args[3]);
       case Expr::Call: return call(e);
       case Expr::Filter: return filter(e);
       case Expr::Test: return test(e) != e.negate;
@@ -240,20 +257,35 @@ class Renderer {
     return undefined();
   }
 
-  json slice(const json& obj, const ExprPtr& lo_e, const ExprPtr& hi_e) {
+  // Python's seq[lo:hi:step] (strings by bytes): bounds clamped, defaults by the step's sign.
+  json slice(const json& obj, const ExprPtr& lo_e, const ExprPtr& hi_e, const ExprPtr& step_e) {
     const bool is_str = obj.is_string();
     if (!obj.is_array() && !is_str) fail("jinja", "cannot slice a value of type {}", type_name(obj));
     const int64_t n = int64_t(is_str ? obj.get_ref<const std::string&>().size() : obj.size());
+    auto integer = [&](const ExprPtr& x, const char* what) {
+      const json v = eval(*x);
+      if (!v.is_number_integer()) fail("jinja", "slice {} must be an integer, got {}", what, type_name(v));
+      return v.get<int64_t>();
+    };
+    const int64_t step = step_e ? integer(step_e, "step") : 1;
+    if (step == 0) fail("jinja", "slice step cannot be zero");
+    if (step == std::numeric_limits<int64_t>::min()) fail("jinja", "slice step out of range");
+    // Forward: indices in [0, n]; backward: in [-1, n - 1] (-1: before the first element).
+    const int64_t min = step > 0 ? 0 : -1, max = step > 0 ? n : n - 1;
     auto bound = [&](const ExprPtr& x, int64_t dflt) {
       if (!x) return dflt;
-      const json v = eval(*x);
-      if (!v.is_number_integer()) fail("jinja", "slice bounds must be integers, got {}", type_name(v));
-      return std::clamp(normalize_index(v.get<int64_t>(), size_t(n)), int64_t(0), n);
+      const int64_t v = integer(x, "bounds");
+      return std::clamp(v < 0 ? v + n : v, min, max);
     };
-    const int64_t lo = bound(lo_e, 0), hi = std::max(lo, bound(hi_e, n));
-    if (is_str) return obj.get<std::string>().substr(size_t(lo), size_t(hi - lo));
+    const int64_t lo = bound(lo_e, step > 0 ? 0 : n - 1), hi = bound(hi_e, step > 0 ? n : -1);
+    std::string s;
     json out = json::array();
-    for (int64_t i = lo; i < hi; ++i) out.push_back(obj[size_t(i)]);
+    for (int64_t i = lo; step > 0 ? i < hi : i > hi; i += step) {
+      if (is_str) s += obj.get_ref<const std::string&>()[size_t(i)];
+      else out.push_back(obj[size_t(i)]);
+      if ((step > 0 && i > max - step) || (step < 0 && i < min - step)) break;  // the next i would overflow
+    }
+    if (is_str) return s;
     return out;
   }
 
@@ -331,6 +363,15 @@ class Renderer {
     std::vector<json> args;
     for (size_t i = 1; i < e.args.size(); ++i) args.push_back(eval(*e.args[i]));
     const Expr& callee = *e.args[0];
+    const size_t positional = args.size() - e.keywords.size();
+    if (callee.kind == Expr::Var && callee.name == "namespace") {  // namespace(a=1, b=x): a mutable dict
+      if (positional != 0) fail("jinja", "namespace() takes keyword arguments only");
+      json ns = json::object();
+      for (size_t k = 0; k < e.keywords.size(); ++k) ns[e.keywords[k]] = args[positional + k];
+      return ns;
+    }
+    if (!e.keywords.empty())
+      fail("jinja", "keyword arguments ('{}=') are only supported for namespace()", e.keywords[0]);
     if (callee.kind == Expr::Var) {
       if (callee.name == "raise_exception")
         fail("jinja", "template raised: {}", args.empty() ? std::string() : to_str(args[0]));

@@ -14,6 +14,7 @@ struct Expr {
   nlohmann::json value;                               // Literal
   std::string name;                         // Var / GetAttr / Call method / Filter / Test / operator
   std::vector<std::shared_ptr<Expr>> args;  // operands, call or filter arguments
+  std::vector<std::string> keywords;        // Call: names of the last keywords.size() args (f(a, k=v))
   bool negate = false;                      // `is not`
 };
 using ExprPtr = std::shared_ptr<Expr>;
@@ -22,7 +23,7 @@ struct Node {
   enum Kind { Body, Text, Output, If, For, Set } kind;
   std::string text;                                            // Text
   ExprPtr expr;                                                // Output / For iterable / Set value
-  std::vector<std::string> names;                              // For targets / Set target
+  std::vector<std::string> names;                              // For targets / Set target (x, or ns + attr)
   std::vector<std::pair<ExprPtr, std::shared_ptr<Node>>> branches;  // If (condition, body)
   std::vector<std::shared_ptr<Node>> children;                 // Body; For body = children[0]
   std::shared_ptr<Node> else_body;

@@ -227,11 +227,18 @@ class ExprParser {
     }
     return parse_filters(e);
   }
-  std::vector<ExprPtr> parse_call_args() {  // after '('
+  // After '(': positional arguments, then keyword arguments (their names in `keywords`, when
+  // given; a filter takes none).
+  std::vector<ExprPtr> parse_call_args(std::vector<std::string>* keywords = nullptr) {
     std::vector<ExprPtr> args;
     while (!is_op(")")) {
-      if (peek().kind == Tok::Name && peek(1).kind == Tok::Op && peek(1).text == "=")
-        fail("jinja", "keyword arguments ('{}=') are not supported (tag at offset {})", peek().text, where_);
+      if (peek().kind == Tok::Name && peek(1).kind == Tok::Op && peek(1).text == "=") {
+        if (!keywords) fail("jinja", "keyword arguments ('{}=') are not supported here (tag at offset {})", peek().text, where_);
+        keywords->push_back(next().text);
+        ++pos_;  // '='
+      } else if (keywords && !keywords->empty()) {
+        fail("jinja", "a positional argument after a keyword argument (tag at offset {})", where_);
+      }
       args.push_back(parse_expression());
       if (!is_op(",")) break;
       ++pos_;
@@ -276,14 +283,17 @@ class ExprParser {
         e = a;
       } else if (is_op("[")) {
         ++pos_;
-        ExprPtr lo, hi;
+        ExprPtr lo, hi, step;
         if (!is_op(":")) lo = parse_expression();
         if (is_op(":")) {
           ++pos_;
-          if (!is_op("]")) hi = parse_expression();
-          if (is_op(":")) fail("jinja", "slices with a step are not supported (tag at offset {})", where_);
+          if (!is_op("]") && !is_op(":")) hi = parse_expression();
+          if (is_op(":")) {
+            ++pos_;
+            if (!is_op("]")) step = parse_expression();
+          }
           auto s = make(Expr::Slice);
-          s->args = {e, lo, hi};
+          s->args = {e, lo, hi, step};
           e = s;
         } else {
           auto g = make(Expr::GetItem);
@@ -295,7 +305,7 @@ class ExprParser {
         ++pos_;
         auto c = make(Expr::Call);
         c->args = {e};
-        for (auto& a : parse_call_args()) c->args.push_back(a);
+        for (auto& a : parse_call_args(&c->keywords)) c->args.push_back(a);
         e = c;
       } else {
         return e;
@@ -502,11 +512,21 @@ class TemplateParser {
         body->children.push_back(parse_if(ep));
       } else if (keyword == "for") {
         body->children.push_back(parse_for(ep, piece.where));
+      } else if (keyword == "generation") {
+        // TRL's training templates mark assistant output with {% generation %}...{% endgeneration %}
+        // (transformers' return_assistant_tokens_mask); it renders its body unchanged.
+        ep.expect_end();
+        std::string end;
+        body->children.push_back(parse_body({"endgeneration"}, end));
+        stop_parser_->expect_end();
       } else if (keyword == "set") {
         auto n = std::make_shared<Node>();
         n->kind = Node::Set;
         n->names.push_back(ep.expect_name());
-        if (ep.is_op(".")) fail("jinja", "attribute assignment ('set x.attr'; namespace) is not supported (offset {})", piece.where);
+        if (ep.is_op(".")) {  // {% set ns.attr = value %}
+          ep.expect_op(".");
+          n->names.push_back(ep.expect_name());
+        }
         if (!ep.is_op("=")) fail("jinja", "block assignment ('{{% set {} %}}...{{% endset %}}') is not supported (offset {})", n->names[0], piece.where);
         ep.expect_op("=");
         n->expr = ep.parse_expression();

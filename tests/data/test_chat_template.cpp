@@ -1,5 +1,6 @@
 // Chat templates: the Jinja-subset interpreter renders SmolLM2's template (from the GGUF), the
-// Llama-2/Llama-3/Mistral/ChatML templates and a feature-coverage template byte-identically to
+// Llama-2/Llama-3/Mistral/ChatML templates, Qwen3's (thinking in content or reasoning_content,
+// enable_thinking on, off and unset) and a feature-coverage template byte-identically to
 // transformers' apply_chat_template (golden/chat_template_golden.json, made by
 // golden/make_chat_template_golden.py); the built-in templates are the same strings; unsupported
 // Jinja fails with an error naming the construct.
@@ -28,18 +29,20 @@ json load_golden() {
 
 std::vector<ChatMessage> to_messages(const json& conv) {
   std::vector<ChatMessage> out;
-  for (const auto& m : conv) out.push_back({m["role"].get<std::string>(), m["content"].get<std::string>()});
+  for (const auto& m : conv)
+    out.push_back({m["role"].get<std::string>(), m["content"].get<std::string>(), m.value("reasoning_content", "")});
   return out;
 }
 
-void check_golden_cases(const json& golden, const std::string& name, const ChatTemplate& tmpl) {
+void check_golden_cases(const json& golden, const std::string& name, ChatTemplate tmpl) {
   int checked = 0;
   for (const auto& c : golden["cases"]) {
     if (c["template"] != name) continue;
     const auto messages = to_messages(golden["conversations"][c["conversation"].get<size_t>()]);
     const bool gen = c["add_generation_prompt"].get<bool>();
-    SCOPED_TRACE(fmt::format("template {} conversation {} add_generation_prompt {}", name,
-                             c["conversation"].get<int>(), gen));
+    tmpl.set_kwargs(c.value("kwargs", json::object()));
+    SCOPED_TRACE(fmt::format("template {} conversation {} add_generation_prompt {} kwargs {}", name,
+                             c["conversation"].get<int>(), gen, tmpl.kwargs().dump()));
     if (c.contains("error")) {
       try {
         tmpl.render(messages, gen);
@@ -127,6 +130,19 @@ TEST(Jinja, Expressions) {
                    {{"d", {{"a", 1}, {"b", 2}}}}),
             "a=1,b=2");
   EXPECT_EQ(render("{% for x in [] %}x{% else %}empty{% endfor %}"), "empty");
+  // Slices with a step (Qwen3 walks messages[::-1]); expected strings are Jinja2 3.1's output.
+  const json xs = {{"xs", {1, 2, 3, 4, 5}}};
+  EXPECT_EQ(render("{{ xs[::-1] }} {{ xs[::2] }} {{ xs[3:0:-1] }} {{ xs[-2::-2] }} {{ xs[:-10:-1] }} {{ 'abcde'[::-2] }} "
+                   "{{ xs[1:4:10] }}",
+                   xs),
+            "[5, 4, 3, 2, 1] [1, 3, 5] [4, 3, 2] [4, 2] [5, 4, 3, 2, 1] eca [2]");
+  // namespace(): attributes set inside a loop outlive it; a plain set stays loop-local.
+  EXPECT_EQ(render("{% set ns = namespace(n=0, last=none) %}{% for x in xs %}{% set ns.n = ns.n + x %}{% set local = x %}"
+                   "{% if x > 3 %}{% set ns.last = x %}{% endif %}{% endfor %}{{ ns.n }} {{ ns.last }} {{ local is defined }}",
+                   xs),
+            "15 5 False");
+  // TRL's training templates mark assistant output; the marker renders its body.
+  EXPECT_EQ(render("a{% generation %}b{{ 1 + 1 }}{% endgeneration %}c"), "ab2c");
 }
 
 TEST(Jinja, WhitespaceControlAndScoping) {
@@ -151,8 +167,11 @@ TEST(Jinja, UnsupportedConstructsAreNamed) {
   };
   expect_error("{% macro f() %}{% endmacro %}", "unsupported tag '{% macro %}'");
   expect_error("{{ x | tojson }}", "unsupported filter 'tojson'");
-  expect_error("{% set ns = namespace(a=1) %}", "keyword arguments");
-  expect_error("{% set ns.a = 1 %}", "namespace");
+  expect_error("{{ foo(a=1) }}", "keyword arguments ('a=') are only supported for namespace()");
+  expect_error("{{ namespace(1) }}", "keyword arguments only");
+  expect_error("{% set ns.a = 1 %}", "undefined 'ns'");
+  expect_error("{% set s = 'x' %}{% set s.a = 1 %}", "cannot set attribute 'a' of 's'");
+  expect_error("{{ [1, 2][::0] }}", "slice step cannot be zero");
   expect_error("{{ x is callable }}", "unsupported test 'is callable'");
   expect_error("{{ foo() }}", "unsupported function 'foo()'");
   expect_error("{{ 'a'.zfill(3) }}", "unsupported method 'zfill()'");

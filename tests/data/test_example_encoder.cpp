@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <fstream>
 
 #include "data/example_encoder.h"
 #include "data/packing.h"
@@ -106,6 +107,48 @@ TEST(ExampleEncoder, EosAppendedWhenTemplateHasNone) {
   // A template whose renderings are not prefixes of each other is rejected.
   const ChatTemplate odd("odd", "{{ messages | length }}{% for m in messages %}{{ m.content }}{% endfor %}", "<s>", "</s>");
   EXPECT_THROW(ExampleEncoder(tok, odd, {}).encode(chat({{"user", "a"}, {"assistant", "b"}})), Error);
+}
+
+std::string read_template(const std::string& name) {
+  std::ifstream in(test::source_path("tests/data/golden/templates/" + name), std::ios::binary);
+  EXPECT_TRUE(in.good()) << name;
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+// Qwen3's own template (tests/data/golden/templates, rendering checked against transformers in
+// test_chat_template.cpp): one exchange labels the thinking block and the answer; it rewrites
+// earlier turns (their thinking is dropped once a later question comes), so a multi-turn chat
+// fails naming the fix, and TRL's prefix-preserving training variant labels every turn.
+TEST(ExampleEncoder, Qwen3ThinkingTemplates) {
+  const ToyTokenizer tok(ToyTokenizer::kEos, false);
+  const ChatTemplate qwen3("qwen3", read_template("qwen3.jinja"), "", "<|im_end|>");
+  const Example one = chat({{"user", "2+3?"}, {"assistant", "<think>\nadd\n</think>\n\n5"}});
+  EXPECT_EQ(labelled_text(tok, ExampleEncoder(tok, qwen3, {}).encode(one)),
+            "<think>\nadd\n</think>\n\n5<|im_end|>\n");
+  // The thinking given apart (reasoning_content) renders the same.
+  Example apart = chat({{"user", "2+3?"}, {"assistant", "5", "add"}});
+  EXPECT_EQ(labelled_text(tok, ExampleEncoder(tok, qwen3, {}).encode(apart)),
+            "<think>\nadd\n</think>\n\n5<|im_end|>\n");
+
+  const Example two = chat({{"user", "2+3?"}, {"assistant", "<think>add</think>5"}, {"user", "times 4?"},
+                            {"assistant", "<think>mul</think>20"}});
+  try {
+    ExampleEncoder(tok, qwen3, {}).encode(two);
+    ADD_FAILURE() << "Qwen3's own template is not prefix-preserving";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("qwen3_training.jinja"), std::string::npos) << e.what();
+  }
+  const ChatTemplate training("qwen3_training", read_template("qwen3_training.jinja"), "", "<|im_end|>");
+  EXPECT_EQ(labelled_text(tok, ExampleEncoder(tok, training, {}).encode(two)),
+            "<think>\nadd\n</think>\n\n5<|im_end|>\n|<think>\nmul\n</think>\n\n20<|im_end|>\n");
+
+  // enable_thinking: false puts an empty thinking block in the generation prompt.
+  ChatTemplate no_think = qwen3;
+  no_think.set_kwargs({{"enable_thinking", false}});
+  EXPECT_EQ(no_think.render({{"user", "hi"}}, true), "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n");
+  EXPECT_EQ(qwen3.render({{"user", "hi"}}, true), "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n");
+  EXPECT_THROW(no_think.set_kwargs({{"messages", 1}}), Error);
+  EXPECT_THROW(no_think.set_kwargs(nlohmann::json::array()), Error);
 }
 
 TEST(ExampleEncoder, TruncationIsCounted) {

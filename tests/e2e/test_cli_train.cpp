@@ -106,10 +106,13 @@ TEST_F(CliTrain, WritesAdapterMetricsReportAndCheckpoints) {
 }
 
 TEST_F(CliTrain, DryRunPrintsConfigAndEstimateOnly) {
-  TinyRun run;
+  TinyRun run("chat_template_kwargs:\n  enable_thinking: false\n  note: \"true\"\n");
   const test::RunResult r = run.train("--dry-run --lora_r 6");
   ASSERT_EQ(r.exit_code, 0) << r.out;
   EXPECT_NE(r.out.find("lora_r: 6"), std::string::npos) << r.out;
+  // Template variables keep their YAML types (a quoted "true" stays a string).
+  EXPECT_NE(r.out.find("enable_thinking: false"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("note: \"true\""), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("memory estimate"), std::string::npos) << r.out;
   EXPECT_FALSE(test::exists(run.out));
 }
@@ -192,6 +195,9 @@ TEST_F(CliTrain, BadConfigsNameTheKeyAndWriteNothing) {
       {"--lora_r.x 1", "[config] override --lora_r.x 1: 'lora_r' is a single value"},
       {"--datasets.0.path.x 1", "'datasets.0.path' is a single value"},
       {"--base_model " + std::string(5000, 'm'), "[config] key 'base_model': cannot check mmm"},
+      {"--chat_template_kwargs 3", "key 'chat_template_kwargs' must be a map of template variables"},
+      {"--chat_template_kwargs.messages 1", "chat template kwargs cannot set 'messages'"},
+      {"--chat_template /nonexistent/t.jinja", "cannot read the chat template file /nonexistent/t.jinja"},
   };
   for (const BadConfig& c : cases) {
     SCOPED_TRACE(c.args);

@@ -1,6 +1,6 @@
-// `qlora chat MODEL [--adapter DIR] [--system TEXT] [--template NAME] [--max-tokens N]
-//  [--temperature T] [--top-p P] [--seed S] [--prompt TEXT]`: an interactive conversation on stdin,
-// one user message per line (a terminal or a pipe), rendered with the model's chat template and
+// `qlora chat MODEL [--adapter DIR] [--system TEXT] [--template NAME] [--chat-template-kwargs JSON]
+//  [--max-tokens N] [--temperature T] [--top-p P] [--seed S] [--prompt TEXT]`: an interactive
+// conversation on stdin, one user message per line (a terminal or a pipe), rendered with the model's chat template and
 // answered with streamed tokens until an end-of-generation token. The conversation is kept: each
 // turn re-renders it, and only the tokens after the longest prefix already in the KV cache are run
 // (a template that rewrites earlier text costs a re-prefill, nothing more). "/reset" starts over,
@@ -26,6 +26,7 @@ struct ChatOptions {
   std::string tokenizer_path;
   std::string system;
   std::string template_name = "auto";
+  std::string template_kwargs;  // JSON object
   std::string prompt;
   int64_t max_tokens = 512;
   float temperature = 0.7f;
@@ -107,6 +108,7 @@ void run_chat(const ChatOptions& o) {
     fail("chat", "tokenizer has {} tokens but the model's vocabulary is {}", tokenizer->vocab_size(),
          model.config().vocab_size);
   ChatTemplate chat_template = load_chat_template(o.model.model_path, *tokenizer, o.template_name);
+  chat_template.set_kwargs(parse_template_kwargs(o.template_kwargs));
   const uint64_t seed = o.seed >= 0 ? uint64_t(o.seed) : std::random_device{}();
   Conversation conversation(model, *tokenizer, std::move(chat_template), o, seed);
   if (!o.prompt.empty()) {
@@ -144,7 +146,9 @@ void register_chat(CLI::App& app) {
   add_adapter_option(*cmd, o->model);
   add_tokenizer_option(*cmd, o->tokenizer_path);
   cmd->add_option("--system", o->system, "system message");
-  cmd->add_option("--template", o->template_name, "chat template: auto (the model's) or a built-in name");
+  cmd->add_option("--template", o->template_name, "chat template: auto (the model's), a built-in name or a .jinja file");
+  cmd->add_option("--chat-template-kwargs", o->template_kwargs,
+                  "template variables as a JSON object, e.g. '{\"enable_thinking\": false}' (Qwen3)");
   cmd->add_option("--prompt,-p", o->prompt, "answer this one message and exit");
   cmd->add_option("--max-tokens,-n", o->max_tokens, "most tokens per reply")->check(CLI::PositiveNumber);
   cmd->add_option("--temperature,-t", o->temperature, "sampling temperature; 0 = greedy")->check(CLI::NonNegativeNumber);

@@ -1,8 +1,8 @@
 // `qlora generate MODEL [--adapter DIR] [--tokenizer FILE] --prompt TEXT [--chat [--system TEXT]
-//  [--template NAME]] [--max-tokens N] [--temperature T] [--top-p P] [--seed S]`: streams a
-// continuation of the prompt, reusing a KV cache. An empty prompt starts from BOS. With --chat the
-// prompt becomes a user turn rendered by the chat template and only the reply is printed. The
-// tokenizer is found beside or inside the model when not given. Tested in tests/e2e/test_cli*.cpp.
+//  [--template NAME] [--chat-template-kwargs JSON]] [--max-tokens N] [--temperature T] [--top-p P]
+//  [--seed S]`: streams a continuation of the prompt, reusing a KV cache. An empty prompt starts
+// from BOS. With --chat the prompt becomes a user turn rendered by the chat template and only the
+// reply is printed. The tokenizer is found beside or inside the model when not given. Tested in tests/e2e/test_cli*.cpp.
 #include <fmt/core.h>
 
 #include <chrono>
@@ -25,6 +25,7 @@ struct GenerateOptions {
   bool chat = false;
   std::string system;
   std::string template_name = "auto";
+  std::string template_kwargs;  // JSON object
   int64_t max_tokens = 256;
   float temperature = 0.8f;
   float top_p = 0.95f;
@@ -41,7 +42,8 @@ void run_generate(const GenerateOptions& o) {
   const LlamaModel model = load_for_inference(o.model);
   std::vector<int32_t> ids;
   if (o.chat) {
-    const ChatTemplate chat_template = load_chat_template(o.model.model_path, *tokenizer, o.template_name);
+    ChatTemplate chat_template = load_chat_template(o.model.model_path, *tokenizer, o.template_name);
+    chat_template.set_kwargs(parse_template_kwargs(o.template_kwargs));
     std::vector<ChatMessage> messages;
     if (!o.system.empty()) messages.push_back({"system", o.system});
     messages.push_back({"user", o.prompt});
@@ -101,7 +103,9 @@ void register_generate(CLI::App& app) {
   cmd->add_option("--prompt,-p", o->prompt, "prompt text (empty: start from BOS)");
   cmd->add_flag("--chat", o->chat, "render the prompt as a user turn with the chat template; print only the reply");
   cmd->add_option("--system", o->system, "system message (with --chat)");
-  cmd->add_option("--template", o->template_name, "chat template: auto (the model's) or a built-in name");
+  cmd->add_option("--template", o->template_name, "chat template: auto (the model's), a built-in name or a .jinja file");
+  cmd->add_option("--chat-template-kwargs", o->template_kwargs,
+                  "template variables as a JSON object, e.g. '{\"enable_thinking\": false}' (Qwen3)");
   cmd->add_option("--max-tokens,-n", o->max_tokens, "tokens to generate")->check(CLI::NonNegativeNumber);
   cmd->add_option("--temperature,-t", o->temperature, "sampling temperature; 0 = greedy")->check(CLI::NonNegativeNumber);
   cmd->add_option("--top-p", o->top_p, "nucleus sampling mass")->check(CLI::Range(0.0, 1.0));

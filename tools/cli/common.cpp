@@ -2,6 +2,7 @@
 #include "common.h"
 
 #include <filesystem>
+#include <fstream>
 
 #include "backend/cpu/threads.h"
 #include "core/error.h"
@@ -68,6 +69,12 @@ ChatTemplate load_chat_template(const std::string& model_path, const Tokenizer& 
                                 const std::string& fallback) {
   const std::string bos = tokenizer.bos_id() >= 0 ? tokenizer.token_text(tokenizer.bos_id()) : "";
   const std::string eos = tokenizer.eos_id() >= 0 ? tokenizer.token_text(tokenizer.eos_id()) : "";
+  // A template file (TRL's prefix-preserving training variants, a fixed template): by path.
+  if (name.ends_with(".jinja") || (name.find('/') != std::string::npos && std::filesystem::is_regular_file(name))) {
+    std::ifstream in(name, std::ios::binary);
+    if (!in) fail("template", "cannot read the chat template file {}", name);
+    return ChatTemplate(name, std::string(std::istreambuf_iterator<char>(in), {}), bos, eos);
+  }
   if (name != "auto" && !name.empty()) return ChatTemplate::builtin(name, bos, eos);
   try {
     return ChatTemplate::from_model(model_path, bos, eos);
@@ -75,6 +82,19 @@ ChatTemplate load_chat_template(const std::string& model_path, const Tokenizer& 
     if (fallback.empty()) throw;
     return ChatTemplate::builtin(fallback, bos, eos);
   }
+}
+
+nlohmann::json parse_template_kwargs(const std::string& text) {
+  if (text.empty()) return nlohmann::json::object();
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(text);
+  } catch (const nlohmann::json::exception& e) {
+    fail("template", "--chat-template-kwargs '{}' is not JSON: {}", text, e.what());
+  }
+  if (!j.is_object())
+    fail("template", "--chat-template-kwargs '{}' must be a JSON object, e.g. '{{\"enable_thinking\": false}}'", text);
+  return j;
 }
 
 std::vector<int32_t> encode_chat(const Tokenizer& tokenizer, const ChatTemplate& chat_template,

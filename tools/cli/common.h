@@ -41,10 +41,13 @@ PeftAdapter load_adapter(const std::string& dir);
 // Sets the thread count and loads the model for inference, with its adapter when one is named.
 LlamaModel load_for_inference(const ModelOptions& options);
 // "auto": the model's own chat template (GGUF or tokenizer_config.json), else a built-in by name
-// (alpaca, chatml, llama-2, llama-3, mistral). With fallback set, "auto" falls back to that
-// built-in when the model has no template.
+// (alpaca, chatml, llama-2, llama-3, mistral), or a template file (a path ending in .jinja). With
+// fallback set, "auto" falls back to that built-in when the model has no template.
 ChatTemplate load_chat_template(const std::string& model_path, const Tokenizer& tokenizer, const std::string& name,
                                 const std::string& fallback = "");
+// `--chat-template-kwargs` text: a JSON object of template variables ({"enable_thinking": false});
+// throws Error naming the flag when it is not one.
+nlohmann::json parse_template_kwargs(const std::string& text);
 // Ids of the messages rendered by the template with a generation prompt: the template's control
 // tokens are parsed, message content is text unless parse_special_in_content
 // (data/content_guard.h); BOS added only when the model wants one and the template did not write it.

@@ -111,6 +111,83 @@ Key datasets_key() {
           }};
 }
 
+// YAML -> JSON for template variables: maps and lists recursively; a scalar becomes a bool, an
+// integer, a number or a string, in that order (YAML 1.2 core schema words for bool and null).
+nlohmann::json yaml_to_json(const YAML::Node& n, const std::string& key) {
+  if (n.IsMap()) {
+    nlohmann::json out = nlohmann::json::object();
+    for (const auto& kv : n) out[kv.first.as<std::string>()] = yaml_to_json(kv.second, key + "." + kv.first.as<std::string>());
+    return out;
+  }
+  if (n.IsSequence()) {
+    nlohmann::json out = nlohmann::json::array();
+    for (const YAML::Node& item : n) out.push_back(yaml_to_json(item, key));
+    return out;
+  }
+  if (!n.IsScalar() || n.Tag() == "~") return nullptr;
+  const std::string& s = n.Scalar();
+  if (n.Tag() == "!") return s;  // quoted: a string whatever it reads like
+  if (s == "true" || s == "True" || s == "TRUE") return true;
+  if (s == "false" || s == "False" || s == "FALSE") return false;
+  if (s == "null" || s == "Null" || s == "~" || s.empty()) return nullptr;
+  int64_t i = 0;
+  if (auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), i); ec == std::errc() && end == s.data() + s.size())
+    return i;
+  double d = 0;
+  if (auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), d); ec == std::errc() && end == s.data() + s.size())
+    return d;
+  return s;
+}
+
+YAML::Node json_to_yaml(const nlohmann::json& j) {
+  if (j.is_object()) {
+    YAML::Node m(YAML::NodeType::Map);
+    for (auto it = j.begin(); it != j.end(); ++it) m[it.key()] = json_to_yaml(it.value());
+    return m;
+  }
+  if (j.is_array()) {
+    YAML::Node l(YAML::NodeType::Sequence);
+    for (const auto& v : j) l.push_back(json_to_yaml(v));
+    return l;
+  }
+  if (j.is_null()) return YAML::Node(YAML::NodeType::Null);
+  if (j.is_boolean()) return YAML::Node(j.get<bool>());
+  if (j.is_number_integer()) return YAML::Node(j.get<int64_t>());
+  if (j.is_number()) return YAML::Node(j.get<double>());
+  return YAML::Node(j.get<std::string>());
+}
+
+// Emits JSON as YAML, double-quoting every string: a node tree would print the string "true" as
+// true, which reads back as a bool (config.yaml is what --resume reads).
+void emit_json(YAML::Emitter& out, const nlohmann::json& j) {
+  if (j.is_object()) {
+    out << YAML::BeginMap;
+    for (auto it = j.begin(); it != j.end(); ++it) {
+      out << YAML::Key << it.key() << YAML::Value;
+      emit_json(out, it.value());
+    }
+    out << YAML::EndMap;
+  } else if (j.is_array()) {
+    out << YAML::BeginSeq;
+    for (const auto& v : j) emit_json(out, v);
+    out << YAML::EndSeq;
+  } else if (j.is_string()) {
+    out << YAML::DoubleQuoted << j.get<std::string>();
+  } else {
+    out << json_to_yaml(j);
+  }
+}
+
+Key template_kwargs_key() {
+  return {[](TrainRunConfig& c, const YAML::Node& n, const std::string& key) {
+            if (!n.IsMap() && !n.IsNull())
+              fail("config", "key '{}' must be a map of template variables (enable_thinking: false); got {}", key,
+                   n.IsSequence() ? "a list" : "'" + n.Scalar() + "'");
+            c.chat_template_kwargs = n.IsNull() ? nlohmann::json::object() : yaml_to_json(n, key);
+          },
+          [](const TrainRunConfig& c) { return json_to_yaml(c.chat_template_kwargs); }};
+}
+
 Key checkpointing_key() {
   return {[](TrainRunConfig& c, const YAML::Node& n, const std::string& key) {
             const std::string s = n.IsScalar() ? n.Scalar() : "";
@@ -137,7 +214,8 @@ const std::vector<std::pair<std::string, Key>>& keys() {
       {"quant_block_size", field(&C::quant_block_size, "an integer")},
       {"double_quant", field(&C::double_quant, "true or false")},
       {"datasets", datasets_key()},
-      {"chat_template", field(&C::chat_template, "a template name")},
+      {"chat_template", field(&C::chat_template, "a template name or a .jinja file")},
+      {"chat_template_kwargs", template_kwargs_key()},
       {"sequence_len", field(&C::sequence_len, "an integer")},
       {"sample_packing", field(&C::sample_packing, "true or false")},
       {"train_on_inputs", field(&C::train_on_inputs, "true or false")},
@@ -343,7 +421,11 @@ TrainRunConfig load_train_config(const std::string& path, const std::vector<std:
 std::string train_config_yaml(const TrainRunConfig& config) {
   YAML::Emitter out;
   out << YAML::BeginMap;
-  for (const auto& [name, key] : keys()) out << YAML::Key << name << YAML::Value << key.get(config);
+  for (const auto& [name, key] : keys()) {
+    out << YAML::Key << name << YAML::Value;
+    if (name == "chat_template_kwargs") emit_json(out, config.chat_template_kwargs);
+    else out << key.get(config);
+  }
   out << YAML::EndMap;
   return std::string(out.c_str()) + "\n";
 }

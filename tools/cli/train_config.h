@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
 #include <yaml-cpp/yaml.h>
 
 #include "core/projections.h"
@@ -36,7 +37,9 @@ struct TrainRunConfig {
   bool double_quant = true;
   // Data.
   std::vector<DatasetConfig> datasets;
-  std::string chat_template = "auto";  // auto (the model's own, else chatml) | alpaca | chatml | ...
+  std::string chat_template = "auto";  // auto (the model's own, else chatml) | alpaca | chatml | ... | a .jinja file
+  // Extra chat template variables (TRL's chat_template_kwargs), e.g. {enable_thinking: false}.
+  nlohmann::json chat_template_kwargs = nlohmann::json::object();
   int64_t sequence_len = 512;
   bool sample_packing = true;
   bool train_on_inputs = false;

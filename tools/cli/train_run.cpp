@@ -212,13 +212,15 @@ void run_training(const TrainRunConfig& requested, const TrainRunOptions& option
     fmt::print(stderr, "warning: {}\n", refusal);
   }
 
+  // Tokenizer and template before anything is written: a bad template file or kwargs is a config error.
+  const auto tokenizer = load_model_tokenizer(c.base_model, c.tokenizer);
+  // The model's own template; base models without one get ChatML.
+  ChatTemplate tmpl = load_chat_template(c.base_model, *tokenizer, c.chat_template, "chatml");
+  tmpl.set_kwargs(c.chat_template_kwargs);
   fs::create_directories(c.output_dir);
   // A run killed earlier may have left temp files and folders; none of them is a result.
   for (const std::string& note : remove_stale_outputs(c.output_dir)) log("note: " + note);
   write_atomically((fs::path(c.output_dir) / "config.yaml").string(), train_config_yaml(c));
-  const auto tokenizer = load_model_tokenizer(c.base_model, c.tokenizer);
-  // The model's own template; base models without one get ChatML.
-  const ChatTemplate tmpl = load_chat_template(c.base_model, *tokenizer, c.chat_template, "chatml");
   EncodeOptions encode;
   encode.train_on_inputs = c.train_on_inputs;
   encode.max_len = int(c.sequence_len);

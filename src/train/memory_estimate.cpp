@@ -414,6 +414,15 @@ const std::map<std::string, Preset>& presets() {
     p.config.rope_theta = 1e6, p.config.max_position_embeddings = 40960;
     p.nominal = 8'000'000'000;
     t["qwen3-8b"] = p;
+    // Qwen/Qwen3-30B-A3B: 128 experts of moe_intermediate_size 768, 8 per token (norm_topk_prob),
+    // every layer sparse, no shared expert.
+    p.config = llama_shape(151936, 2048, 768, 48, 32, 4);
+    p.config.model_type = "qwen3_moe", p.config.architecture = "Qwen3MoeForCausalLM";
+    p.config.head_dim = 128, p.config.qk_norm = true, p.config.rms_norm_eps = 1e-6;
+    p.config.rope_theta = 1e6, p.config.max_position_embeddings = 40960;
+    p.experts = 128, p.experts_per_token = 8;
+    p.nominal = 30'000'000'000;  // "30B"
+    t["qwen3-30b-a3b"] = p;
     return t;
   }();
   return table;

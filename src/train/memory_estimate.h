@@ -85,11 +85,11 @@ struct TextbookBytes {
 TextbookBytes textbook_bytes_per_param(const std::string& precision);
 
 // Preset configs (Hugging Face config.json values): llama-7b, llama-13b, mistral-7b, llama3-8b,
-// mixtral-8x7b, qwen3-8b. Throws Error naming the preset and listing the known ones.
+// mixtral-8x7b, qwen3-8b, qwen3-30b-a3b. Throws Error naming the preset and listing the known ones.
 LlamaConfig preset_config(const std::string& name);
 std::vector<std::string> preset_names();
-int64_t preset_experts(const std::string& name);            // 8 for mixtral-8x7b, else 1
-int64_t preset_experts_per_token(const std::string& name);  // 2 for mixtral-8x7b, else 1
+int64_t preset_experts(const std::string& name);            // 8 for mixtral-8x7b, 128 for qwen3-30b-a3b, else 1
+int64_t preset_experts_per_token(const std::string& name);  // 2 for mixtral-8x7b, 8 for qwen3-30b-a3b, else 1
 // The size the preset's name states (7e9 for llama-7b, 56e9 for mixtral-8x7b): what the textbook
 // arithmetic multiplies.
 int64_t preset_nominal_parameters(const std::string& name);

@@ -118,6 +118,9 @@ TEST(MemoryEstimatePresets, ParameterCounts) {
   EXPECT_EQ(count_parameters(preset_config("qwen3-8b")), 8'190'735'360);
   EXPECT_EQ(count_parameters(preset_config("qwen3-8b")) - 2 * 151936 * 4096, 6'946'075'648);
   EXPECT_EQ(count_parameters(preset_config("qwen3-8b")), preset_config("qwen3-8b").parameter_count());
+  // Qwen/Qwen3-30B-A3B: 30.5B in all (128 experts and their routers), as its card states.
+  EXPECT_EQ(count_parameters(preset_config("qwen3-30b-a3b"), preset_experts("qwen3-30b-a3b")), 30'532'122'624);
+  EXPECT_EQ(preset_experts_per_token("qwen3-30b-a3b"), 8);
   // Without experts the config's own count agrees.
   EXPECT_EQ(count_parameters(preset_config("llama-7b")), preset_config("llama-7b").parameter_count());
   EXPECT_THROW(preset_config("gpt-5"), Error);

@@ -96,7 +96,7 @@ void register_estimate(CLI::App& app) {
   cmd->add_option("--source-dtype", a->options.source_dtype,
                   "how the weights are stored, for presets: bf16 | f16 | f32 | quantized (GGUF) | bnb-4bit")
       ->capture_default_str();
-  cmd->add_option("--preset", a->preset, "llama-7b | llama-13b | mistral-7b | llama3-8b | mixtral-8x7b | qwen3-8b");
+  cmd->add_option("--preset", a->preset, "llama-7b | llama-13b | mistral-7b | llama3-8b | mixtral-8x7b | qwen3-8b | qwen3-30b-a3b");
   cmd->add_option("--params", a->params, "a bare parameter count (e.g. 10B), with --textbook");
   cmd->add_option("--method", a->options.method, "full | lora | qlora")->capture_default_str();
   cmd->add_option("--precision", a->options.precision,

@@ -1,6 +1,7 @@
 // LlamaConfig <-> Hugging Face config.json. Field names and defaults follow transformers'
-// LlamaConfig, MistralConfig, Qwen2Config and Qwen3Config (Qwen2 always has q/k/v biases; Qwen3
-// normalises each head of q and k; Mistral and Qwen2 may carry a sliding window). Every error
+// LlamaConfig, MistralConfig, MixtralConfig, Qwen2Config and Qwen3Config (Qwen2 always has q/k/v
+// biases; Qwen3 normalises each head of q and k; Mixtral routes each token to experts; Mistral,
+// Mixtral and Qwen2 may carry a sliding window). Every error
 // names the key and the source file.
 #include "model/config.h"
 
@@ -27,9 +28,11 @@ constexpr Family kFamilies[] = {
     {"mistral", "MistralForCausalLM"},
     {"qwen2", "Qwen2ForCausalLM"},
     {"qwen3", "Qwen3ForCausalLM"},
+    {"mixtral", "MixtralForCausalLM"},
 };
 constexpr const char* kSupported =
-    "LlamaForCausalLM (llama), MistralForCausalLM (mistral), Qwen2ForCausalLM (qwen2), Qwen3ForCausalLM (qwen3)";
+    "LlamaForCausalLM (llama), MistralForCausalLM (mistral), MixtralForCausalLM (mixtral), Qwen2ForCausalLM (qwen2), "
+    "Qwen3ForCausalLM (qwen3)";
 
 const Family* family_by_type(const std::string& t) {
   for (const auto& f : kFamilies)
@@ -196,7 +199,15 @@ LlamaConfig LlamaConfig::from_hf_json(const json& j, const std::string& source) 
   // Qwen2's attention always has q/k/v biases (transformers hard-codes bias=True there).
   c.attention_bias = c.model_type == "qwen2" ? true : f.get_bool("attention_bias", false);
   c.mlp_bias = f.get_bool("mlp_bias", false);
-  if (c.model_type == "mistral") {
+  if (c.model_type == "mixtral") {
+    c.num_local_experts = f.get_int("num_local_experts", 8);
+    c.num_experts_per_tok = f.get_int("num_experts_per_tok", 2);
+    c.router_aux_loss_coef = f.get_double("router_aux_loss_coef", 0.001);
+    c.output_router_logits = f.get_bool("output_router_logits", false);
+    if (f.get_double("router_jitter_noise", 0.0) != 0.0)
+      fail("config", "key 'router_jitter_noise' in {}: router jitter is not supported; expected 0", source);
+  }
+  if (c.model_type == "mistral" || c.model_type == "mixtral") {
     c.sliding_window = f.get_int("sliding_window", 0);
   } else if (c.model_type == "qwen2" && f.get_bool("use_sliding_window", false)) {
     c.sliding_window = f.get_int("sliding_window", 0);
@@ -265,8 +276,15 @@ json LlamaConfig::to_hf_json() const {
   }
   j["tie_word_embeddings"] = tie_word_embeddings;
   if (model_type != "qwen2") j["attention_bias"] = attention_bias;
-  if (model_type != "qwen2" && model_type != "qwen3") j["mlp_bias"] = mlp_bias;
-  if (model_type == "mistral") {
+  if (model_type != "qwen2" && model_type != "qwen3" && model_type != "mixtral") j["mlp_bias"] = mlp_bias;
+  if (moe()) {
+    j["num_local_experts"] = num_local_experts;
+    j["num_experts_per_tok"] = num_experts_per_tok;
+    j["router_aux_loss_coef"] = router_aux_loss_coef;
+    j["output_router_logits"] = output_router_logits;
+    j["router_jitter_noise"] = 0.0;
+  }
+  if (model_type == "mistral" || model_type == "mixtral") {
     j["sliding_window"] = sliding_window > 0 ? json(sliding_window) : json(nullptr);
   } else if (model_type == "qwen2") {
     j["use_sliding_window"] = sliding_window > 0;
@@ -334,6 +352,12 @@ void LlamaConfig::validate(const std::string& source) const {
   }
   if (mlp_bias)
     fail("config", "key 'mlp_bias' in {}: MLP biases are not supported; expected false, got true", source);
+  if (moe()) {
+    positive("num_local_experts", num_local_experts, int64_t(1) << 12);
+    if (num_experts_per_tok < 1 || num_experts_per_tok > num_local_experts)
+      fail("config", "key 'num_experts_per_tok' in {}: expected 1 to num_local_experts ({}), got {}", source,
+           num_local_experts, num_experts_per_tok);
+  }
   if (sliding_window < 0)
     fail("config", "key 'sliding_window' in {}: expected a non-negative integer, got {}", source,
          sliding_window);
@@ -356,7 +380,8 @@ int64_t LlamaConfig::parameter_count() const {
   const uint64_t per_layer = sum({mul({2, C}),                                 // input/post-attention norms
                                   mul({C, Q}), mul({2, C, KV}),                // q, k, v
                                   mul({Q, C}),                                 // o
-                                  mul({3, C, F}),                              // gate, up, down
+                                  mul({moe() ? uint64_t(num_local_experts) : 1, 3, C, F}),  // gate, up, down
+                                  moe() ? mul({uint64_t(num_local_experts), C}) : 0,        // router
                                   attention_bias ? sum({Q, mul({2, KV})}) : 0,
                                   qk_norm ? mul({2, D}) : 0});                 // q_norm, k_norm
   return int64_t(sum({mul({V, C}), mul({L, per_layer}), C,                     // embedding, layers, final norm

@@ -1,5 +1,5 @@
 // LlamaConfig: the hyperparameters of a Llama-family model, spelled as Hugging Face's
-// config.json spells them (Llama 2/3, Mistral, Qwen2, Qwen3, SmolLM2, TinyLlama). Built from config.json,
+// config.json spells them (Llama 2/3, Mistral, Mixtral, Qwen2, Qwen3, SmolLM2, TinyLlama). Built from config.json,
 // GGUF metadata or a llama2.c header; written back as config.json. Tested in
 // tests/unit/test_config.cpp.
 #pragma once
@@ -22,7 +22,7 @@ struct RopeScaling {
 };
 
 struct LlamaConfig {
-  std::string model_type = "llama";                  // llama | mistral | qwen2 | qwen3
+  std::string model_type = "llama";                  // llama | mistral | mixtral | qwen2 | qwen3
   std::string architecture = "LlamaForCausalLM";     // HF `architectures[0]`
   int64_t vocab_size = 0;
   int64_t hidden_size = 0;                           // C
@@ -39,6 +39,12 @@ struct LlamaConfig {
   bool attention_bias = false;                       // q/k/v biases (Qwen2 has them)
   bool mlp_bias = false;                             // unsupported when true
   bool qk_norm = false;                              // Qwen3: RMSNorm over each head of q and k, before RoPE
+  // Mixtral's sparse MLP: num_local_experts SwiGLU experts (w1 gate, w3 up, w2 down, F each) and a
+  // router; each token goes to its num_experts_per_tok most probable experts, weights renormalised.
+  int64_t num_local_experts = 0;                     // E; 0 = a dense MLP
+  int64_t num_experts_per_tok = 0;                   // k
+  double router_aux_loss_coef = 0.0;                 // weight of the load-balancing loss
+  bool output_router_logits = false;                 // transformers adds the aux loss only then
   int64_t sliding_window = 0;                        // Mistral; 0 = none
   int64_t bos_token_id = -1;
   std::vector<int64_t> eos_token_ids;
@@ -54,6 +60,7 @@ struct LlamaConfig {
   // every dimension (2^24; layers 2^16, positions 2^31); throws Error naming the key and source.
   void validate(const std::string& source) const;
 
+  bool moe() const { return num_local_experts > 0; }
   int64_t q_dim() const { return num_attention_heads * head_dim; }
   int64_t kv_dim() const { return num_key_value_heads * head_dim; }
   // (out, in) features of projection `index` (core/projections.h order).

@@ -195,6 +195,9 @@ void LlamaModel::set_adapter(const PeftAdapter& adapter) {
   std::vector<std::vector<Pair>> pairs(size_t(c.num_hidden_layers), std::vector<Pair>(kProjCount));
   for (const auto& [key, tensor] : adapter.tensors) {
     const LoraKey k = parse_lora_key(key, c.num_hidden_layers);
+    if (c.moe() && k.index >= kProjGate)
+      fail("adapter", "tensor {}: this model's MLP is a mixture of experts; it has no dense {}", key,
+           projection_name(k.index));
     const auto [out, in] = c.projection_shape(k.index);
     if (tensor.ndim() != 2 || tensor.dtype() != DType::F32)
       fail("adapter", "tensor {}: expected a 2-D f32 tensor, got {} {}", key, dtype_name(tensor.dtype()),
@@ -260,7 +263,8 @@ std::vector<const Linear*> LlamaModel::layer_linears(int64_t layer) const {
   if (layer < 0 || layer >= int64_t(impl_->w.layers.size()))
     fail("train", "layer {} out of range [0, {})", layer, impl_->w.layers.size());
   std::vector<const Linear*> out;
-  for (const Linear& lin : impl_->w.layers[size_t(layer)].linears) out.push_back(&lin);
+  for (const Linear& lin : impl_->w.layers[size_t(layer)].linears)
+    if (!lin.name.empty()) out.push_back(&lin);  // an MoE layer has no dense gate/up/down
   return out;
 }
 

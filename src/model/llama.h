@@ -39,6 +39,9 @@ namespace qlora {
 struct LossSum {
   double loss = 0;     // summed cross-entropy over rows with a target
   int64_t tokens = 0;  // rows with a target
+  // Mixtral with output_router_logits: the micro-batch's load-balancing loss (transformers'
+  // aux_loss, not in `loss`); its gradient, times router_aux_loss_coef, is in the backward.
+  double aux_loss = 0;
   double mean() const { return tokens ? loss / double(tokens) : 0.0; }
 };
 
@@ -124,7 +127,8 @@ class LlamaModel {
   const LlamaConfig& config() const;
   const ModelOptions& options() const;
   Backend& backend() const;
-  // The decoder's projections of layer `layer` in core/projections.h order.
+  // The decoder's projections of layer `layer` in core/projections.h order (an MoE layer: the
+  // attention ones only).
   std::vector<const Linear*> layer_linears(int64_t layer) const;
 
   struct Impl;

@@ -41,9 +41,18 @@ BlockActivations BlockActivations::allocate(Backend& be, const LlamaConfig& c, i
   a.x_mid = be.zeros({N, c.hidden_size}, dtype);
   a.h2 = be.zeros({N, c.hidden_size}, dtype);
   a.rstd2 = be.zeros({N}, dtype);
-  a.gate = be.zeros({N, c.intermediate_size}, dtype);
-  a.up = be.zeros({N, c.intermediate_size}, dtype);
-  a.act = be.zeros({N, c.intermediate_size}, dtype);
+  const int64_t F_rows = c.moe() ? N * c.num_experts_per_tok : N;  // MoE: one row per (token, expert)
+  a.gate = be.zeros({F_rows, c.intermediate_size}, dtype);
+  a.up = be.zeros({F_rows, c.intermediate_size}, dtype);
+  a.act = be.zeros({F_rows, c.intermediate_size}, dtype);
+  if (c.moe()) {
+    const int64_t E = c.num_local_experts, Nk = F_rows;
+    a.router_logits = be.zeros({N, E}, dtype), a.probs = be.zeros({N, E}, dtype);
+    a.topk_idx = be.zeros({Nk}, DType::I32), a.topk_w = be.zeros({Nk}, dtype);
+    a.moe_token = be.zeros({Nk}, DType::I32), a.moe_slot = be.zeros({Nk}, DType::I32), a.moe_w = be.zeros({Nk}, dtype);
+    a.xs = be.zeros({Nk, c.hidden_size}, dtype), a.ys = be.zeros({Nk, c.hidden_size}, dtype);
+    a.expert_saved.resize(size_t(E * 3));
+  }
   if (c.qk_norm) {
     a.q_pre = be.zeros({N, c.q_dim()}, dtype), a.k_pre = be.zeros({N, c.kv_dim()}, dtype);
     a.rstd_q = be.zeros({N * c.num_attention_heads}, dtype), a.rstd_k = be.zeros({N * c.num_key_value_heads}, dtype);
@@ -54,7 +63,8 @@ BlockActivations BlockActivations::allocate(Backend& be, const LlamaConfig& c, i
 size_t BlockActivations::bytes() const {
   size_t n = 0;
   for (const Tensor* t : {&h1, &rstd1, &q, &k, &v, &attn, &lse, &x_mid, &h2, &rstd2, &gate, &up, &act, &q_pre,
-                          &k_pre, &rstd_q, &rstd_k})
+                          &k_pre, &rstd_q, &rstd_k, &router_logits, &probs, &topk_idx, &topk_w, &moe_token, &moe_slot,
+                          &moe_w, &xs, &ys})
     n += t->defined() ? t->nbytes() : 0;
   for (const LinearSaved& s : saved) n += s.xa.defined() ? s.xa.nbytes() : 0;
   return n;
@@ -67,16 +77,23 @@ BlockGradients BlockGradients::allocate(Backend& be, const LlamaConfig& c, int64
   g.dq = be.zeros({N, c.q_dim()}, dtype);
   g.dk = be.zeros({N, c.kv_dim()}, dtype);
   g.dv = be.zeros({N, c.kv_dim()}, dtype);
-  g.d_act = be.zeros({N, c.intermediate_size}, dtype);
-  g.dgate = be.zeros({N, c.intermediate_size}, dtype);
-  g.dup = be.zeros({N, c.intermediate_size}, dtype);
+  const int64_t F_rows = c.moe() ? N * c.num_experts_per_tok : N;
+  g.d_act = be.zeros({F_rows, c.intermediate_size}, dtype);
+  g.dgate = be.zeros({F_rows, c.intermediate_size}, dtype);
+  g.dup = be.zeros({F_rows, c.intermediate_size}, dtype);
+  if (c.moe()) {
+    g.dys = be.zeros({F_rows, c.hidden_size}, dtype), g.dxs = be.zeros({F_rows, c.hidden_size}, dtype);
+    g.dpair_w = be.zeros({F_rows}, dtype), g.dtopk_w = be.zeros({F_rows}, dtype);
+    g.dlogits = be.zeros({N, c.num_local_experts}, dtype), g.dprobs = be.zeros({N, c.num_local_experts}, dtype);
+  }
   if (c.qk_norm) g.dq_pre = be.zeros({N, c.q_dim()}, dtype), g.dk_pre = be.zeros({N, c.kv_dim()}, dtype);
   return g;
 }
 
 size_t BlockGradients::bytes() const {
   size_t n = 0;
-  for (const Tensor* t : {&dh, &d_attn, &dq, &dk, &dv, &d_act, &dgate, &dup, &dq_pre, &dk_pre})
+  for (const Tensor* t : {&dh, &d_attn, &dq, &dk, &dv, &d_act, &dgate, &dup, &dq_pre, &dk_pre, &dys, &dxs, &dpair_w,
+                          &dtopk_w, &dlogits, &dprobs})
     n += t->defined() ? t->nbytes() : 0;
   return n;
 }
@@ -211,6 +228,11 @@ void LlamaModel::Impl::block_forward(int64_t l, const Rows& rows, const T* x_in,
   be.rmsnorm_forward(a.x_mid.data<T>(), ptr<T>(layer.post_norm), a.h2.data<T>(), a.rstd2.data<T>(), N, C,
                      c.rms_norm_eps);
   round(a.h2);
+  if (c.moe()) {
+    moe_forward<T>(l, rows, a, x_out, training, seed);
+    round(x_out);
+    return;
+  }
   project(kProjGate, a.h2, a.gate);
   project(kProjUp, a.h2, a.up);
   be.swiglu_forward(a.gate.data<T>(), a.up.data<T>(), a.act.data<T>(), N * c.intermediate_size);
@@ -233,14 +255,18 @@ void LlamaModel::Impl::block_backward(int64_t l, const Rows& rows, const T* x_in
                        a.saved[size_t(p)], N);
   };
   const int64_t* positions = ws.positions.data<int64_t>();
-  // MLP half: x_out = x_mid + down(act).
-  zero(g.d_act);
-  project_back(kProjDown, a.act, dx, &g.d_act);
-  be.swiglu_backward(g.d_act.data<T>(), a.gate.data<T>(), a.up.data<T>(), g.dgate.data<T>(), g.dup.data<T>(),
-                     N * c.intermediate_size);
-  zero(g.dh);
-  project_back(kProjGate, a.h2, g.dgate.data<T>(), &g.dh);
-  project_back(kProjUp, a.h2, g.dup.data<T>(), &g.dh);
+  // MLP half: x_out = x_mid + down(act), or the experts' weighted sum.
+  if (c.moe()) {
+    moe_backward<T>(l, rows, a, g, dx);
+  } else {
+    zero(g.d_act);
+    project_back(kProjDown, a.act, dx, &g.d_act);
+    be.swiglu_backward(g.d_act.data<T>(), a.gate.data<T>(), a.up.data<T>(), g.dgate.data<T>(), g.dup.data<T>(),
+                       N * c.intermediate_size);
+    zero(g.dh);
+    project_back(kProjGate, a.h2, g.dgate.data<T>(), &g.dh);
+    project_back(kProjUp, a.h2, g.dup.data<T>(), &g.dh);
+  }
   be.rmsnorm_backward(g.dh.data<T>(), a.x_mid.data<T>(), ptr<T>(layer.post_norm), a.rstd2.data<T>(), dx,
                       ptr<T>(layer.grad_post_norm), N, C);  // dx is now d(x_mid)
   // Attention half: x_mid = x_in + o(attn).
@@ -268,6 +294,21 @@ void LlamaModel::Impl::block_backward(int64_t l, const Rows& rows, const T* x_in
   project_back(kProjV, a.h1, g.dv.data<T>(), &g.dh);
   be.rmsnorm_backward(g.dh.data<T>(), x_in, ptr<T>(layer.input_norm), a.rstd1.data<T>(), dx,
                       ptr<T>(layer.grad_input_norm), N, C);  // dx is now d(x_in)
+}
+
+template <typename T>
+void LlamaModel::Impl::add_aux_stats(const BlockActivations& a, const Batch& batch) {
+  const int64_t N = batch.rows(), E = config.num_local_experts, k = config.num_experts_per_tok;
+  std::vector<T> probs(static_cast<size_t>(N * E));
+  std::vector<int32_t> idx(static_cast<size_t>(N * k));
+  backend->download(probs.data(), a.probs);
+  backend->download(idx.data(), a.topk_idx);
+  for (int64_t t = 0; t < N; ++t) {
+    if (batch.segment_ids[size_t(t)] < 0) continue;  // padding (attention_mask 0)
+    aux.rows += 1;
+    for (int64_t j = 0; j < k; ++j) aux.counts[size_t(idx[size_t(t * k + j)])] += 1;
+    for (int64_t e = 0; e < E; ++e) aux.prob_sums[size_t(e)] += double(probs[size_t(t * E + e)]);
+  }
 }
 
 template <typename T>
@@ -300,14 +341,20 @@ LossSum LlamaModel::Impl::run(const Batch& batch, Mode mode, double grad_scale, 
 
   be.embedding_forward(w.embed, ws.ids.data<int32_t>(), N, input(0).template data<T>());
   round(input(0));
+  // Mixtral's load-balancing loss needs every layer's routing before any backward.
+  const bool with_aux = c.moe() && c.output_router_logits;
+  aux = AuxStats();
+  aux.counts.assign(size_t(c.num_local_experts), 0.0), aux.prob_sums.assign(size_t(c.num_local_experts), 0.0);
   for (int64_t l = 0; l < L; ++l) {
     const bool keep = train && !recomputed(l);
     BlockActivations& a = keep ? ws.kept[size_t(l)] : ws.working;
     if (!a.h1.defined()) a = BlockActivations::allocate(be, c, batch.B, batch.T, kScalarDType<T>);
     block_forward<T>(l, rows, input(l).template data<T>(), a, input(l + 1), train, seed);
+    if (with_aux) add_aux_stats<T>(a, batch);
     if (keep) saved_bytes += a.bytes();
     else working_bytes = std::max(working_bytes, a.bytes());
   }
+  if (with_aux && train) aux.grad_weight = c.router_aux_loss_coef * grad_scale * double(batch.target_count());
 
   // Final norm and the fused LM head + cross-entropy.
   Tensor& x_final = input(L);
@@ -315,6 +362,7 @@ LossSum LlamaModel::Impl::run(const Batch& batch, Mode mode, double grad_scale, 
   round(ws.hf);
   saved_bytes += ws.hf.nbytes() + ws.rstd_f.nbytes();
   LossSum result;
+  result.aux_loss = with_aux ? aux.loss() : 0.0;
   if (mode == Mode::Logits) {
     Tensor logits = be.zeros({N, c.vocab_size}, kScalarDType<T>);
     lm_head_logits<T>(be, ws.hf.data<T>(), w.lm_head, logits.data<T>(), N, options.compute);
@@ -410,6 +458,7 @@ Tensor LlamaModel::Impl::infer(KvCache& cache, const int32_t* ids, int64_t n, bo
   template void LlamaModel::Impl::block_backward<T>(int64_t, const Rows&, const T*, BlockActivations&,              \
                                                     BlockGradients&, T*);                                           \
   template LossSum LlamaModel::Impl::run<T>(const Batch&, Mode, double, uint64_t, Tensor*);                         \
+  template void LlamaModel::Impl::add_aux_stats<T>(const BlockActivations&, const Batch&);                          \
   template Tensor LlamaModel::Impl::infer<T>(KvCache&, const int32_t*, int64_t, bool);
 QLORA_ENGINE_INSTANTIATE(float)
 QLORA_ENGINE_INSTANTIATE(double)

@@ -25,8 +25,17 @@ struct BlockActivations {
   Tensor attn, lse;      // (N, H*D), (B, H, T)
   Tensor x_mid;          // (N, C): residual stream after attention
   Tensor h2, rstd2;      // (N, C), (N): rmsnorm before the MLP
-  Tensor gate, up, act;  // (N, F): projections and silu(gate) * up
+  Tensor gate, up, act;  // (N, F): projections and silu(gate) * up; MoE: (N*k, F), rows grouped by expert
   std::array<LinearSaved, kProjCount> saved;
+  // MoE (Mixtral): the router's logits and probabilities (N, E), each row's k experts (N*k, i32)
+  // and their weights (N*k); the N*k (row, expert) pairs grouped by expert: pair r is token
+  // moe_token[r], slot moe_slot[r] (= t*k + j), input xs[r] (= h2[token]), output ys[r];
+  // expert e owns pairs [expert_begin[e], expert_begin[e + 1]).
+  Tensor router_logits, probs, topk_idx, topk_w;
+  Tensor moe_token, moe_slot, moe_w;  // (N*k) i32, i32, T (the pair's weight)
+  Tensor xs, ys;                      // (N*k, C)
+  std::vector<int64_t> expert_begin;
+  std::vector<LinearSaved> expert_saved;  // per expert and part (no adapters on experts yet)
 
   static BlockActivations allocate(Backend& be, const LlamaConfig& c, int64_t B, int64_t T, DType dtype);
   size_t bytes() const;
@@ -36,6 +45,8 @@ struct BlockActivations {
 struct BlockGradients {
   Tensor dh, d_attn, dq, dk, dv, d_act, dgate, dup;
   Tensor dq_pre, dk_pre;  // qk_norm only: gradients of the projections before the head norms
+  Tensor dys, dxs;                  // MoE: (N*k, C) gradients of the experts' outputs and inputs
+  Tensor dpair_w, dtopk_w, dlogits, dprobs;  // MoE: (N*k), (N*k), (N, E), (N, E)
   static BlockGradients allocate(Backend& be, const LlamaConfig& c, int64_t N, DType dtype);
   size_t bytes() const;
 };
@@ -73,6 +84,14 @@ struct LlamaModel::Impl {
   MemoryStats stats;
   Workspace ws;
   std::function<void(const GradientsReady&)> hook;
+  // Mixtral's load-balancing loss over one micro-batch: per expert, the (row, slot) assignments and
+  // the summed router probabilities of the valid rows of every layer, and the rows counted.
+  struct AuxStats {
+    std::vector<double> counts, prob_sums;
+    double rows = 0;
+    double grad_weight = 0;  // d(total loss)/d(aux loss) for this micro-batch; 0: no aux gradient
+    double loss() const;
+  } aux;
   std::vector<int> group_of_block;  // block + 1 -> index into w.groups, -1 when it has no params
 
   enum class Mode { Train, Evaluate, Logits };
@@ -92,6 +111,15 @@ struct LlamaModel::Impl {
   // dx (N, C): in, the gradient of block l's output; out, the gradient of its input.
   template <typename T>
   void block_backward(int64_t l, const Rows& rows, const T* x_in, BlockActivations& a, BlockGradients& g, T* dx);
+  // MoE half of block l: x_out (N, C) = x_mid + sum over the k chosen experts of weight * expert(h2).
+  template <typename T>
+  void moe_forward(int64_t l, const Rows& rows, BlockActivations& a, Tensor& x_out, bool training, uint64_t seed);
+  // dx: in d(x_out); leaves d(h2) in g.dh (the caller adds the norm's backward).
+  template <typename T>
+  void moe_backward(int64_t l, const Rows& rows, BlockActivations& a, BlockGradients& g, const T* dx);
+  // Adds block `a`'s routing over the batch's valid rows to `aux`.
+  template <typename T>
+  void add_aux_stats(const BlockActivations& a, const Batch& batch);
   // One micro-batch in training, evaluation or logits mode.
   template <typename T>
   LossSum run(const Batch& batch, Mode mode, double grad_scale, uint64_t seed, Tensor* logits_out);

@@ -19,6 +19,7 @@ LlamaModelFile materialize(const ModelSource& source, const LoadOptions& options
     model.config.torch_dtype = options.weight_dtype == DType::BF16 ? "bfloat16" : "float32";
   LlamaWeights& w = model.weights;
   w.layers.resize(size_t(model.config.num_hidden_layers));
+  for (LlamaLayerWeights& l : w.layers) l.experts.resize(size_t(model.config.num_local_experts));
   for (const std::string& name : source.tensor_names()) {
     Tensor t = source.load(name);
     Tensor* slot = w.find(name);

@@ -99,8 +99,14 @@ std::vector<std::string> ModelSource::tensor_names() const {
     const std::string p = "model.layers." + std::to_string(l) + ".";
     names.push_back(p + "input_layernorm.weight");
     for (int proj = 0; proj < kProjCount; ++proj) {
+      if (c.moe() && proj >= kProjGate) break;  // the experts replace the dense MLP
       names.push_back(p + projection_path(proj) + ".weight");
       if (c.attention_bias && proj <= kProjV) names.push_back(p + projection_path(proj) + ".bias");
+    }
+    if (c.moe()) {
+      names.push_back(p + kRouterPath + ".weight");
+      for (int64_t e = 0; e < c.num_local_experts; ++e)
+        for (int part = 0; part < 3; ++part) names.push_back(p + expert_path(e, part) + ".weight");
     }
     if (c.qk_norm) names.insert(names.end(), {p + "self_attn.q_norm.weight", p + "self_attn.k_norm.weight"});
     names.push_back(p + "post_attention_layernorm.weight");
@@ -121,6 +127,20 @@ Shape ModelSource::expected_shape(const std::string& name) const {
     const std::string suffix = dot == std::string::npos ? "" : name.substr(dot + 1);
     if (suffix == "input_layernorm.weight" || suffix == "post_attention_layernorm.weight") return {C};
     if (c.qk_norm && (suffix == "self_attn.q_norm.weight" || suffix == "self_attn.k_norm.weight")) return {c.head_dim};
+    if (c.moe()) {
+      if (suffix == std::string(kRouterPath) + ".weight") return {c.num_local_experts, C};
+      constexpr std::string_view kExperts = "block_sparse_moe.experts.";
+      if (suffix.rfind(kExperts, 0) == 0) {
+        const size_t dot = suffix.find('.', kExperts.size());
+        const std::string e = suffix.substr(kExperts.size(), dot == std::string::npos ? 0 : dot - kExperts.size());
+        int64_t expert = -1;
+        if (!e.empty() && std::from_chars(e.data(), e.data() + e.size(), expert).ec == std::errc() && expert >= 0 &&
+            expert < c.num_local_experts)
+          for (int part = 0; part < 3; ++part)
+            if (suffix == expert_path(expert, part) + ".weight")
+              return part == 2 ? Shape{C, c.intermediate_size} : Shape{c.intermediate_size, C};
+      }
+    }
     for (int p = 0; p < kProjCount; ++p) {
       const auto [out, in] = c.projection_shape(p);
       if (suffix == projection_path(p) + ".weight") return {out, in};

@@ -39,6 +39,12 @@ int64_t block_of(const std::string& name, int64_t L) {
   return std::stoll(name.substr(kLayers.size()));
 }
 
+// Whether projection p gets an adapter: a target, and a module the model has (an MoE model has no
+// dense gate/up/down; its experts take no adapters yet).
+bool lora_targets(const LlamaConfig& c, const ModelOptions& options, int p) {
+  return options.lora.targets(std::string(projection_name(p))) && !(c.moe() && p >= kProjGate);
+}
+
 std::vector<PlannedParam> plan_params(const ModelSource& src, const ModelOptions& options, bool full,
                                       bool adapters) {
   std::vector<PlannedParam> plan;
@@ -49,7 +55,7 @@ std::vector<PlannedParam> plan_params(const ModelSource& src, const ModelOptions
   } else if (adapters) {
     for (int64_t l = 0; l < L; ++l)
       for (int p = 0; p < kProjCount; ++p) {
-        if (!options.lora.targets(std::string(projection_name(p)))) continue;
+        if (!lora_targets(c, options, p)) continue;
         const auto [out, in] = c.projection_shape(p);
         plan.push_back({{options.lora.r, in}, l});   // A (R, K)
         plan.push_back({{out, options.lora.r}, l});  // B (O, R)
@@ -183,22 +189,21 @@ ModelWeights build_model_weights(Backend& backend, const ModelSource& src, const
     const std::string prefix = "model.layers." + std::to_string(l) + ".";
     if (full) take_trainable(prefix + "input_layernorm.weight", false, layer.input_norm, layer.grad_input_norm);
     else take_frozen(prefix + "input_layernorm.weight", layer.input_norm);
-    for (int p = 0; p < kProjCount; ++p) {
-      Linear& lin = layer.linears[size_t(p)];
-      lin.name = prefix + projection_path(p);
-      const auto [out_features, in_features] = c.projection_shape(p);
+    // A projection's base: trained (full), 4-bit (QLoRA, when `quantizable`) or frozen dense.
+    auto base = [&](Linear& lin, const std::string& name, int64_t out_features, int64_t in_features, bool has_bias,
+                    bool quantizable) {
+      lin.name = name;
       lin.out = out_features;
       lin.in = in_features;
       lin.bf16_products = options.compute == DType::BF16;
       const std::string weight = lin.name + ".weight", bias = lin.name + ".bias";
-      const bool has_bias = c.attention_bias && p <= kProjV;
       if (full) {
         lin.train_weight = true;
         take_trainable(weight, true, lin.weight, lin.grad_weight);
         if (has_bias) take_trainable(bias, false, lin.bias, lin.grad_bias);
-        continue;
+        return;
       }
-      if (quantized) {
+      if (quantized && quantizable) {
         const QuantizeOptions& q = options.quantize;
         // A bitsandbytes 4-bit weight is taken as stored: no dequantize/requantize round trip.
         std::optional<QuantTensor> stored = src.load_quantized(weight);
@@ -216,7 +221,13 @@ ModelWeights build_model_weights(Backend& backend, const ModelSource& src, const
         lin.bias = backend.to_device(Builder::converted(source, b.master));
         src.release(bias);
       }
-      if (adapters && options.lora.targets(std::string(projection_name(p)))) {
+    };
+    for (int p = 0; p < kProjCount; ++p) {
+      if (c.moe() && p >= kProjGate) break;  // the experts below replace the dense MLP
+      Linear& lin = layer.linears[size_t(p)];
+      const auto [out_features, in_features] = c.projection_shape(p);
+      base(lin, prefix + projection_path(p), out_features, in_features, c.attention_bias && p <= kProjV, true);
+      if (adapters && lora_targets(c, options, p)) {
         attach_lora(lin, options.lora, b.master);  // host A (PEFT init) and B = 0
         LoraAdapter& a = *lin.lora;
         const std::string key = "base_model.model." + lin.name;
@@ -225,6 +236,15 @@ ModelWeights build_model_weights(Backend& backend, const ModelSource& src, const
         const Param& pb = b.add_param(key + ".lora_B.weight", a.B, true);
         a.B = pb.value, a.grad_B = pb.grad;
       }
+    }
+    if (c.moe()) {  // the router stays dense (transformers' bitsandbytes path leaves it too)
+      const int64_t C = c.hidden_size, F = c.intermediate_size;
+      base(layer.router, prefix + kRouterPath, c.num_local_experts, C, false, false);
+      layer.experts.resize(size_t(c.num_local_experts));
+      for (int64_t e = 0; e < c.num_local_experts; ++e)
+        for (int part = 0; part < 3; ++part)
+          base(layer.experts[size_t(e)][size_t(part)], prefix + expert_path(e, part), part == 2 ? C : F,
+               part == 2 ? F : C, false, true);
     }
     if (c.qk_norm) {
       const std::string q = prefix + "self_attn.q_norm.weight", k = prefix + "self_attn.k_norm.weight";
@@ -250,13 +270,16 @@ ModelWeights build_model_weights(Backend& backend, const ModelSource& src, const
   auto add = [&out](const Tensor& t) { out.weight_bytes += t.defined() ? t.nbytes() : 0; };
   add(out.embed), add(out.norm);
   if (!out.tied) add(out.lm_head);
+  auto add_linear = [&](const Linear& lin) {
+    add(lin.weight), add(lin.bias);
+    if (lin.qweight) out.weight_bytes += size_t(double(lin.qweight->numel()) * lin.qweight->bits_per_param() / 8.0);
+  };
   for (const ModelLayer& layer : out.layers) {
     add(layer.input_norm), add(layer.post_norm), add(layer.q_norm), add(layer.k_norm);
-    for (const Linear& lin : layer.linears) {
-      add(lin.weight), add(lin.bias);
-      if (lin.qweight)
-        out.weight_bytes += size_t(double(lin.qweight->numel()) * lin.qweight->bits_per_param() / 8.0);
-    }
+    for (const Linear& lin : layer.linears) add_linear(lin);
+    add_linear(layer.router);
+    for (const auto& expert : layer.experts)
+      for (const Linear& lin : expert) add_linear(lin);
   }
   return out;
 }

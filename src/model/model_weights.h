@@ -28,7 +28,10 @@ struct ModelLayer {
   Tensor grad_input_norm, grad_post_norm;  // (C) full fine-tuning only
   Tensor q_norm, k_norm;                   // (D) per-head norms of q and k (qk_norm only), master dtype
   Tensor grad_q_norm, grad_k_norm;         // (D) full fine-tuning only
-  std::array<Linear, kProjCount> linears;  // core/projections.h order
+  std::array<Linear, kProjCount> linears;  // core/projections.h order; gate/up/down unused with experts
+  // MoE (config.moe()): the router (E, C) and per expert {gate, up, down} (model/weights.h names).
+  Linear router;
+  std::vector<std::array<Linear, 3>> experts;
 };
 
 // The params of one block (or the embedding, block -1, or the final norm and head, block L) and

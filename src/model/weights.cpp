@@ -39,6 +39,11 @@ Tensor* LlamaLayerWeights::bias(int index) {
   return const_cast<Tensor*>(static_cast<const LlamaLayerWeights&>(*this).bias(index));
 }
 
+std::string expert_path(int64_t expert, int part) {
+  static constexpr const char* kHfPart[3] = {"w1", "w3", "w2"};  // gate, up, down
+  return "block_sparse_moe.experts." + std::to_string(expert) + "." + kHfPart[part];
+}
+
 Tensor* LlamaWeights::find(const std::string& name) {
   if (name == "model.embed_tokens.weight") return &embed_tokens;
   if (name == "model.norm.weight") return &norm;
@@ -53,6 +58,17 @@ Tensor* LlamaWeights::find(const std::string& name) {
   LlamaLayerWeights& lw = layers[size_t(l)];
   if (suffix == "input_layernorm.weight") return &lw.input_layernorm;
   if (suffix == "post_attention_layernorm.weight") return &lw.post_attention_layernorm;
+  if (suffix == std::string(kRouterPath) + ".weight") return &lw.router;
+  constexpr std::string_view kExperts = "block_sparse_moe.experts.";
+  if (suffix.rfind(kExperts, 0) == 0) {
+    int64_t e = -1;
+    const char* eb = suffix.data() + kExperts.size();
+    const auto [ee, eec] = std::from_chars(eb, suffix.data() + suffix.size(), e);
+    if (eec != std::errc() || e < 0 || e >= int64_t(lw.experts.size())) return nullptr;
+    for (int part = 0; part < 3; ++part)
+      if (suffix == expert_path(e, part) + ".weight") return &lw.experts[size_t(e)][size_t(part)];
+    return nullptr;
+  }
   if (suffix == "self_attn.q_norm.weight") return &lw.q_norm;
   if (suffix == "self_attn.k_norm.weight") return &lw.k_norm;
   for (int p = 0; p < kProjCount; ++p) {

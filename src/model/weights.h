@@ -1,6 +1,7 @@
 // LlamaWeights: the tensors of a Llama-family model, in Hugging Face orientation
 // (linear weights (out, in); q/k rows in HF's rotate_half order), whatever file they came from.
 #pragma once
+#include <array>
 #include <string>
 #include <vector>
 
@@ -17,8 +18,11 @@ struct LlamaLayerWeights {
   Tensor o_proj;                    // (C, H*D)
   Tensor q_norm, k_norm;            // (D) per-head RMSNorm weights; only when qk_norm (Qwen3)
   Tensor post_attention_layernorm;  // (C)
-  Tensor gate_proj, up_proj;        // (F, C)
+  Tensor gate_proj, up_proj;        // (F, C); dense MLP only
   Tensor down_proj;                 // (C, F)
+  // MoE (config.moe()): the router (E, C) and per expert {gate (w1), up (w3), down (w2)}.
+  Tensor router;
+  std::vector<std::array<Tensor, 3>> experts;
 
   // Projection `index` (ProjectionIndex order), and its bias (q/k/v only; null for the others).
   Tensor& projection(int index);
@@ -27,14 +31,20 @@ struct LlamaLayerWeights {
   const Tensor* bias(int index) const;
 };
 
+// Mixtral's names below "model.layers.{i}.": the router, and expert e's gate (w1), up (w3) and
+// down (w2) projections, `part` 0, 1, 2 in that order.
+inline constexpr const char* kRouterPath = "block_sparse_moe.gate";
+std::string expert_path(int64_t expert, int part);  // "block_sparse_moe.experts.{e}.w1"
+
 struct LlamaWeights {
   Tensor embed_tokens;  // (V, C)
   std::vector<LlamaLayerWeights> layers;
   Tensor norm;          // (C)
   Tensor lm_head;       // (V, C); shares storage with embed_tokens when tied
 
-  // The slot of a Hugging Face tensor name ("model.layers.3.mlp.up_proj.weight"), or null when
-  // no slot has that name (or the layer index is beyond `layers`).
+  // The slot of a Hugging Face tensor name ("model.layers.3.mlp.up_proj.weight",
+  // "model.layers.3.block_sparse_moe.experts.5.w1.weight"), or null when no slot has that name (or
+  // the layer or expert index is beyond `layers` or a layer's `experts`).
   Tensor* find(const std::string& hf_name);
 };
 

@@ -26,6 +26,9 @@ Output (tests/golden/fixtures/):
        llama-headdim   head_dim 16 != hidden/heads = 8 (q_dim 64 > hidden 32)
        qwen3           Qwen3: per-head RMSNorm of q and k (q_norm, k_norm, random weights), no
                        biases, explicit head_dim 16 != hidden/heads = 8, rope_theta 1e6
+       mixtral         Mixtral MoE: 4 experts (F 48), 2 per token, router and experts random;
+                       output_router_logits on with router_aux_loss_coef 0.02 (the training
+                       goldens' loss includes the load-balancing term)
      config.json spelling: transformers 5 writes `rope_parameters` (with rope_theta inside) and
      `dtype`; checkpoints on the Hub mostly carry the transformers 4 spelling (`rope_theta`,
      `rope_scaling`, `torch_dtype`). Both are covered: the fixtures listed in LEGACY_CONFIG are
@@ -65,7 +68,8 @@ from safetensors.torch import save_file  # noqa: E402
 
 import transformers  # noqa: E402
 from transformers import (AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM,
-                          MistralConfig, MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM, Qwen3Config,
+                          MistralConfig, MistralForCausalLM, MixtralConfig, MixtralForCausalLM, Qwen2Config,
+                          Qwen2ForCausalLM, Qwen3Config,
                           Qwen3ForCausalLM)  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -295,6 +299,11 @@ RANDOM_MODELS = {
         vocab_size=128, hidden_size=32, intermediate_size=64, num_attention_heads=4, num_key_value_heads=2,
         head_dim=16, rms_norm_eps=1e-6, rope_theta=1000000.0, tie_word_embeddings=False,
         attention_bias=False, use_sliding_window=False), 1009),
+    "mixtral": (MixtralForCausalLM, MixtralConfig, common(
+        vocab_size=128, hidden_size=32, intermediate_size=48, num_attention_heads=4, num_key_value_heads=2,
+        num_local_experts=4, num_experts_per_tok=2, output_router_logits=True, router_aux_loss_coef=0.02,
+        experts_implementation="eager",
+        rms_norm_eps=1e-5, rope_theta=1000000.0, tie_word_embeddings=False, sliding_window=None), 1010),
 }
 
 
@@ -305,7 +314,7 @@ def make_random(name: str, out: Path):
     model = model_cls(cfg).float().eval()
     with torch.no_grad():
         for pname, p in model.named_parameters():
-            if p.ndim == 2:
+            if p.ndim >= 2:  # matrices, and the (E, out, in) stacks of transformers 5's MoE experts
                 p.mul_(WEIGHT_SCALE)
             elif pname.endswith("norm.weight"):
                 p.copy_(1.0 + 0.2 * torch.randn_like(p))  # not all ones: the norm weight must matter
@@ -335,8 +344,10 @@ def make_random(name: str, out: Path):
 # c) goldens
 # ---------------------------------------------------------------------------------------------
 def load_for_goldens(folder: Path):
-    return AutoModelForCausalLM.from_pretrained(folder, attn_implementation="eager",
-                                                dtype=torch.float32).float().eval()
+    # Eager experts (transformers 5's per-expert loop): its grouped_mm kernels take no float64.
+    extra = {"experts_implementation": "eager"} if "num_local_experts" in (folder / "config.json").read_text() else {}
+    return AutoModelForCausalLM.from_pretrained(folder, attn_implementation="eager", dtype=torch.float32,
+                                                **extra).float().eval()
 
 
 def golden_metadata(**fields) -> dict:

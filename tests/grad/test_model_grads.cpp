@@ -2,8 +2,9 @@
 // summed loss of a packed, padded micro-batch through every block, for full fine-tuning (every
 // parameter, embeddings and norms included), LoRA (with dropout, non-zero B) and QLoRA (NF4 base),
 // with and without gradient checkpointing, on GQA (llama-gqa), biases (qwen2), a sliding window
-// (mistral-swa) and Qwen3's per-head q/k norms (qwen3: their weights are parameters in full
-// fine-tuning; LoRA's gradients flow back through them) fixtures.
+// (mistral-swa), Qwen3's per-head q/k norms (qwen3: their weights are parameters in full
+// fine-tuning; LoRA's gradients flow back through them) and Mixtral's experts, router and
+// load-balancing loss (mixtral) fixtures.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -54,10 +55,16 @@ void check_model_gradients(const Case& c) {
   std::vector<Tensor> grads;
   for (const Param& p : params) grads.push_back(p.grad.clone());
 
+  // The differentiated total: the summed cross-entropy, plus for Mixtral the load-balancing loss
+  // weighted as forward_backward weights it (coefficient x this micro-batch's share of the targets,
+  // here all of them at grad_scale 1).
+  const LlamaConfig& config = model.config();
+  const double aux_weight = config.output_router_logits ? config.router_aux_loss_coef : 0.0;
   auto loss_at = [&]() {
     model.parameters_updated();
     model.zero_grad();
-    return model.forward_backward(batch, 1.0, seed).loss;
+    const LossSum r = model.forward_backward(batch, 1.0, seed);
+    return r.loss + aux_weight * double(r.tokens) * r.aux_loss;
   };
   Rng rng(99);
   double worst = 0;
@@ -96,6 +103,10 @@ TEST(ModelGrads, FullFineTuningQwen3HeadNormsWithCheckpointing) {
 }
 TEST(ModelGrads, LoraQwen3HeadNorms) { check_model_gradients({"qwen3", TrainMethod::Lora, 0, 0.1}); }
 TEST(ModelGrads, QloraQwen3) { check_model_gradients({"qwen3", TrainMethod::Qlora, 0, 0.0}); }
+// Mixtral: router, experts and the load-balancing loss (full, with checkpointing: the routing is
+// recomputed); LoRA on attention over frozen experts.
+TEST(ModelGrads, FullFineTuningMixtralRouterExpertsAux) { check_model_gradients({"mixtral", TrainMethod::Full, 2, 0.0}); }
+TEST(ModelGrads, LoraMixtralAttention) { check_model_gradients({"mixtral", TrainMethod::Lora, 0, 0.1}); }
 
 }  // namespace
 }  // namespace qlora

@@ -112,6 +112,27 @@ class CheckedBackend final : public CpuBackend {
     Guard g(*this, "add_inplace", {x, y});                                                                          \
     CpuBackend::add_inplace(x, y, n);                                                                               \
   }                                                                                                                 \
+  void moe_route_forward(const T* l, int64_t N, int64_t E, int64_t k, T* p, int32_t* i, T* w) override {           \
+    Guard g(*this, "moe_route_forward", {l, p, i, w});                                                              \
+    CpuBackend::moe_route_forward(l, N, E, k, p, i, w);                                                             \
+  }                                                                                                                 \
+  void moe_route_backward(const T* p, const int32_t* i, const T* w, const T* dw, const T* dp, int64_t N, int64_t E, \
+                          int64_t k, T* dl) override {                                                              \
+    Guard g(*this, "moe_route_backward", {p, i, w, dw, dp, dl});                                                    \
+    CpuBackend::moe_route_backward(p, i, w, dw, dp, N, E, k, dl);                                                   \
+  }                                                                                                                 \
+  void gather_rows(const T* s, const int32_t* r, const T* sc, int64_t n, int64_t C, T* d) override {               \
+    Guard g(*this, "gather_rows", {s, r, sc, d});                                                                   \
+    CpuBackend::gather_rows(s, r, sc, n, C, d);                                                                     \
+  }                                                                                                                 \
+  void scatter_add_rows(const T* s, const int32_t* r, const T* sc, int64_t n, int64_t C, T* d) override {          \
+    Guard g(*this, "scatter_add_rows", {s, r, sc, d});                                                              \
+    CpuBackend::scatter_add_rows(s, r, sc, n, C, d);                                                                \
+  }                                                                                                                 \
+  void gathered_row_dots(const T* a, const int32_t* r, const T* b, int64_t n, int64_t C, T* o) override {          \
+    Guard g(*this, "gathered_row_dots", {a, r, b, o});                                                              \
+    CpuBackend::gathered_row_dots(a, r, b, n, C, o);                                                                \
+  }                                                                                                                 \
   void attention_forward(const T* q, const T* k, const T* v, const int32_t* seg, T* out, T* lse,                   \
                          const AttentionShape& s) override {                                                        \
     Guard g(*this, "attention_forward", {q, k, v, seg, out, lse});                                                  \

@@ -154,6 +154,42 @@ TEST(Config, Qwen3HasHeadNormsAndRefusesItsSlidingWindow) {
   expect_error([&] { LlamaConfig::from_hf_json(q, "q.json"); }, {"[config]", "use_sliding_window", "q.json", "qwen3"});
 }
 
+// Mixtral 8x7B's config.json: 8 experts, 2 per token, a router per layer; the published count
+// (46.7B, every expert) from the config alone; router jitter and k > E are refused.
+json mixtral_8x7b() {
+  return json::parse(R"({
+    "architectures": ["MixtralForCausalLM"], "model_type": "mixtral", "vocab_size": 32000,
+    "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32,
+    "num_attention_heads": 32, "num_key_value_heads": 8, "max_position_embeddings": 32768,
+    "rms_norm_eps": 1e-05, "rope_theta": 1000000.0, "sliding_window": null, "tie_word_embeddings": false,
+    "num_local_experts": 8, "num_experts_per_tok": 2, "output_router_logits": false,
+    "router_aux_loss_coef": 0.02, "bos_token_id": 1, "eos_token_id": 2, "torch_dtype": "bfloat16",
+    "hidden_act": "silu"})");
+}
+
+TEST(Config, MixtralHasExpertsAndARouter) {
+  json m = mixtral_8x7b();
+  const LlamaConfig c = LlamaConfig::from_hf_json(m, "mixtral/config.json");
+  EXPECT_TRUE(c.moe());
+  EXPECT_EQ(c.num_local_experts, 8);
+  EXPECT_EQ(c.num_experts_per_tok, 2);
+  EXPECT_DOUBLE_EQ(c.router_aux_loss_coef, 0.02);
+  EXPECT_FALSE(c.output_router_logits);
+  EXPECT_EQ(c.sliding_window, 0);
+  EXPECT_EQ(c.parameter_count(), 46'702'792'704);
+  const LlamaConfig back = LlamaConfig::from_hf_json(c.to_hf_json(), "back.json");
+  EXPECT_EQ(back.to_hf_json().dump(), c.to_hf_json().dump());
+  EXPECT_FALSE(LlamaConfig::from_hf_json(smollm2(), "s.json").moe());
+
+  m["router_jitter_noise"] = 0.1;
+  expect_error([&] { LlamaConfig::from_hf_json(m, "mixtral/config.json"); },
+               {"[config]", "router_jitter_noise", "mixtral/config.json"});
+  m["router_jitter_noise"] = 0.0;
+  m["num_experts_per_tok"] = 9;
+  expect_error([&] { LlamaConfig::from_hf_json(m, "mixtral/config.json"); },
+               {"[config]", "num_experts_per_tok", "mixtral/config.json", "got 9"});
+}
+
 TEST(Config, UnsupportedArchitecture) {
   json j = smollm2();
   j["architectures"] = {"GPT2LMHeadModel"};

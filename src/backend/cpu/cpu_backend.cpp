@@ -13,6 +13,7 @@
 #include "backend/cpu/gemm_bf16.h"
 #include "backend/cpu/lora_ops.h"
 #include "backend/cpu/matmul.h"
+#include "backend/cpu/moe_ops.h"
 #include "backend/cpu/optimizer_ops.h"
 #include "backend/cpu/qmatmul.h"
 #include "backend/cpu/threads.h"
@@ -65,6 +66,23 @@ void CpuBackend::copy(void* dst, const void* src, size_t bytes, Stream) {
     cpu::embedding_backward<T>(dout, ids, N, C, dtable);                                                             \
   }                                                                                                                  \
   void CpuBackend::add_inplace(T* x, const T* y, int64_t n) { cpu::add_inplace<T>(x, y, n); }                         \
+  void CpuBackend::moe_route_forward(const T* logits, int64_t N, int64_t E, int64_t k, T* probs, int32_t* idx,       \
+                                     T* weights) {                                                                   \
+    cpu::moe_route_forward<T>(logits, N, E, k, probs, idx, weights);                                                 \
+  }                                                                                                                  \
+  void CpuBackend::moe_route_backward(const T* probs, const int32_t* idx, const T* weights, const T* dweights,        \
+                                      const T* dprobs, int64_t N, int64_t E, int64_t k, T* dlogits) {                \
+    cpu::moe_route_backward<T>(probs, idx, weights, dweights, dprobs, N, E, k, dlogits);                             \
+  }                                                                                                                  \
+  void CpuBackend::gather_rows(const T* src, const int32_t* rows, const T* scale, int64_t n, int64_t C, T* dst) {    \
+    cpu::gather_rows<T>(src, rows, scale, n, C, dst);                                                                \
+  }                                                                                                                  \
+  void CpuBackend::scatter_add_rows(const T* src, const int32_t* rows, const T* scale, int64_t n, int64_t C, T* dst) { \
+    cpu::scatter_add_rows<T>(src, rows, scale, n, C, dst);                                                           \
+  }                                                                                                                  \
+  void CpuBackend::gathered_row_dots(const T* a, const int32_t* rows, const T* b, int64_t n, int64_t C, T* out) {    \
+    cpu::gathered_row_dots<T>(a, rows, b, n, C, out);                                                                \
+  }                                                                                                                  \
   void CpuBackend::attention_forward(const T* q, const T* k, const T* v, const int32_t* segment_ids, T* out, T* lse, \
                                      const AttentionShape& shape) {                                                  \
     cpu::attention_forward<T>(q, k, v, segment_ids, out, lse, shape);                                                \

@@ -75,11 +75,11 @@ void Backend::embedding_backward(const double*, const int32_t*, int64_t, int64_t
   no_f64("embedding_backward");
 }
 void Backend::add_inplace(double*, const double*, int64_t) { no_f64("add_inplace"); }
-void Backend::moe_route_forward(const double*, int64_t, int64_t, int64_t, double*, int32_t*, double*) {
+void Backend::moe_route_forward(const double*, int64_t, int64_t, int64_t, bool, double*, int32_t*, double*) {
   no_f64("moe_route_forward");
 }
 void Backend::moe_route_backward(const double*, const int32_t*, const double*, const double*, const double*, int64_t,
-                                 int64_t, int64_t, double*) {
+                                 int64_t, int64_t, bool, double*) {
   no_f64("moe_route_backward");
 }
 void Backend::gather_rows(const double*, const int32_t*, const double*, int64_t, int64_t, double*) {

@@ -146,21 +146,22 @@ class Backend : public std::enable_shared_from_this<Backend> {
   virtual void embedding_forward(const Tensor& table, const int32_t* ids, int64_t N, double* out);
   virtual void embedding_backward(const float* dout, const int32_t* ids, int64_t N, int64_t C, float* dtable) = 0;
   virtual void embedding_backward(const double* dout, const int32_t* ids, int64_t N, int64_t C, double* dtable);
-  // ---- mixture of experts (Mixtral) -------------------------------------------------------------
-  // Routing as transformers' MixtralTopKRouter: probs (N, E) = softmax(logits), idx (N, k) the k
-  // most probable experts (most probable first; ties to the lower index), weights (N, k) their
-  // probabilities divided by their sum.
-  virtual void moe_route_forward(const float* logits, int64_t N, int64_t E, int64_t k, float* probs, int32_t* idx,
-                                 float* weights) = 0;
-  virtual void moe_route_forward(const double* logits, int64_t N, int64_t E, int64_t k, double* probs, int32_t* idx,
-                                 double* weights);
+  // ---- mixture of experts (Mixtral, Qwen3-MoE) -------------------------------------------------
+  // Routing as transformers' MixtralTopKRouter and Qwen3MoeTopKRouter: probs (N, E) =
+  // softmax(logits), idx (N, k) the k most probable experts (most probable first; ties to the lower
+  // index), weights (N, k) their probabilities, divided by their sum when `renormalize`.
+  virtual void moe_route_forward(const float* logits, int64_t N, int64_t E, int64_t k, bool renormalize, float* probs,
+                                 int32_t* idx, float* weights) = 0;
+  virtual void moe_route_forward(const double* logits, int64_t N, int64_t E, int64_t k, bool renormalize,
+                                 double* probs, int32_t* idx, double* weights);
   // dlogits (N, E), written: the gradient through the renormalisation and the softmax of
   // dweights (N, k), plus dprobs (N, E) on the probabilities when given (the load-balancing loss).
   virtual void moe_route_backward(const float* probs, const int32_t* idx, const float* weights, const float* dweights,
-                                  const float* dprobs, int64_t N, int64_t E, int64_t k, float* dlogits) = 0;
+                                  const float* dprobs, int64_t N, int64_t E, int64_t k, bool renormalize,
+                                  float* dlogits) = 0;
   virtual void moe_route_backward(const double* probs, const int32_t* idx, const double* weights,
                                   const double* dweights, const double* dprobs, int64_t N, int64_t E, int64_t k,
-                                  double* dlogits);
+                                  bool renormalize, double* dlogits);
   // dst (n, C) row i = src row rows[i], times scale[i] when scale is given.
   virtual void gather_rows(const float* src, const int32_t* rows, const float* scale, int64_t n, int64_t C,
                            float* dst) = 0;

@@ -41,4 +41,12 @@ inline std::string projection_list() {
   return out;
 }
 
+// The LoRA target names of an MoE layer's other linears, as PEFT spells them: the router "gate"
+// and Mixtral's experts "w1" (gate), "w3" (up), "w2" (down). Qwen3-MoE's experts are gate_proj,
+// up_proj and down_proj, the names above (they select a dense layer's MLP as well).
+inline constexpr std::string_view kMoeModuleList = "gate, w1, w2, w3";
+inline bool is_moe_module_name(std::string_view name) {
+  return name == "gate" || name == "w1" || name == "w2" || name == "w3";
+}
+
 }  // namespace qlora

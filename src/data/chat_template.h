@@ -18,7 +18,7 @@ struct ChatMessage {
   std::string content;
   // An assistant's thinking apart from its answer (Qwen3's `reasoning_content`); templates that
   // know the field render it (Qwen3 as <think>...</think>), others ignore it. Empty: absent.
-  std::string reasoning_content;
+  std::string reasoning_content = {};
 };
 
 // The Stanford Alpaca prompt (with and without an input), up to and including "### Response:\n".

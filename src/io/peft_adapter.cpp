@@ -102,8 +102,9 @@ PeftAdapterConfig parse_config(const json& j, const std::string& path) {
     for (const json& t : targets) {
       if (!t.is_string()) wrong("target_modules", "a list of module names");
       const std::string name = t.get<std::string>();
-      if (projection_index(name) < 0)
-        fail("peft", "{}: key 'target_modules' names '{}'; supported: {}", path, name, projection_list());
+      if (projection_index(name) < 0 && !is_moe_module_name(name))
+        fail("peft", "{}: key 'target_modules' names '{}'; supported: {}, and on an MoE model {}", path, name,
+             projection_list(), kMoeModuleList);
       c.target_modules.push_back(name);
     }
   } else {

@@ -36,7 +36,9 @@ void LoraConfig::validate() const {
   if (target_modules.empty())
     fail("lora", "target_modules is empty; expected some of {}", projection_list());
   for (const std::string& m : target_modules)
-    if (projection_index(m) < 0) fail("lora", "target_modules: unknown module '{}'; expected one of {}", m, projection_list());
+    if (projection_index(m) < 0 && !is_moe_module_name(m))
+      fail("lora", "target_modules: unknown module '{}'; expected one of {}, or on an MoE model {}", m,
+           projection_list(), kMoeModuleList);
 }
 
 bool LoraConfig::targets(const std::string& module) const {

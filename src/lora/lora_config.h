@@ -19,7 +19,8 @@ struct LoraConfig {
 
   double scale() const;
   // Throws Error naming the bad field: r < 1, alpha <= 0, dropout outside [0, 1), an unknown
-  // module (anything but q/k/v/o/gate/up/down_proj), or an empty target list.
+  // module (anything but q/k/v/o/gate/up/down_proj, or an MoE model's gate/w1/w2/w3), or an
+  // empty target list.
   void validate() const;
   bool targets(const std::string& module) const;  // "q_proj", ...
 };

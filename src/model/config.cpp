@@ -1,10 +1,11 @@
 // LlamaConfig <-> Hugging Face config.json. Field names and defaults follow transformers'
-// LlamaConfig, MistralConfig, MixtralConfig, Qwen2Config and Qwen3Config (Qwen2 always has q/k/v
-// biases; Qwen3 normalises each head of q and k; Mixtral routes each token to experts; Mistral,
-// Mixtral and Qwen2 may carry a sliding window). Every error
+// LlamaConfig, MistralConfig, MixtralConfig, Qwen2Config, Qwen3Config and Qwen3MoeConfig (Qwen2
+// always has q/k/v biases; Qwen3 normalises each head of q and k; Mixtral and Qwen3-MoE route each
+// token to experts; Mistral, Mixtral and Qwen2 may carry a sliding window). Every error
 // names the key and the source file.
 #include "model/config.h"
 
+#include <algorithm>
 #include <cmath>
 #include <fstream>
 #include <limits>
@@ -29,10 +30,11 @@ constexpr Family kFamilies[] = {
     {"qwen2", "Qwen2ForCausalLM"},
     {"qwen3", "Qwen3ForCausalLM"},
     {"mixtral", "MixtralForCausalLM"},
+    {"qwen3_moe", "Qwen3MoeForCausalLM"},
 };
 constexpr const char* kSupported =
     "LlamaForCausalLM (llama), MistralForCausalLM (mistral), MixtralForCausalLM (mixtral), Qwen2ForCausalLM (qwen2), "
-    "Qwen3ForCausalLM (qwen3)";
+    "Qwen3ForCausalLM (qwen3), Qwen3MoeForCausalLM (qwen3_moe)";
 
 const Family* family_by_type(const std::string& t) {
   for (const auto& f : kFamilies)
@@ -204,21 +206,37 @@ LlamaConfig LlamaConfig::from_hf_json(const json& j, const std::string& source) 
     c.num_experts_per_tok = f.get_int("num_experts_per_tok", 2);
     c.router_aux_loss_coef = f.get_double("router_aux_loss_coef", 0.001);
     c.output_router_logits = f.get_bool("output_router_logits", false);
+    c.moe_intermediate_size = c.intermediate_size;
     if (f.get_double("router_jitter_noise", 0.0) != 0.0)
       fail("config", "key 'router_jitter_noise' in {}: router jitter is not supported; expected 0", source);
+  } else if (c.model_type == "qwen3_moe") {
+    // The Hub's configs say num_experts; transformers 5 writes its alias num_local_experts.
+    c.num_local_experts = f.get_int("num_local_experts", f.get_int("num_experts", 128));
+    c.num_experts_per_tok = f.get_int("num_experts_per_tok", 8);
+    c.moe_intermediate_size = f.get_int("moe_intermediate_size", 768);
+    c.norm_topk_prob = f.get_bool("norm_topk_prob", false);
+    c.decoder_sparse_step = f.get_int("decoder_sparse_step", 1);
+    if (f.present("mlp_only_layers") && !f.at("mlp_only_layers").is_null()) {
+      const json& m = f.at("mlp_only_layers");
+      if (!m.is_array())
+        fail("config", "key 'mlp_only_layers' in {}: expected a list of layer indices, got {}", source, m.type_name());
+      for (const auto& l : m) c.mlp_only_layers.push_back(f.integer("mlp_only_layers", l));
+    }
+    c.router_aux_loss_coef = f.get_double("router_aux_loss_coef", 0.001);
+    c.output_router_logits = f.get_bool("output_router_logits", false);
   }
   if (c.model_type == "mistral" || c.model_type == "mixtral") {
     c.sliding_window = f.get_int("sliding_window", 0);
   } else if (c.model_type == "qwen2" && f.get_bool("use_sliding_window", false)) {
     c.sliding_window = f.get_int("sliding_window", 0);
-  } else if (c.model_type == "qwen3" && f.get_bool("use_sliding_window", false)) {
+  } else if ((c.model_type == "qwen3" || c.model_type == "qwen3_moe") && f.get_bool("use_sliding_window", false)) {
     // Qwen3 windows only the layers from max_window_layers on (its `layer_types`); one window for
     // every layer is what the engine has. No released Qwen3 checkpoint turns it on.
-    fail("config", "key 'use_sliding_window' in {}: sliding-window attention is not supported for qwen3; "
+    fail("config", "key 'use_sliding_window' in {}: sliding-window attention is not supported for {}; "
                    "expected false",
-         source);
+         source, c.model_type);
   }
-  c.qk_norm = c.model_type == "qwen3";
+  c.qk_norm = c.model_type == "qwen3" || c.model_type == "qwen3_moe";
   c.bos_token_id = f.get_int("bos_token_id", -1);
   if (f.present("eos_token_id")) {
     const json& e = f.at("eos_token_id");
@@ -276,20 +294,28 @@ json LlamaConfig::to_hf_json() const {
   }
   j["tie_word_embeddings"] = tie_word_embeddings;
   if (model_type != "qwen2") j["attention_bias"] = attention_bias;
-  if (model_type != "qwen2" && model_type != "qwen3" && model_type != "mixtral") j["mlp_bias"] = mlp_bias;
-  if (moe()) {
+  if (model_type == "llama" || model_type == "mistral") j["mlp_bias"] = mlp_bias;
+  if (model_type == "mixtral") {
     j["num_local_experts"] = num_local_experts;
+    j["router_jitter_noise"] = 0.0;
+  } else if (model_type == "qwen3_moe") {
+    j["num_experts"] = num_local_experts;
+    j["moe_intermediate_size"] = moe_intermediate_size;
+    j["norm_topk_prob"] = norm_topk_prob;
+    j["decoder_sparse_step"] = decoder_sparse_step;
+    j["mlp_only_layers"] = mlp_only_layers;
+  }
+  if (moe()) {
     j["num_experts_per_tok"] = num_experts_per_tok;
     j["router_aux_loss_coef"] = router_aux_loss_coef;
     j["output_router_logits"] = output_router_logits;
-    j["router_jitter_noise"] = 0.0;
   }
   if (model_type == "mistral" || model_type == "mixtral") {
     j["sliding_window"] = sliding_window > 0 ? json(sliding_window) : json(nullptr);
   } else if (model_type == "qwen2") {
     j["use_sliding_window"] = sliding_window > 0;
     if (sliding_window > 0) j["sliding_window"] = sliding_window;
-  } else if (model_type == "qwen3") {
+  } else if (model_type == "qwen3" || model_type == "qwen3_moe") {
     j["use_sliding_window"] = false;
   }
   j["bos_token_id"] = bos_token_id >= 0 ? json(bos_token_id) : json(nullptr);
@@ -355,8 +381,13 @@ void LlamaConfig::validate(const std::string& source) const {
   if (moe()) {
     positive("num_local_experts", num_local_experts, int64_t(1) << 12);
     if (num_experts_per_tok < 1 || num_experts_per_tok > num_local_experts)
-      fail("config", "key 'num_experts_per_tok' in {}: expected 1 to num_local_experts ({}), got {}", source,
+      fail("config", "key 'num_experts_per_tok' in {}: expected 1 to the number of experts ({}), got {}", source,
            num_local_experts, num_experts_per_tok);
+    positive("moe_intermediate_size", moe_intermediate_size);
+    positive("decoder_sparse_step", decoder_sparse_step, kMaxLayers);
+    for (int64_t l : mlp_only_layers)
+      if (l < 0 || l >= num_hidden_layers)
+        fail("config", "key 'mlp_only_layers' in {}: layer {} is not in 0..{}", source, l, num_hidden_layers - 1);
   }
   if (sliding_window < 0)
     fail("config", "key 'sliding_window' in {}: expected a non-negative integer, got {}", source,
@@ -377,15 +408,29 @@ int64_t LlamaConfig::parameter_count() const {
   const uint64_t C = uint64_t(hidden_size), F = uint64_t(intermediate_size), V = uint64_t(vocab_size);
   const uint64_t Q = uint64_t(q_dim()), KV = uint64_t(kv_dim()), L = uint64_t(num_hidden_layers);
   const uint64_t D = uint64_t(head_dim);
+  const uint64_t E = uint64_t(num_local_experts), Fe = uint64_t(moe_intermediate_size);
+  const uint64_t L_moe = uint64_t(moe_layer_count());
   const uint64_t per_layer = sum({mul({2, C}),                                 // input/post-attention norms
                                   mul({C, Q}), mul({2, C, KV}),                // q, k, v
                                   mul({Q, C}),                                 // o
-                                  mul({moe() ? uint64_t(num_local_experts) : 1, 3, C, F}),  // gate, up, down
-                                  moe() ? mul({uint64_t(num_local_experts), C}) : 0,        // router
                                   attention_bias ? sum({Q, mul({2, KV})}) : 0,
                                   qk_norm ? mul({2, D}) : 0});                 // q_norm, k_norm
-  return int64_t(sum({mul({V, C}), mul({L, per_layer}), C,                     // embedding, layers, final norm
+  const uint64_t dense_mlp = mul({3, C, F});                                   // gate, up, down
+  const uint64_t sparse_mlp = moe() ? sum({mul({E, 3, C, Fe}), mul({E, C})}) : 0;  // experts, router
+  return int64_t(sum({mul({V, C}), mul({L, per_layer}), mul({L - L_moe, dense_mlp}), mul({L_moe, sparse_mlp}),
+                      C,                                                       // final norm
                       tie_word_embeddings ? 0 : mul({V, C})}));
+}
+
+bool LlamaConfig::moe_layer(int64_t l) const {
+  if (!moe() || l < 0 || l >= num_hidden_layers || (l + 1) % decoder_sparse_step != 0) return false;
+  return std::find(mlp_only_layers.begin(), mlp_only_layers.end(), l) == mlp_only_layers.end();
+}
+
+int64_t LlamaConfig::moe_layer_count() const {
+  int64_t n = 0;
+  for (int64_t l = 0; l < num_hidden_layers; ++l) n += moe_layer(l);
+  return n;
 }
 
 std::pair<int64_t, int64_t> LlamaConfig::projection_shape(int index) const {

@@ -39,10 +39,14 @@ struct LlamaConfig {
   bool attention_bias = false;                       // q/k/v biases (Qwen2 has them)
   bool mlp_bias = false;                             // unsupported when true
   bool qk_norm = false;                              // Qwen3: RMSNorm over each head of q and k, before RoPE
-  // Mixtral's sparse MLP: num_local_experts SwiGLU experts (w1 gate, w3 up, w2 down, F each) and a
-  // router; each token goes to its num_experts_per_tok most probable experts, weights renormalised.
-  int64_t num_local_experts = 0;                     // E; 0 = a dense MLP
+  // The sparse MLP of Mixtral and Qwen3-MoE: E SwiGLU experts (gate, up, down; moe_intermediate_size
+  // each) and a router; each token goes to its k most probable experts.
+  int64_t num_local_experts = 0;                     // E (Qwen3-MoE: num_experts); 0 = a dense MLP
   int64_t num_experts_per_tok = 0;                   // k
+  int64_t moe_intermediate_size = 0;                 // an expert's F (Mixtral: intermediate_size)
+  bool norm_topk_prob = true;                        // renormalise the k weights to sum 1 (Mixtral always)
+  int64_t decoder_sparse_step = 1;                   // Qwen3-MoE: layer l is sparse when (l + 1) % step == 0
+  std::vector<int64_t> mlp_only_layers;              // Qwen3-MoE: layers kept dense (intermediate_size)
   double router_aux_loss_coef = 0.0;                 // weight of the load-balancing loss
   bool output_router_logits = false;                 // transformers adds the aux loss only then
   int64_t sliding_window = 0;                        // Mistral; 0 = none
@@ -61,6 +65,10 @@ struct LlamaConfig {
   void validate(const std::string& source) const;
 
   bool moe() const { return num_local_experts > 0; }
+  // Whether layer l (0 <= l < num_hidden_layers) has the sparse MLP, as transformers'
+  // Qwen3MoeDecoderLayer decides.
+  bool moe_layer(int64_t l) const;
+  int64_t moe_layer_count() const;
   int64_t q_dim() const { return num_attention_heads * head_dim; }
   int64_t kv_dim() const { return num_key_value_heads * head_dim; }
   // (out, in) features of projection `index` (core/projections.h order).

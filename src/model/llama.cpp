@@ -195,8 +195,8 @@ void LlamaModel::set_adapter(const PeftAdapter& adapter) {
   std::vector<std::vector<Pair>> pairs(size_t(c.num_hidden_layers), std::vector<Pair>(kProjCount));
   for (const auto& [key, tensor] : adapter.tensors) {
     const LoraKey k = parse_lora_key(key, c.num_hidden_layers);
-    if (c.moe() && k.index >= kProjGate)
-      fail("adapter", "tensor {}: this model's MLP is a mixture of experts; it has no dense {}", key,
+    if (c.moe_layer(k.layer) && k.index >= kProjGate)
+      fail("adapter", "tensor {}: layer {}'s MLP is a mixture of experts; it has no dense {}", key, k.layer,
            projection_name(k.index));
     const auto [out, in] = c.projection_shape(k.index);
     if (tensor.ndim() != 2 || tensor.dtype() != DType::F32)
@@ -262,9 +262,13 @@ Backend& LlamaModel::backend() const { return *impl_->backend; }
 std::vector<const Linear*> LlamaModel::layer_linears(int64_t layer) const {
   if (layer < 0 || layer >= int64_t(impl_->w.layers.size()))
     fail("train", "layer {} out of range [0, {})", layer, impl_->w.layers.size());
+  const ModelLayer& l = impl_->w.layers[size_t(layer)];
   std::vector<const Linear*> out;
-  for (const Linear& lin : impl_->w.layers[size_t(layer)].linears)
-    if (!lin.name.empty()) out.push_back(&lin);  // an MoE layer has no dense gate/up/down
+  for (const Linear& lin : l.linears)
+    if (!lin.name.empty()) out.push_back(&lin);  // a sparse layer has no dense gate/up/down
+  if (!l.router.name.empty()) out.push_back(&l.router);
+  for (const auto& expert : l.experts)
+    for (const Linear& lin : expert) out.push_back(&lin);
   return out;
 }
 

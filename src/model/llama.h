@@ -39,10 +39,14 @@ namespace qlora {
 struct LossSum {
   double loss = 0;     // summed cross-entropy over rows with a target
   int64_t tokens = 0;  // rows with a target
-  // Mixtral with output_router_logits: the micro-batch's load-balancing loss (transformers'
-  // aux_loss, not in `loss`); its gradient, times router_aux_loss_coef, is in the backward.
+  // MoE with output_router_logits: the micro-batch's load-balancing loss (transformers' aux_loss,
+  // not in `loss`), and the term the training objective adds for it, router_aux_loss_coef ×
+  // aux_loss × tokens (so (loss + aux_term) / tokens is transformers' loss on one micro-batch; with
+  // accumulation each micro-batch's aux weighs by its share of the targets). Its gradient is in
+  // the backward.
   double aux_loss = 0;
-  double mean() const { return tokens ? loss / double(tokens) : 0.0; }
+  double aux_term = 0;
+  double mean() const { return tokens ? loss / double(tokens) : 0.0; }  // the cross-entropy only
 };
 
 struct MemoryStats {
@@ -127,8 +131,8 @@ class LlamaModel {
   const LlamaConfig& config() const;
   const ModelOptions& options() const;
   Backend& backend() const;
-  // The decoder's projections of layer `layer` in core/projections.h order (an MoE layer: the
-  // attention ones only).
+  // Every linear of layer `layer`: the projections in core/projections.h order (a sparse MoE
+  // layer: the attention ones only), then its router and each expert's gate, up, down.
   std::vector<const Linear*> layer_linears(int64_t layer) const;
 
   struct Impl;

@@ -26,6 +26,17 @@ T* ptr(const Tensor& t) {
   return t.defined() ? t.data<T>() : nullptr;
 }
 
+// The MLP's hidden activations: (N, F) for a dense layer, (N*k, moe_intermediate_size) for a sparse
+// one (a row per (token, expert) pair); a model with both kinds (Qwen3-MoE's mlp_only_layers)
+// holds the larger, flat.
+Shape mlp_hidden_shape(const LlamaConfig& c, int64_t N) {
+  const int64_t sparse_layers = c.moe_layer_count();
+  const Shape dense{N, c.intermediate_size}, sparse{N * c.num_experts_per_tok, c.moe_intermediate_size};
+  if (sparse_layers == 0) return dense;
+  if (sparse_layers == c.num_hidden_layers) return sparse;
+  return {std::max(dense[0] * dense[1], sparse[0] * sparse[1])};
+}
+
 }  // namespace
 
 BlockActivations BlockActivations::allocate(Backend& be, const LlamaConfig& c, int64_t B, int64_t T, DType dtype) {
@@ -41,12 +52,12 @@ BlockActivations BlockActivations::allocate(Backend& be, const LlamaConfig& c, i
   a.x_mid = be.zeros({N, c.hidden_size}, dtype);
   a.h2 = be.zeros({N, c.hidden_size}, dtype);
   a.rstd2 = be.zeros({N}, dtype);
-  const int64_t F_rows = c.moe() ? N * c.num_experts_per_tok : N;  // MoE: one row per (token, expert)
-  a.gate = be.zeros({F_rows, c.intermediate_size}, dtype);
-  a.up = be.zeros({F_rows, c.intermediate_size}, dtype);
-  a.act = be.zeros({F_rows, c.intermediate_size}, dtype);
+  const Shape hidden = mlp_hidden_shape(c, N);
+  a.gate = be.zeros(hidden, dtype);
+  a.up = be.zeros(hidden, dtype);
+  a.act = be.zeros(hidden, dtype);
   if (c.moe()) {
-    const int64_t E = c.num_local_experts, Nk = F_rows;
+    const int64_t E = c.num_local_experts, Nk = N * c.num_experts_per_tok;
     a.router_logits = be.zeros({N, E}, dtype), a.probs = be.zeros({N, E}, dtype);
     a.topk_idx = be.zeros({Nk}, DType::I32), a.topk_w = be.zeros({Nk}, dtype);
     a.moe_token = be.zeros({Nk}, DType::I32), a.moe_slot = be.zeros({Nk}, DType::I32), a.moe_w = be.zeros({Nk}, dtype);
@@ -67,6 +78,8 @@ size_t BlockActivations::bytes() const {
                           &moe_w, &xs, &ys})
     n += t->defined() ? t->nbytes() : 0;
   for (const LinearSaved& s : saved) n += s.xa.defined() ? s.xa.nbytes() : 0;
+  for (const LinearSaved& s : expert_saved) n += s.xa.defined() ? s.xa.nbytes() : 0;
+  n += router_saved.xa.defined() ? router_saved.xa.nbytes() : 0;
   return n;
 }
 
@@ -77,11 +90,12 @@ BlockGradients BlockGradients::allocate(Backend& be, const LlamaConfig& c, int64
   g.dq = be.zeros({N, c.q_dim()}, dtype);
   g.dk = be.zeros({N, c.kv_dim()}, dtype);
   g.dv = be.zeros({N, c.kv_dim()}, dtype);
-  const int64_t F_rows = c.moe() ? N * c.num_experts_per_tok : N;
-  g.d_act = be.zeros({F_rows, c.intermediate_size}, dtype);
-  g.dgate = be.zeros({F_rows, c.intermediate_size}, dtype);
-  g.dup = be.zeros({F_rows, c.intermediate_size}, dtype);
+  const Shape hidden = mlp_hidden_shape(c, N);
+  g.d_act = be.zeros(hidden, dtype);
+  g.dgate = be.zeros(hidden, dtype);
+  g.dup = be.zeros(hidden, dtype);
   if (c.moe()) {
+    const int64_t F_rows = N * c.num_experts_per_tok;
     g.dys = be.zeros({F_rows, c.hidden_size}, dtype), g.dxs = be.zeros({F_rows, c.hidden_size}, dtype);
     g.dpair_w = be.zeros({F_rows}, dtype), g.dtopk_w = be.zeros({F_rows}, dtype);
     g.dlogits = be.zeros({N, c.num_local_experts}, dtype), g.dprobs = be.zeros({N, c.num_local_experts}, dtype);
@@ -120,6 +134,11 @@ Workspace& LlamaModel::Impl::workspace(int64_t B, int64_t T_, DType dtype) {
 
 uint64_t LlamaModel::Impl::linear_seed(uint64_t seed, int64_t layer, int proj) const {
   return mix_seed(seed, uint64_t(layer) * kProjCount + uint64_t(proj));
+}
+
+uint64_t LlamaModel::Impl::moe_linear_seed(uint64_t seed, int64_t layer, int64_t index) const {
+  constexpr uint64_t kMoeStream = 0x4d6f45;  // a stream apart from linear_seed's
+  return mix_seed(mix_seed(seed, kMoeStream), uint64_t(layer) * uint64_t(3 * config.num_local_experts + 1) + uint64_t(index));
 }
 
 AttentionShape LlamaModel::Impl::attention_shape(const Rows& rows) const {
@@ -228,7 +247,7 @@ void LlamaModel::Impl::block_forward(int64_t l, const Rows& rows, const T* x_in,
   be.rmsnorm_forward(a.x_mid.data<T>(), ptr<T>(layer.post_norm), a.h2.data<T>(), a.rstd2.data<T>(), N, C,
                      c.rms_norm_eps);
   round(a.h2);
-  if (c.moe()) {
+  if (c.moe_layer(l)) {
     moe_forward<T>(l, rows, a, x_out, training, seed);
     round(x_out);
     return;
@@ -256,7 +275,7 @@ void LlamaModel::Impl::block_backward(int64_t l, const Rows& rows, const T* x_in
   };
   const int64_t* positions = ws.positions.data<int64_t>();
   // MLP half: x_out = x_mid + down(act), or the experts' weighted sum.
-  if (c.moe()) {
+  if (c.moe_layer(l)) {
     moe_backward<T>(l, rows, a, g, dx);
   } else {
     zero(g.d_act);
@@ -350,7 +369,7 @@ LossSum LlamaModel::Impl::run(const Batch& batch, Mode mode, double grad_scale, 
     BlockActivations& a = keep ? ws.kept[size_t(l)] : ws.working;
     if (!a.h1.defined()) a = BlockActivations::allocate(be, c, batch.B, batch.T, kScalarDType<T>);
     block_forward<T>(l, rows, input(l).template data<T>(), a, input(l + 1), train, seed);
-    if (with_aux) add_aux_stats<T>(a, batch);
+    if (with_aux && c.moe_layer(l)) add_aux_stats<T>(a, batch);
     if (keep) saved_bytes += a.bytes();
     else working_bytes = std::max(working_bytes, a.bytes());
   }
@@ -363,6 +382,7 @@ LossSum LlamaModel::Impl::run(const Batch& batch, Mode mode, double grad_scale, 
   saved_bytes += ws.hf.nbytes() + ws.rstd_f.nbytes();
   LossSum result;
   result.aux_loss = with_aux ? aux.loss() : 0.0;
+  result.aux_term = c.router_aux_loss_coef * result.aux_loss * double(batch.target_count());
   if (mode == Mode::Logits) {
     Tensor logits = be.zeros({N, c.vocab_size}, kScalarDType<T>);
     lm_head_logits<T>(be, ws.hf.data<T>(), w.lm_head, logits.data<T>(), N, options.compute);

@@ -35,7 +35,8 @@ struct BlockActivations {
   Tensor moe_token, moe_slot, moe_w;  // (N*k) i32, i32, T (the pair's weight)
   Tensor xs, ys;                      // (N*k, C)
   std::vector<int64_t> expert_begin;
-  std::vector<LinearSaved> expert_saved;  // per expert and part (no adapters on experts yet)
+  std::vector<LinearSaved> expert_saved;  // per expert and part (their adapters' x·Aᵀ)
+  LinearSaved router_saved;
 
   static BlockActivations allocate(Backend& be, const LlamaConfig& c, int64_t B, int64_t T, DType dtype);
   size_t bytes() const;
@@ -100,6 +101,8 @@ struct LlamaModel::Impl {
   // Whether block l keeps only its input and is recomputed in the backward.
   bool recomputed(int64_t l) const { return options.checkpoint_every > 0 && l % options.checkpoint_every == 0; }
   uint64_t linear_seed(uint64_t seed, int64_t layer, int proj) const;
+  // The dropout seed of an MoE layer's router (index 0) or expert e's part (1 + 3e + part).
+  uint64_t moe_linear_seed(uint64_t seed, int64_t layer, int64_t index) const;
   AttentionShape attention_shape(const Rows& rows) const;
   void gradients_ready(int64_t block) const;
 

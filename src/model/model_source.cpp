@@ -98,15 +98,16 @@ std::vector<std::string> ModelSource::tensor_names() const {
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     const std::string p = "model.layers." + std::to_string(l) + ".";
     names.push_back(p + "input_layernorm.weight");
+    const bool sparse = c.moe_layer(l);
     for (int proj = 0; proj < kProjCount; ++proj) {
-      if (c.moe() && proj >= kProjGate) break;  // the experts replace the dense MLP
+      if (sparse && proj >= kProjGate) break;  // the experts replace the dense MLP
       names.push_back(p + projection_path(proj) + ".weight");
       if (c.attention_bias && proj <= kProjV) names.push_back(p + projection_path(proj) + ".bias");
     }
-    if (c.moe()) {
-      names.push_back(p + kRouterPath + ".weight");
+    if (sparse) {
+      names.push_back(p + router_path(c.model_type) + ".weight");
       for (int64_t e = 0; e < c.num_local_experts; ++e)
-        for (int part = 0; part < 3; ++part) names.push_back(p + expert_path(e, part) + ".weight");
+        for (int part = 0; part < 3; ++part) names.push_back(p + expert_path(c.model_type, e, part) + ".weight");
     }
     if (c.qk_norm) names.insert(names.end(), {p + "self_attn.q_norm.weight", p + "self_attn.k_norm.weight"});
     names.push_back(p + "post_attention_layernorm.weight");
@@ -127,19 +128,16 @@ Shape ModelSource::expected_shape(const std::string& name) const {
     const std::string suffix = dot == std::string::npos ? "" : name.substr(dot + 1);
     if (suffix == "input_layernorm.weight" || suffix == "post_attention_layernorm.weight") return {C};
     if (c.qk_norm && (suffix == "self_attn.q_norm.weight" || suffix == "self_attn.k_norm.weight")) return {c.head_dim};
-    if (c.moe()) {
-      if (suffix == std::string(kRouterPath) + ".weight") return {c.num_local_experts, C};
-      constexpr std::string_view kExperts = "block_sparse_moe.experts.";
-      if (suffix.rfind(kExperts, 0) == 0) {
-        const size_t dot = suffix.find('.', kExperts.size());
-        const std::string e = suffix.substr(kExperts.size(), dot == std::string::npos ? 0 : dot - kExperts.size());
-        int64_t expert = -1;
-        if (!e.empty() && std::from_chars(e.data(), e.data() + e.size(), expert).ec == std::errc() && expert >= 0 &&
-            expert < c.num_local_experts)
-          for (int part = 0; part < 3; ++part)
-            if (suffix == expert_path(expert, part) + ".weight")
-              return part == 2 ? Shape{C, c.intermediate_size} : Shape{c.intermediate_size, C};
-      }
+    int64_t layer = -1;
+    std::from_chars(name.data() + kLayers.size(), name.data() + name.size(), layer);
+    if (c.moe_layer(layer)) {  // a sparse layer has no dense gate/up/down
+      if (suffix == router_path(c.model_type) + ".weight") return {c.num_local_experts, C};
+      int64_t expert = -1;
+      int part = -1;
+      if (parse_expert_path(suffix, expert, part) && expert < c.num_local_experts &&
+          suffix == expert_path(c.model_type, expert, part) + ".weight")
+        return part == 2 ? Shape{C, c.moe_intermediate_size} : Shape{c.moe_intermediate_size, C};
+      if (suffix.starts_with("mlp.")) fail("load", "tensor {} is not part of a {} model", name, c.architecture);
     }
     for (int p = 0; p < kProjCount; ++p) {
       const auto [out, in] = c.projection_shape(p);

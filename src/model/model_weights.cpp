@@ -39,10 +39,19 @@ int64_t block_of(const std::string& name, int64_t L) {
   return std::stoll(name.substr(kLayers.size()));
 }
 
-// Whether projection p gets an adapter: a target, and a module the model has (an MoE model has no
-// dense gate/up/down; its experts take no adapters yet).
-bool lora_targets(const LlamaConfig& c, const ModelOptions& options, int p) {
-  return options.lora.targets(std::string(projection_name(p))) && !(c.moe() && p >= kProjGate);
+// Whether projection p of layer l gets an adapter: a target, and a module the layer has (a sparse
+// layer has no dense gate/up/down).
+bool lora_targets(const LlamaConfig& c, const ModelOptions& options, int64_t l, int p) {
+  return options.lora.targets(std::string(projection_name(p))) && !(c.moe_layer(l) && p >= kProjGate);
+}
+// A sparse layer's router ("gate") and expert parts (PEFT's leaf names, model/weights.h).
+bool router_targeted(const ModelOptions& options) { return options.lora.targets("gate"); }
+bool expert_part_targeted(const LlamaConfig& c, const ModelOptions& options, int part) {
+  return options.lora.targets(expert_part_name(c.model_type, part));
+}
+// (out, in) of an expert's part: gate and up (F, C), down (C, F).
+std::pair<int64_t, int64_t> expert_part_shape(const LlamaConfig& c, int part) {
+  return part == 2 ? std::pair{c.hidden_size, c.moe_intermediate_size} : std::pair{c.moe_intermediate_size, c.hidden_size};
 }
 
 std::vector<PlannedParam> plan_params(const ModelSource& src, const ModelOptions& options, bool full,
@@ -53,13 +62,26 @@ std::vector<PlannedParam> plan_params(const ModelSource& src, const ModelOptions
   if (full) {
     for (const std::string& name : src.tensor_names()) plan.push_back({src.expected_shape(name), block_of(name, L)});
   } else if (adapters) {
-    for (int64_t l = 0; l < L; ++l)
-      for (int p = 0; p < kProjCount; ++p) {
-        if (!lora_targets(c, options, p)) continue;
-        const auto [out, in] = c.projection_shape(p);
+    // In build order: the projections, then a sparse layer's router and experts.
+    for (int64_t l = 0; l < L; ++l) {
+      auto adapter = [&](int64_t out, int64_t in) {
         plan.push_back({{options.lora.r, in}, l});   // A (R, K)
         plan.push_back({{out, options.lora.r}, l});  // B (O, R)
+      };
+      for (int p = 0; p < kProjCount; ++p) {
+        if (!lora_targets(c, options, l, p)) continue;
+        const auto [out, in] = c.projection_shape(p);
+        adapter(out, in);
       }
+      if (!c.moe_layer(l)) continue;
+      if (router_targeted(options)) adapter(c.num_local_experts, c.hidden_size);
+      for (int64_t e = 0; e < c.num_local_experts; ++e)
+        for (int part = 0; part < 3; ++part)
+          if (expert_part_targeted(c, options, part)) {
+            const auto [out, in] = expert_part_shape(c, part);
+            adapter(out, in);
+          }
+    }
   }
   return plan;
 }
@@ -222,29 +244,34 @@ ModelWeights build_model_weights(Backend& backend, const ModelSource& src, const
         src.release(bias);
       }
     };
+    // A LoRA adapter on `lin`, its A and B registered under PEFT's names.
+    auto adapt = [&](Linear& lin) {
+      attach_lora(lin, options.lora, b.master);  // host A (PEFT init) and B = 0
+      LoraAdapter& a = *lin.lora;
+      const std::string key = "base_model.model." + lin.name;
+      const Param& pa = b.add_param(key + ".lora_A.weight", a.A, true);
+      a.A = pa.value, a.grad_A = pa.grad;
+      const Param& pb = b.add_param(key + ".lora_B.weight", a.B, true);
+      a.B = pb.value, a.grad_B = pb.grad;
+    };
     for (int p = 0; p < kProjCount; ++p) {
-      if (c.moe() && p >= kProjGate) break;  // the experts below replace the dense MLP
+      if (c.moe_layer(l) && p >= kProjGate) break;  // the experts below replace the dense MLP
       Linear& lin = layer.linears[size_t(p)];
       const auto [out_features, in_features] = c.projection_shape(p);
       base(lin, prefix + projection_path(p), out_features, in_features, c.attention_bias && p <= kProjV, true);
-      if (adapters && lora_targets(c, options, p)) {
-        attach_lora(lin, options.lora, b.master);  // host A (PEFT init) and B = 0
-        LoraAdapter& a = *lin.lora;
-        const std::string key = "base_model.model." + lin.name;
-        const Param& pa = b.add_param(key + ".lora_A.weight", a.A, true);
-        a.A = pa.value, a.grad_A = pa.grad;
-        const Param& pb = b.add_param(key + ".lora_B.weight", a.B, true);
-        a.B = pb.value, a.grad_B = pb.grad;
-      }
+      if (adapters && lora_targets(c, options, l, p)) adapt(lin);
     }
-    if (c.moe()) {  // the router stays dense (transformers' bitsandbytes path leaves it too)
-      const int64_t C = c.hidden_size, F = c.intermediate_size;
-      base(layer.router, prefix + kRouterPath, c.num_local_experts, C, false, false);
+    if (c.moe_layer(l)) {  // the router stays dense (transformers' bitsandbytes path leaves it too)
+      base(layer.router, prefix + router_path(c.model_type), c.num_local_experts, c.hidden_size, false, false);
+      if (adapters && router_targeted(options)) adapt(layer.router);
       layer.experts.resize(size_t(c.num_local_experts));
       for (int64_t e = 0; e < c.num_local_experts; ++e)
-        for (int part = 0; part < 3; ++part)
-          base(layer.experts[size_t(e)][size_t(part)], prefix + expert_path(e, part), part == 2 ? C : F,
-               part == 2 ? F : C, false, true);
+        for (int part = 0; part < 3; ++part) {
+          Linear& lin = layer.experts[size_t(e)][size_t(part)];
+          const auto [out_features, in_features] = expert_part_shape(c, part);
+          base(lin, prefix + expert_path(c.model_type, e, part), out_features, in_features, false, true);
+          if (adapters && expert_part_targeted(c, options, part)) adapt(lin);
+        }
     }
     if (c.qk_norm) {
       const std::string q = prefix + "self_attn.q_norm.weight", k = prefix + "self_attn.k_norm.weight";

@@ -1,6 +1,7 @@
-// The mixture-of-experts MLP of a Mixtral block, forward and backward, as transformers'
-// MixtralSparseMoeBlock computes it: router logits h2·Wgᵀ, softmax, the k most probable experts
-// with their probabilities renormalised to sum to 1, and x_out = x_mid + Σ_j w_j·expert_j(h2).
+// The mixture-of-experts MLP of a Mixtral or Qwen3-MoE block, forward and backward, as
+// transformers' MixtralSparseMoeBlock and Qwen3MoeSparseMoeBlock compute it: router logits h2·Wgᵀ,
+// softmax, the k most probable experts with their probabilities renormalised to sum to 1 (always
+// in Mixtral, with norm_topk_prob in Qwen3-MoE), and x_out = x_mid + Σ_j w_j·expert_j(h2).
 // Experts run grouped: the (token, expert) pairs are sorted by expert (slot-major within an
 // expert, as transformers' torch.where orders them), each expert's rows gathered into one block,
 // so an expert's three GEMMs run once per micro-batch over all its tokens. The backward goes
@@ -29,7 +30,7 @@ void LlamaModel::Impl::moe_forward(int64_t l, const Rows& rows, BlockActivations
   Backend& be = *backend;
   ModelLayer& layer = w.layers[size_t(l)];
   const LlamaConfig& c = config;
-  const int64_t N = rows.N(), C = c.hidden_size, F = c.intermediate_size, E = c.num_local_experts;
+  const int64_t N = rows.N(), C = c.hidden_size, F = c.moe_intermediate_size, E = c.num_local_experts;
   const int64_t k = c.num_experts_per_tok, Nk = N * k;
   const bool bf16 = std::is_same_v<T, float> && options.compute == DType::BF16;
   auto round = [&](Tensor& t, int64_t n) {
@@ -37,10 +38,11 @@ void LlamaModel::Impl::moe_forward(int64_t l, const Rows& rows, BlockActivations
       if (bf16) be.round_to_bf16(t.data<float>(), n);
   };
   // Router and routing.
-  linear_forward<T>(be, layer.router, a.h2.data<T>(), a.router_logits.data<T>(), N, false, 0, nullptr);
+  linear_forward<T>(be, layer.router, a.h2.data<T>(), a.router_logits.data<T>(), N, training,
+                    moe_linear_seed(seed, l, 0), training ? &a.router_saved : nullptr);
   round(a.router_logits, N * E);
-  be.moe_route_forward(a.router_logits.data<T>(), N, E, k, a.probs.data<T>(), a.topk_idx.data<int32_t>(),
-                       a.topk_w.data<T>());
+  be.moe_route_forward(a.router_logits.data<T>(), N, E, k, c.norm_topk_prob, a.probs.data<T>(),
+                       a.topk_idx.data<int32_t>(), a.topk_w.data<T>());
   // Group the pairs by expert on the host (N*k ids), slot-major then token within an expert.
   std::vector<int32_t> idx(static_cast<size_t>(Nk));
   be.download(idx.data(), a.topk_idx);
@@ -63,9 +65,8 @@ void LlamaModel::Impl::moe_forward(int64_t l, const Rows& rows, BlockActivations
   auto expert = [&](int64_t e, int part, const T* in, int64_t in_w, T* out, int64_t out_w) {
     const int64_t begin = a.expert_begin[size_t(e)], n = a.expert_begin[size_t(e + 1)] - begin;
     if (n == 0) return;
-    // No adapters on experts yet, so no dropout: the seed is unused.
     linear_forward<T>(be, layer.experts[size_t(e)][size_t(part)], in + begin * in_w, out + begin * out_w, n, training,
-                      seed, &a.expert_saved[size_t(e * 3 + part)]);
+                      moe_linear_seed(seed, l, 1 + e * 3 + part), training ? &a.expert_saved[size_t(e * 3 + part)] : nullptr);
   };
   for (int64_t e = 0; e < E; ++e) {
     expert(e, 0, a.xs.data<T>(), C, a.gate.data<T>(), F);
@@ -85,7 +86,7 @@ void LlamaModel::Impl::moe_backward(int64_t l, const Rows& rows, BlockActivation
   Backend& be = *backend;
   ModelLayer& layer = w.layers[size_t(l)];
   const LlamaConfig& c = config;
-  const int64_t N = rows.N(), C = c.hidden_size, F = c.intermediate_size, E = c.num_local_experts;
+  const int64_t N = rows.N(), C = c.hidden_size, F = c.moe_intermediate_size, E = c.num_local_experts;
   const int64_t k = c.num_experts_per_tok, Nk = N * k;
   auto zero = [&](Tensor& t) { be.memset(t.raw(), 0, t.nbytes()); };
   const int32_t* token = a.moe_token.data<int32_t>();
@@ -128,9 +129,8 @@ void LlamaModel::Impl::moe_backward(int64_t l, const Rows& rows, BlockActivation
     dprobs = g.dprobs.data<T>();
   }
   be.moe_route_backward(a.probs.data<T>(), a.topk_idx.data<int32_t>(), a.topk_w.data<T>(), g.dtopk_w.data<T>(), dprobs,
-                        N, E, k, g.dlogits.data<T>());
-  LinearSaved none;
-  linear_backward<T>(be, layer.router, a.h2.data<T>(), g.dlogits.data<T>(), g.dh.data<T>(), none, N);
+                        N, E, k, c.norm_topk_prob, g.dlogits.data<T>());
+  linear_backward<T>(be, layer.router, a.h2.data<T>(), g.dlogits.data<T>(), g.dh.data<T>(), a.router_saved, N);
 }
 
 #define QLORA_MOE_INSTANTIATE(T)                                                                                 \

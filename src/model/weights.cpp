@@ -39,9 +39,41 @@ Tensor* LlamaLayerWeights::bias(int index) {
   return const_cast<Tensor*>(static_cast<const LlamaLayerWeights&>(*this).bias(index));
 }
 
-std::string expert_path(int64_t expert, int part) {
-  static constexpr const char* kHfPart[3] = {"w1", "w3", "w2"};  // gate, up, down
-  return "block_sparse_moe.experts." + std::to_string(expert) + "." + kHfPart[part];
+namespace {
+struct MoeNames {
+  const char* router;
+  const char* experts;            // the experts' prefix, up to the index
+  std::array<const char*, 3> parts;  // gate, up, down
+};
+constexpr MoeNames kMixtral = {"block_sparse_moe.gate", "block_sparse_moe.experts.", {"w1", "w3", "w2"}};
+constexpr MoeNames kQwen3Moe = {"mlp.gate", "mlp.experts.", {"gate_proj", "up_proj", "down_proj"}};
+const MoeNames& moe_names(const std::string& model_type) { return model_type == "qwen3_moe" ? kQwen3Moe : kMixtral; }
+}  // namespace
+
+std::string router_path(const std::string& model_type) { return moe_names(model_type).router; }
+
+std::string expert_path(const std::string& model_type, int64_t expert, int part) {
+  const MoeNames& n = moe_names(model_type);
+  return n.experts + std::to_string(expert) + "." + n.parts[size_t(part)];
+}
+
+std::string expert_part_name(const std::string& model_type, int part) {
+  return moe_names(model_type).parts[size_t(part)];
+}
+
+bool parse_expert_path(const std::string& suffix, int64_t& expert, int& part) {
+  for (const MoeNames* n : {&kMixtral, &kQwen3Moe}) {
+    const std::string_view prefix = n->experts;
+    if (suffix.rfind(prefix, 0) != 0) continue;
+    const char* begin = suffix.data() + prefix.size();
+    const auto [end, ec] = std::from_chars(begin, suffix.data() + suffix.size(), expert);
+    if (ec != std::errc() || end == begin || expert < 0 || *end != '.') return false;
+    const std::string rest(end + 1);
+    for (int p = 0; p < 3; ++p)
+      if (rest == std::string(n->parts[size_t(p)]) + ".weight") return part = p, true;
+    return false;
+  }
+  return false;
 }
 
 Tensor* LlamaWeights::find(const std::string& name) {
@@ -58,17 +90,12 @@ Tensor* LlamaWeights::find(const std::string& name) {
   LlamaLayerWeights& lw = layers[size_t(l)];
   if (suffix == "input_layernorm.weight") return &lw.input_layernorm;
   if (suffix == "post_attention_layernorm.weight") return &lw.post_attention_layernorm;
-  if (suffix == std::string(kRouterPath) + ".weight") return &lw.router;
-  constexpr std::string_view kExperts = "block_sparse_moe.experts.";
-  if (suffix.rfind(kExperts, 0) == 0) {
-    int64_t e = -1;
-    const char* eb = suffix.data() + kExperts.size();
-    const auto [ee, eec] = std::from_chars(eb, suffix.data() + suffix.size(), e);
-    if (eec != std::errc() || e < 0 || e >= int64_t(lw.experts.size())) return nullptr;
-    for (int part = 0; part < 3; ++part)
-      if (suffix == expert_path(e, part) + ".weight") return &lw.experts[size_t(e)][size_t(part)];
-    return nullptr;
-  }
+  if (suffix == kMixtral.router + std::string(".weight") || suffix == kQwen3Moe.router + std::string(".weight"))
+    return &lw.router;
+  int64_t e = -1;
+  int part = -1;
+  if (parse_expert_path(suffix, e, part))
+    return e < int64_t(lw.experts.size()) ? &lw.experts[size_t(e)][size_t(part)] : nullptr;
   if (suffix == "self_attn.q_norm.weight") return &lw.q_norm;
   if (suffix == "self_attn.k_norm.weight") return &lw.k_norm;
   for (int p = 0; p < kProjCount; ++p) {

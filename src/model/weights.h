@@ -31,10 +31,16 @@ struct LlamaLayerWeights {
   const Tensor* bias(int index) const;
 };
 
-// Mixtral's names below "model.layers.{i}.": the router, and expert e's gate (w1), up (w3) and
-// down (w2) projections, `part` 0, 1, 2 in that order.
-inline constexpr const char* kRouterPath = "block_sparse_moe.gate";
-std::string expert_path(int64_t expert, int part);  // "block_sparse_moe.experts.{e}.w1"
+// The names of a sparse MLP below "model.layers.{i}.": the router, and expert e's gate, up and
+// down projections (`part` 0, 1, 2). Mixtral: "block_sparse_moe.gate",
+// "block_sparse_moe.experts.{e}.w1|w3|w2"; Qwen3-MoE: "mlp.gate", "mlp.experts.{e}.gate_proj|up_proj|down_proj".
+std::string router_path(const std::string& model_type);
+std::string expert_path(const std::string& model_type, int64_t expert, int part);
+// The leaf name of an expert's part, as PEFT's target_modules spell it: Mixtral "w1" | "w3" | "w2",
+// Qwen3-MoE "gate_proj" | "up_proj" | "down_proj". The router's leaf is "gate" in both.
+std::string expert_part_name(const std::string& model_type, int part);
+// Parses a suffix "{experts}.{e}.{part}.weight" of either family into (e, part); false otherwise.
+bool parse_expert_path(const std::string& suffix, int64_t& expert, int& part);
 
 struct LlamaWeights {
   Tensor embed_tokens;  // (V, C)
@@ -43,8 +49,9 @@ struct LlamaWeights {
   Tensor lm_head;       // (V, C); shares storage with embed_tokens when tied
 
   // The slot of a Hugging Face tensor name ("model.layers.3.mlp.up_proj.weight",
-  // "model.layers.3.block_sparse_moe.experts.5.w1.weight"), or null when no slot has that name (or
-  // the layer or expert index is beyond `layers` or a layer's `experts`).
+  // "model.layers.3.block_sparse_moe.experts.5.w1.weight", "model.layers.3.mlp.experts.5.up_proj.weight"),
+  // or null when no slot has that name (or the layer or expert index is beyond `layers` or a layer's
+  // `experts`).
   Tensor* find(const std::string& hf_name);
 };
 

@@ -104,8 +104,10 @@ StepResult Trainer::step() {
 
   model_.zero_grad();
   double loss_sum = 0;
-  for (int64_t m = 0; m < config_.grad_accum; ++m)
-    loss_sum += model_.forward_backward(batches[size_t(m)], grad_scale, dropout_seed(config_.seed, step_, m)).loss;
+  for (int64_t m = 0; m < config_.grad_accum; ++m) {
+    const LossSum s = model_.forward_backward(batches[size_t(m)], grad_scale, dropout_seed(config_.seed, step_, m));
+    loss_sum += s.loss + s.aux_term;  // the objective: an MoE model's load-balancing term included
+  }
   r.loss = r.tokens > 0 ? loss_sum / double(r.tokens) : 0.0;
   if (!std::isfinite(loss_sum)) r.loss = loss_sum;  // keep NaN/Inf visible even when tokens == 0
 

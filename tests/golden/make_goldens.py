@@ -29,6 +29,10 @@ Output (tests/golden/fixtures/):
        mixtral         Mixtral MoE: 4 experts (F 48), 2 per token, router and experts random;
                        output_router_logits on with router_aux_loss_coef 0.02 (the training
                        goldens' loss includes the load-balancing term)
+       qwen3-moe       Qwen3-MoE: Qwen3 attention (q/k norms, head_dim 16), 3 layers of which
+                       layer 1 is dense (mlp_only_layers [1], F 40) and layers 0, 2 sparse (4
+                       experts of moe_intermediate_size 24, 2 per token, norm_topk_prob off: the
+                       weights are the raw probabilities); aux loss on (coef 0.01)
      config.json spelling: transformers 5 writes `rope_parameters` (with rope_theta inside) and
      `dtype`; checkpoints on the Hub mostly carry the transformers 4 spelling (`rope_theta`,
      `rope_scaling`, `torch_dtype`). Both are covered: the fixtures listed in LEGACY_CONFIG are
@@ -69,8 +73,8 @@ from safetensors.torch import save_file  # noqa: E402
 import transformers  # noqa: E402
 from transformers import (AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM,
                           MistralConfig, MistralForCausalLM, MixtralConfig, MixtralForCausalLM, Qwen2Config,
-                          Qwen2ForCausalLM, Qwen3Config,
-                          Qwen3ForCausalLM)  # noqa: E402
+                          Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM, Qwen3MoeConfig,
+                          Qwen3MoeForCausalLM)  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "tests" / "golden" / "fixtures"
@@ -304,6 +308,12 @@ RANDOM_MODELS = {
         num_local_experts=4, num_experts_per_tok=2, output_router_logits=True, router_aux_loss_coef=0.02,
         experts_implementation="eager",
         rms_norm_eps=1e-5, rope_theta=1000000.0, tie_word_embeddings=False, sliding_window=None), 1010),
+    "qwen3-moe": (Qwen3MoeForCausalLM, Qwen3MoeConfig, common(
+        vocab_size=128, hidden_size=32, intermediate_size=40, num_attention_heads=4, num_key_value_heads=2,
+        head_dim=16, num_hidden_layers=3, num_experts=4, num_experts_per_tok=2, moe_intermediate_size=24,
+        norm_topk_prob=False, decoder_sparse_step=1, mlp_only_layers=[1], output_router_logits=True,
+        router_aux_loss_coef=0.01, experts_implementation="eager", rms_norm_eps=1e-6, rope_theta=1000000.0,
+        tie_word_embeddings=False, use_sliding_window=False), 1011),
 }
 
 
@@ -345,7 +355,7 @@ def make_random(name: str, out: Path):
 # ---------------------------------------------------------------------------------------------
 def load_for_goldens(folder: Path):
     # Eager experts (transformers 5's per-expert loop): its grouped_mm kernels take no float64.
-    extra = {"experts_implementation": "eager"} if "num_local_experts" in (folder / "config.json").read_text() else {}
+    extra = {"experts_implementation": "eager"} if "num_experts_per_tok" in (folder / "config.json").read_text() else {}
     return AutoModelForCausalLM.from_pretrained(folder, attn_implementation="eager", dtype=torch.float32,
                                                 **extra).float().eval()
 

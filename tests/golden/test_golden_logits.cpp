@@ -167,7 +167,8 @@ TEST_P(GoldenLogits, Fp32ForwardMatchesTransformers) {
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, GoldenLogits,
                          ::testing::Values("stories260k-hf", "llama-gqa", "llama-tied", "qwen2", "llama3-rope",
-                                           "mistral", "mistral-swa", "llama-bf16", "llama-headdim", "qwen3", "mixtral"),
+                                           "mistral", "mistral-swa", "llama-bf16", "llama-headdim", "qwen3", "mixtral",
+                                           "qwen3-moe"),
                          [](const ::testing::TestParamInfo<const char*>& info) {
                            std::string s = info.param;
                            std::replace(s.begin(), s.end(), '-', '_');
@@ -319,7 +320,7 @@ TEST_P(GoldenKvCache, TokenByTokenEqualsForwardSequence) {
 // Sliding window (mistral-swa: window 6 < T = 24), biases (qwen2) and head norms before RoPE
 // (qwen3: the cache holds normalised, rotated keys) must also hold across the cache.
 INSTANTIATE_TEST_SUITE_P(Fixtures, GoldenKvCache,
-                         ::testing::Values("stories260k-hf", "qwen2", "mistral-swa", "qwen3", "mixtral"),
+                         ::testing::Values("stories260k-hf", "qwen2", "mistral-swa", "qwen3", "mixtral", "qwen3-moe"),
                          [](const ::testing::TestParamInfo<const char*>& info) {
                            std::string s = info.param;
                            std::replace(s.begin(), s.end(), '-', '_');

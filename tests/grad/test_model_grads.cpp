@@ -3,8 +3,8 @@
 // parameter, embeddings and norms included), LoRA (with dropout, non-zero B) and QLoRA (NF4 base),
 // with and without gradient checkpointing, on GQA (llama-gqa), biases (qwen2), a sliding window
 // (mistral-swa), Qwen3's per-head q/k norms (qwen3: their weights are parameters in full
-// fine-tuning; LoRA's gradients flow back through them) and Mixtral's experts, router and
-// load-balancing loss (mixtral) fixtures.
+// fine-tuning; LoRA's gradients flow back through them), Mixtral's experts, router and
+// load-balancing loss (mixtral) and Qwen3-MoE's mixed dense/sparse layers (qwen3-moe) fixtures.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -29,6 +29,7 @@ struct Case {
   TrainMethod method;
   int64_t checkpoint_every;
   double dropout;
+  std::vector<std::string> targets = all_projection_names();
 };
 
 void check_model_gradients(const Case& c) {
@@ -42,6 +43,7 @@ void check_model_gradients(const Case& c) {
   options.lora.lora_alpha = 4;
   options.lora.lora_dropout = c.dropout;
   options.lora.seed = 7;
+  options.lora.target_modules = c.targets;
   TrainModel model(test::load_fixture(c.fixture), options);
   if (c.method != TrainMethod::Full) test::randomize_lora_b(model, 11, 0.2);
   const int64_t vocab = model.config().vocab_size;
@@ -55,16 +57,14 @@ void check_model_gradients(const Case& c) {
   std::vector<Tensor> grads;
   for (const Param& p : params) grads.push_back(p.grad.clone());
 
-  // The differentiated total: the summed cross-entropy, plus for Mixtral the load-balancing loss
+  // The differentiated total: the summed cross-entropy, plus for MoE models the load-balancing loss
   // weighted as forward_backward weights it (coefficient x this micro-batch's share of the targets,
   // here all of them at grad_scale 1).
-  const LlamaConfig& config = model.config();
-  const double aux_weight = config.output_router_logits ? config.router_aux_loss_coef : 0.0;
   auto loss_at = [&]() {
     model.parameters_updated();
     model.zero_grad();
     const LossSum r = model.forward_backward(batch, 1.0, seed);
-    return r.loss + aux_weight * double(r.tokens) * r.aux_loss;
+    return r.loss + r.aux_term;
   };
   Rng rng(99);
   double worst = 0;
@@ -107,6 +107,19 @@ TEST(ModelGrads, QloraQwen3) { check_model_gradients({"qwen3", TrainMethod::Qlor
 // recomputed); LoRA on attention over frozen experts.
 TEST(ModelGrads, FullFineTuningMixtralRouterExpertsAux) { check_model_gradients({"mixtral", TrainMethod::Full, 2, 0.0}); }
 TEST(ModelGrads, LoraMixtralAttention) { check_model_gradients({"mixtral", TrainMethod::Lora, 0, 0.1}); }
+// LoRA on the router and every expert part (PEFT's names w1, w3, w2, gate), with dropout and
+// checkpointing: the adapters' gradients through grouped rows and through the routing.
+TEST(ModelGrads, LoraMixtralExpertsAndRouter) {
+  check_model_gradients({"mixtral", TrainMethod::Lora, 1, 0.1, {"q_proj", "gate", "w1", "w2", "w3"}});
+}
+// Qwen3-MoE: gate_proj/up_proj/down_proj select the experts and the dense layer's MLP, as in PEFT.
+TEST(ModelGrads, QloraQwen3MoeExperts) {
+  check_model_gradients({"qwen3-moe", TrainMethod::Qlora, 0, 0.0, {"v_proj", "gate_proj", "up_proj", "down_proj"}});
+}
+// Qwen3-MoE: head norms, sparse layers around a dense one (mlp_only_layers), weights that are the
+// raw top-k probabilities (norm_topk_prob off), aux loss on; full with checkpointing, and QLoRA.
+TEST(ModelGrads, FullFineTuningQwen3MoeMixedLayers) { check_model_gradients({"qwen3-moe", TrainMethod::Full, 1, 0.0}); }
+TEST(ModelGrads, QloraQwen3Moe) { check_model_gradients({"qwen3-moe", TrainMethod::Qlora, 0, 0.0}); }
 
 }  // namespace
 }  // namespace qlora

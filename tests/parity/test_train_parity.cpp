@@ -1,7 +1,9 @@
 // Training parity with transformers + PEFT (goldens from tests/parity/golden/make_train_goldens.py,
-// torch 2.15 / transformers 5.23 (5.25 for qwen3, llama-headdim) / peft 0.21.2 / bitsandbytes 0.50.2, f32 on CPU) on the tiny
-// llama-gqa, qwen2, qwen3 (per-head q/k norms) and llama-headdim (head_dim 16 != C/H) fixtures,
-// batch (2, 24) with prompt masks and right padding:
+// torch 2.15 / transformers 5.23 (5.25 for qwen3, llama-headdim, the MoE fixtures) / peft 0.21.2 /
+// bitsandbytes 0.50.2, f32 on CPU) on the tiny llama-gqa, qwen2, qwen3 (per-head q/k norms),
+// llama-headdim (head_dim 16 != C/H), mixtral and qwen3-moe (experts, router and load-balancing
+// loss; LoRA on the nn.Linear projections, QLoRA's NF4 base covering the experts) fixtures, batch
+// (2, 24) with prompt masks and right padding:
 //  - LoRA, rsLoRA, QLoRA (NF4 + double quant) and full fine-tuning: loss and every gradient;
 //  - the adapted model's logits;
 //  - our NF4 base equals bitsandbytes' dequantized weights exactly;
@@ -59,8 +61,11 @@ struct Golden {
   }
 };
 
-TrainModelOptions golden_options(TrainMethod method, bool rslora = false, DType compute = DType::F32) {
+TrainModelOptions golden_options(TrainMethod method, bool rslora = false, DType compute = DType::F32,
+                                 const std::string& fixture = "") {
   TrainModelOptions o;
+  // The qwen3-moe goldens adapt attention only (make_train_goldens.py).
+  if (fixture == "qwen3-moe") o.lora.target_modules = {"q_proj", "k_proj", "v_proj", "o_proj"};
   o.method = method;
   o.compute = compute;
   o.lora.r = 4;
@@ -124,18 +129,21 @@ constexpr double kBf16NoiseMin = 0.5, kBf16NoiseMax = 1.5;
 // up to 2·lr·steps = 0.1 per element (measured 0.08), so any bound that holds would say nothing.
 constexpr double kBf16CurveLossTol = 2e-3, kBf16CurveNormTol = 2.5e-2;
 
+// transformers' loss: the mean cross-entropy, plus an MoE model's weighted load-balancing loss.
+double objective(const LossSum& s) { return (s.loss + s.aux_term) / double(s.tokens); }
+
 void check_grads(const std::string& model_name, const std::string& case_name, TrainMethod method, bool rslora,
                  DType compute = DType::F32, Tolerances tol = {}) {
   SCOPED_TRACE(model_name + "/" + case_name);
   const Golden g(model_name, case_name);
-  TrainModel model(test::load_fixture(model_name), golden_options(method, rslora, compute));
+  TrainModel model(test::load_fixture(model_name), golden_options(method, rslora, compute, model_name));
   if (method != TrainMethod::Full) load_params(model, g);
   const std::vector<TrainSequence> seqs = g.sequences();
   const Batch batch = make_batch(seqs, 0, seqs.size());
   ASSERT_EQ(batch.target_count(), kTargets);
   model.zero_grad();
   const LossSum loss = model.forward_backward(batch, 1.0 / kTargets, 0);
-  EXPECT_NEAR(loss.mean(), g.scalar("loss"), tol.loss * g.scalar("loss"));
+  EXPECT_NEAR(objective(loss), g.scalar("loss"), tol.loss * g.scalar("loss"));
   double worst = 0;
   for (const Param& p : model.parameters()) {
     const double err = rel_error(p.grad, g.get(p.name + ".grad"));
@@ -143,7 +151,7 @@ void check_grads(const std::string& model_name, const std::string& case_name, Tr
     EXPECT_LE(err, tol.grad) << p.name;
   }
   std::printf("[parity] %s %s: loss %.7f vs %.7f, worst gradient error %.2e (of the tensor's max)\n",
-              model_name.c_str(), case_name.c_str(), loss.mean(), g.scalar("loss"), worst);
+              model_name.c_str(), case_name.c_str(), objective(loss), g.scalar("loss"), worst);
 
   if (!g.file.contains("logits")) return;
   const Tensor ours = model.logits(batch), expected = g.get("logits"), mask = g.get("attention_mask");
@@ -164,18 +172,36 @@ TEST_P(TrainParity, LoraGradients) { check_grads(GetParam(), "lora_grads", Train
 TEST_P(TrainParity, RsLoraGradients) { check_grads(GetParam(), "lora_rslora_grads", TrainMethod::Lora, true); }
 TEST_P(TrainParity, FullFineTuningGradients) { check_grads(GetParam(), "full_grads", TrainMethod::Full, false); }
 TEST_P(TrainParity, QloraGradients) { check_grads(GetParam(), "qlora_grads", TrainMethod::Qlora, false); }
+// In bf16 an MoE model's top-k routing is discontinuous: a token whose two best experts' logits lie
+// within bf16 rounding of each other goes to a different expert in ours and in torch's run, and
+// that, not rounding noise, dominates the logits (torch's own bf16-vs-f32 logits differ by 0.91 on
+// mixtral against 0.05-0.11 on the dense fixtures). On the MoE fixtures the bf16 checks are the
+// loss within twice torch's spread only (measured 0.59 and 0.84 of it); the 10-step curve drifts
+// with each flip (qwen3-moe: 0.5% at step 10 against torch's 0.1% spread) and is not compared.
+bool moe_fixture(const std::string& fixture) { return test::load_fixture(fixture).config.moe(); }
+
 TEST_P(TrainParity, LoraBf16Gradients) {
   const Golden bf16(GetParam(), "lora_bf16_grads"), f32(GetParam(), "lora_grads");
   const double torch_bf16 = bf16.scalar("loss"), torch_f32 = f32.scalar("loss");
   const double spread = std::abs(torch_f32 - torch_bf16);
+  if (moe_fixture(GetParam())) {
+    TrainModel model(test::load_fixture(GetParam()), golden_options(TrainMethod::Lora, false, DType::BF16, GetParam()));
+    load_params(model, bf16);
+    const std::vector<TrainSequence> seqs = bf16.sequences();
+    const double ours = objective(model.evaluate(make_batch(seqs, 0, seqs.size())));
+    EXPECT_NEAR(ours, torch_bf16, kBf16SpreadFactor * spread);
+    std::printf("[parity] %s bf16: loss %.7f, torch bf16 %.7f, torch f32 %.7f (%.2f of torch's spread)\n",
+                GetParam().c_str(), ours, torch_bf16, torch_f32, std::abs(ours - torch_bf16) / spread);
+    return;
+  }
   check_grads(GetParam(), "lora_bf16_grads", TrainMethod::Lora, false, DType::BF16,
               {kBf16SpreadFactor * spread / torch_bf16, kBf16Grad, kBf16Logits});
 
-  TrainModel model(test::load_fixture(GetParam()), golden_options(TrainMethod::Lora, false, DType::BF16));
+  TrainModel model(test::load_fixture(GetParam()), golden_options(TrainMethod::Lora, false, DType::BF16, GetParam()));
   load_params(model, bf16);
   const std::vector<TrainSequence> seqs = bf16.sequences();
   const Batch batch = make_batch(seqs, 0, seqs.size());
-  const double ours = model.evaluate(batch).mean();
+  const double ours = objective(model.evaluate(batch));
   // RMS over the valid positions' logits of (ours - torch f32) against (torch bf16 - torch f32).
   const Tensor lo = model.logits(batch), lb = bf16.get("logits"), lf = f32.get("logits");
   const Tensor mask = bf16.get("attention_mask");
@@ -199,9 +225,13 @@ TEST_P(TrainParity, LoraBf16Gradients) {
 
 TEST_P(TrainParity, Nf4BaseEqualsBitsandbytes) {
   const Golden g(GetParam(), "qlora_grads");
-  TrainModel model(test::load_fixture(GetParam()), golden_options(TrainMethod::Qlora));
+  TrainModel model(test::load_fixture(GetParam()), golden_options(TrainMethod::Qlora, false, DType::F32, GetParam()));
   for (int64_t l = 0; l < model.config().num_hidden_layers; ++l) {
     for (const Linear* lin : model.layer_linears(l)) {
+      if (!lin->qweight) {  // only an MoE router stays dense (as transformers' bitsandbytes path leaves it)
+        EXPECT_TRUE(lin->name.ends_with(".gate")) << lin->name;
+        continue;
+      }
       const Tensor ours = dequantize_4bit(*lin->qweight), expected = g.get(lin->name + ".weight.nf4_dequant");
       ASSERT_EQ(ours.numel(), expected.numel());
       EXPECT_EQ(std::memcmp(ours.raw(), expected.raw(), ours.nbytes()), 0) << lin->name;  // byte-exact
@@ -215,7 +245,7 @@ void check_curve(const std::string& model_name, const std::string& case_name, Tr
                  double final_tol = kFinalAbsTol) {
   SCOPED_TRACE(model_name + "/" + case_name);
   const Golden g(model_name, case_name);
-  TrainModel model(test::load_fixture(model_name), golden_options(method, false, compute));
+  TrainModel model(test::load_fixture(model_name), golden_options(method, false, compute, model_name));
   load_params(model, g);
   TrainerConfig config;
   config.micro_batch = 2;
@@ -247,6 +277,7 @@ void check_curve(const std::string& model_name, const std::string& case_name, Tr
 TEST_P(TrainParity, LoraTenStepCurve) { check_curve(GetParam(), "lora_curve", TrainMethod::Lora); }
 TEST_P(TrainParity, QloraTenStepCurve) { check_curve(GetParam(), "qlora_curve", TrainMethod::Qlora); }
 TEST_P(TrainParity, LoraBf16TenStepCurve) {
+  if (moe_fixture(GetParam())) GTEST_SKIP() << "bf16 routing flips make an MoE curve incomparable (see LoraBf16Gradients)";
   const Tensor bf16 = Golden(GetParam(), "lora_bf16_curve").get("losses"), f32 = Golden(GetParam(), "lora_curve").get("losses");
   double spread = 0;  // torch's own largest relative bf16-vs-f32 loss difference over the curve
   for (int64_t s = 0; s < bf16.numel(); ++s)
@@ -255,7 +286,8 @@ TEST_P(TrainParity, LoraBf16TenStepCurve) {
               std::max(kBf16CurveLossTol, kBf16SpreadFactor * spread), kBf16CurveNormTol, -1);
 }
 
-INSTANTIATE_TEST_SUITE_P(Fixtures, TrainParity, ::testing::Values("llama-gqa", "qwen2", "qwen3", "llama-headdim"),
+INSTANTIATE_TEST_SUITE_P(Fixtures, TrainParity, ::testing::Values("llama-gqa", "qwen2", "qwen3", "llama-headdim", "mixtral",
+                                                                   "qwen3-moe"),
                          [](const auto& info) {
                            std::string s = info.param;
                            std::replace(s.begin(), s.end(), '-', '_');

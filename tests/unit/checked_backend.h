@@ -112,14 +112,14 @@ class CheckedBackend final : public CpuBackend {
     Guard g(*this, "add_inplace", {x, y});                                                                          \
     CpuBackend::add_inplace(x, y, n);                                                                               \
   }                                                                                                                 \
-  void moe_route_forward(const T* l, int64_t N, int64_t E, int64_t k, T* p, int32_t* i, T* w) override {           \
+  void moe_route_forward(const T* l, int64_t N, int64_t E, int64_t k, bool r, T* p, int32_t* i, T* w) override {      \
     Guard g(*this, "moe_route_forward", {l, p, i, w});                                                              \
-    CpuBackend::moe_route_forward(l, N, E, k, p, i, w);                                                             \
+    CpuBackend::moe_route_forward(l, N, E, k, r, p, i, w);                                                             \
   }                                                                                                                 \
   void moe_route_backward(const T* p, const int32_t* i, const T* w, const T* dw, const T* dp, int64_t N, int64_t E, \
-                          int64_t k, T* dl) override {                                                              \
+                          int64_t k, bool r, T* dl) override {                                                        \
     Guard g(*this, "moe_route_backward", {p, i, w, dw, dp, dl});                                                    \
-    CpuBackend::moe_route_backward(p, i, w, dw, dp, N, E, k, dl);                                                   \
+    CpuBackend::moe_route_backward(p, i, w, dw, dp, N, E, k, r, dl);                                                   \
   }                                                                                                                 \
   void gather_rows(const T* s, const int32_t* r, const T* sc, int64_t n, int64_t C, T* d) override {               \
     Guard g(*this, "gather_rows", {s, r, sc, d});                                                                   \

@@ -1,5 +1,5 @@
 // LlamaConfig from/to HF config.json: real-world field spellings (Llama 2/3.1, Mistral, Qwen2,
-// SmolLM2), defaults, rope_scaling variants, unsupported architectures and wrong JSON types
+// Qwen3, Mixtral, Qwen3-MoE, SmolLM2), defaults, rope_scaling variants, unsupported architectures and wrong JSON types
 // (errors naming key and file), validation (with upper bounds, and floats too large for int64),
 // and parameter counts checked against published ones (an overflowing count is an error).
 #include <gtest/gtest.h>
@@ -188,6 +188,56 @@ TEST(Config, MixtralHasExpertsAndARouter) {
   m["num_experts_per_tok"] = 9;
   expect_error([&] { LlamaConfig::from_hf_json(m, "mixtral/config.json"); },
                {"[config]", "num_experts_per_tok", "mixtral/config.json", "got 9"});
+}
+
+// Qwen/Qwen3-30B-A3B's config.json: 128 experts (spelled num_experts), 8 per token, renormalised;
+// 30,532,122,624 parameters (the estimator's preset, from the same shapes). mlp_only_layers makes
+// a layer dense again (intermediate_size, no router); an index out of range is refused.
+json qwen3_30b_a3b() {
+  return json::parse(R"({
+    "architectures": ["Qwen3MoeForCausalLM"], "model_type": "qwen3_moe", "vocab_size": 151936,
+    "hidden_size": 2048, "intermediate_size": 6144, "moe_intermediate_size": 768, "num_hidden_layers": 48,
+    "num_attention_heads": 32, "num_key_value_heads": 4, "head_dim": 128, "max_position_embeddings": 40960,
+    "rms_norm_eps": 1e-06, "rope_theta": 1000000.0, "tie_word_embeddings": false, "attention_bias": false,
+    "num_experts": 128, "num_experts_per_tok": 8, "norm_topk_prob": true, "decoder_sparse_step": 1,
+    "mlp_only_layers": [], "output_router_logits": false, "router_aux_loss_coef": 0.001,
+    "use_sliding_window": false, "sliding_window": null, "bos_token_id": 151643, "eos_token_id": 151645,
+    "torch_dtype": "bfloat16", "hidden_act": "silu"})");
+}
+
+TEST(Config, Qwen3MoeExpertsAndDenseLayers) {
+  json q = qwen3_30b_a3b();
+  const LlamaConfig c = LlamaConfig::from_hf_json(q, "qwen3moe/config.json");
+  EXPECT_TRUE(c.moe());
+  EXPECT_TRUE(c.qk_norm);
+  EXPECT_TRUE(c.norm_topk_prob);
+  EXPECT_EQ(c.num_local_experts, 128);
+  EXPECT_EQ(c.moe_intermediate_size, 768);
+  EXPECT_EQ(c.moe_layer_count(), 48);
+  EXPECT_EQ(c.parameter_count(), 30'532'122'624);
+  const LlamaConfig back = LlamaConfig::from_hf_json(c.to_hf_json(), "back.json");
+  EXPECT_EQ(back.to_hf_json().dump(), c.to_hf_json().dump());
+  EXPECT_FALSE(LlamaConfig::from_hf_json(mixtral_8x7b(), "m.json").moe_layer(-1));
+
+  // Layer 3 dense, and every other layer sparse: 23 sparse layers of 48.
+  q["mlp_only_layers"] = {3};
+  q["decoder_sparse_step"] = 2;
+  const LlamaConfig mixed = LlamaConfig::from_hf_json(q, "qwen3moe/config.json");
+  EXPECT_FALSE(mixed.moe_layer(0));
+  EXPECT_TRUE(mixed.moe_layer(1));
+  EXPECT_FALSE(mixed.moe_layer(3));
+  EXPECT_EQ(mixed.moe_layer_count(), 23);
+  const int64_t sparse_mlp = 128 * (3 * 2048 * 768 + 2048), dense_mlp = 3 * 2048 * 6144;
+  EXPECT_EQ(c.parameter_count() - mixed.parameter_count(), 25 * (sparse_mlp - dense_mlp));
+  q["num_local_experts"] = 64;  // transformers 5 writes the alias; it wins over num_experts
+  EXPECT_EQ(LlamaConfig::from_hf_json(q, "qwen3moe/config.json").num_local_experts, 64);
+
+  q["mlp_only_layers"] = {48};
+  expect_error([&] { LlamaConfig::from_hf_json(q, "qwen3moe/config.json"); },
+               {"[config]", "mlp_only_layers", "qwen3moe/config.json", "48"});
+  q["mlp_only_layers"] = "all";
+  expect_error([&] { LlamaConfig::from_hf_json(q, "qwen3moe/config.json"); },
+               {"[config]", "mlp_only_layers", "expected a list"});
 }
 
 TEST(Config, UnsupportedArchitecture) {

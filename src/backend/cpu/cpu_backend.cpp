@@ -66,13 +66,14 @@ void CpuBackend::copy(void* dst, const void* src, size_t bytes, Stream) {
     cpu::embedding_backward<T>(dout, ids, N, C, dtable);                                                             \
   }                                                                                                                  \
   void CpuBackend::add_inplace(T* x, const T* y, int64_t n) { cpu::add_inplace<T>(x, y, n); }                         \
-  void CpuBackend::moe_route_forward(const T* logits, int64_t N, int64_t E, int64_t k, T* probs, int32_t* idx,       \
-                                     T* weights) {                                                                   \
-    cpu::moe_route_forward<T>(logits, N, E, k, probs, idx, weights);                                                 \
+  void CpuBackend::moe_route_forward(const T* logits, int64_t N, int64_t E, int64_t k, bool renormalize, T* probs,    \
+                                     int32_t* idx, T* weights) {                                                      \
+    cpu::moe_route_forward<T>(logits, N, E, k, renormalize, probs, idx, weights);                                     \
   }                                                                                                                  \
   void CpuBackend::moe_route_backward(const T* probs, const int32_t* idx, const T* weights, const T* dweights,        \
-                                      const T* dprobs, int64_t N, int64_t E, int64_t k, T* dlogits) {                \
-    cpu::moe_route_backward<T>(probs, idx, weights, dweights, dprobs, N, E, k, dlogits);                             \
+                                      const T* dprobs, int64_t N, int64_t E, int64_t k, bool renormalize,             \
+                                      T* dlogits) {                                                                   \
+    cpu::moe_route_backward<T>(probs, idx, weights, dweights, dprobs, N, E, k, renormalize, dlogits);                 \
   }                                                                                                                  \
   void CpuBackend::gather_rows(const T* src, const int32_t* rows, const T* scale, int64_t n, int64_t C, T* dst) {    \
     cpu::gather_rows<T>(src, rows, scale, n, C, dst);                                                                \

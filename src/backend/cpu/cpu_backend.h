@@ -35,10 +35,10 @@ class CpuBackend : public Backend {
   void embedding_forward(const Tensor& table, const int32_t* ids, int64_t N, T* out) override;                       \
   void embedding_backward(const T* dout, const int32_t* ids, int64_t N, int64_t C, T* dtable) override;              \
   void add_inplace(T* x, const T* y, int64_t n) override;                                                            \
-  void moe_route_forward(const T* logits, int64_t N, int64_t E, int64_t k, T* probs, int32_t* idx, T* weights)       \
-      override;                                                                                                      \
+  void moe_route_forward(const T* logits, int64_t N, int64_t E, int64_t k, bool renormalize, T* probs, int32_t* idx,  \
+                         T* weights) override;                                                                        \
   void moe_route_backward(const T* probs, const int32_t* idx, const T* weights, const T* dweights, const T* dprobs,   \
-                          int64_t N, int64_t E, int64_t k, T* dlogits) override;                                     \
+                          int64_t N, int64_t E, int64_t k, bool renormalize, T* dlogits) override;                    \
   void gather_rows(const T* src, const int32_t* rows, const T* scale, int64_t n, int64_t C, T* dst) override;        \
   void scatter_add_rows(const T* src, const int32_t* rows, const T* scale, int64_t n, int64_t C, T* dst) override;   \
   void gathered_row_dots(const T* a, const int32_t* rows, const T* b, int64_t n, int64_t C, T* out) override;        \

@@ -15,7 +15,8 @@ constexpr int64_t kParallelMinElems = 32768;  // as block_ops.cpp: below this, o
 }
 
 template <typename T>
-void moe_route_forward(const T* logits, int64_t N, int64_t E, int64_t k, T* probs, int32_t* idx, T* weights) {
+void moe_route_forward(const T* logits, int64_t N, int64_t E, int64_t k, bool renormalize, T* probs, int32_t* idx,
+                       T* weights) {
 #pragma omp parallel for if (N * E > kParallelMinElems) schedule(static)
   for (int64_t n = 0; n < N; ++n) {
     const T* l = logits + n * E;
@@ -32,6 +33,7 @@ void moe_route_forward(const T* logits, int64_t N, int64_t E, int64_t k, T* prob
                       [p](int32_t a, int32_t b) { return p[a] > p[b] || (p[a] == p[b] && a < b); });
     T chosen = 0;
     for (int64_t j = 0; j < k; ++j) chosen += p[order[size_t(j)]];
+    if (!renormalize) chosen = 1;
     for (int64_t j = 0; j < k; ++j) {
       idx[n * k + j] = order[size_t(j)];
       weights[n * k + j] = p[order[size_t(j)]] / chosen;
@@ -43,7 +45,7 @@ void moe_route_forward(const T* logits, int64_t N, int64_t E, int64_t k, T* prob
 // (0 otherwise), plus dprobs; then softmax: dlogit_e = p_e (dp_e - sum_f dp_f p_f).
 template <typename T>
 void moe_route_backward(const T* probs, const int32_t* idx, const T* weights, const T* dweights, const T* dprobs,
-                        int64_t N, int64_t E, int64_t k, T* dlogits) {
+                        int64_t N, int64_t E, int64_t k, bool renormalize, T* dlogits) {
 #pragma omp parallel for if (N * E > kParallelMinElems) schedule(static)
   for (int64_t n = 0; n < N; ++n) {
     const T* p = probs + n * E;
@@ -56,6 +58,7 @@ void moe_route_backward(const T* probs, const int32_t* idx, const T* weights, co
       for (int64_t e = 0; e < E; ++e) dp[size_t(e)] = dprobs[n * E + e];
     T chosen = 0, dw_w = 0;
     for (int64_t j = 0; j < k; ++j) chosen += p[id[j]], dw_w += dw[j] * w[j];
+    if (!renormalize) chosen = 1, dw_w = 0;  // w_j = p_j
     for (int64_t j = 0; j < k; ++j) dp[size_t(id[j])] += (dw[j] - dw_w) / chosen;
     T dot = 0;
     for (int64_t e = 0; e < E; ++e) dot += dp[size_t(e)] * p[e];
@@ -98,9 +101,9 @@ void gathered_row_dots(const T* a, const int32_t* rows, const T* b, int64_t n, i
 }
 
 #define QLORA_MOE_OPS_INSTANTIATE(T)                                                                              \
-  template void moe_route_forward<T>(const T*, int64_t, int64_t, int64_t, T*, int32_t*, T*);                      \
+  template void moe_route_forward<T>(const T*, int64_t, int64_t, int64_t, bool, T*, int32_t*, T*);                      \
   template void moe_route_backward<T>(const T*, const int32_t*, const T*, const T*, const T*, int64_t, int64_t,   \
-                                      int64_t, T*);                                                               \
+                                      int64_t, bool, T*);                                                               \
   template void gather_rows<T>(const T*, const int32_t*, const T*, int64_t, int64_t, T*);                        \
   template void scatter_add_rows<T>(const T*, const int32_t*, const T*, int64_t, int64_t, T*);                   \
   template void gathered_row_dots<T>(const T*, const int32_t*, const T*, int64_t, int64_t, T*);

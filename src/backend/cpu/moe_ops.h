@@ -8,10 +8,11 @@
 namespace qlora::cpu {
 
 template <typename T>
-void moe_route_forward(const T* logits, int64_t N, int64_t E, int64_t k, T* probs, int32_t* idx, T* weights);
+void moe_route_forward(const T* logits, int64_t N, int64_t E, int64_t k, bool renormalize, T* probs, int32_t* idx,
+                       T* weights);
 template <typename T>
 void moe_route_backward(const T* probs, const int32_t* idx, const T* weights, const T* dweights, const T* dprobs,
-                        int64_t N, int64_t E, int64_t k, T* dlogits);
+                        int64_t N, int64_t E, int64_t k, bool renormalize, T* dlogits);
 template <typename T>
 void gather_rows(const T* src, const int32_t* rows, const T* scale, int64_t n, int64_t C, T* dst);
 template <typename T>

@@ -7,12 +7,20 @@ This script is the reference oracle only: CI never runs it, the tests read the c
 writes. Re-run it only to change them, and commit its output with it (layout: README.md here).
 
     # from the repository root; venv: pip install -r tests/golden/requirements.txt
-    venv/bin/python tests/parity/golden/make_train_goldens.py [--only llama-gqa|qwen2|qwen3 ...] [--check]
+    venv/bin/python tests/parity/golden/make_train_goldens.py [--only llama-gqa|qwen2|qwen3|mixtral ...] [--check]
 
 Base models: the committed tiny HF folders tests/golden/fixtures/llama-gqa (GQA 4/2, D 8, F 72,
 V 128), tests/golden/fixtures/qwen2 (q/k/v biases, V 144) and tests/golden/fixtures/qwen3 (per-head
-q/k RMSNorm, head_dim 16 != C/H, V 128), loaded in f32 with
-attn_implementation="eager". Batch (B=2, T=24): seeded ids; seq 0 has its first 6 labels ignored
+q/k RMSNorm, head_dim 16 != C/H, V 128), tests/golden/fixtures/mixtral (4 experts, 2 per
+token, aux loss coef 0.02) and tests/golden/fixtures/qwen3-moe (Qwen3 attention, sparse layers 0
+and 2 around dense layer 1, raw top-k weights, aux loss coef 0.01), loaded in f32 with
+attn_implementation="eager" (MoE: experts_implementation="eager"). On the MoE fixtures LoRA
+wraps nn.Linear projections only: attention (all of them on qwen3-moe, whose gate/up/down_proj
+would name the experts too; all seven names on mixtral, whose MLP has none);
+the loss includes router_aux_loss_coef x the load-balancing loss, as transformers computes it;
+full_grads and the NF4 weights are stored under the checkpoint's per-expert names (transformers 5
+stacks a layer's experts into gate_up_proj and down_proj), and QLoRA's NF4 base covers the
+experts, quantized per expert and matrix as the engine does. Batch (B=2, T=24): seeded ids; seq 0 has its first 6 labels ignored
 (a prompt), seq 1 its first 9, and seq 1 is right-padded over its last 5 positions (attention_mask 0,
 labels -100, ids PAD_ID). transformers shifts the labels inside the model; the loss is the mean
 cross-entropy over the non-ignored shifted targets (28 of them).
@@ -41,6 +49,7 @@ Deterministic: seeded generators, one thread, torch.use_deterministic_algorithms
 --check regenerates everything in memory and compares it bit for bit with the files on disk.
 """
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -67,7 +76,8 @@ ROOT = Path(__file__).resolve().parents[3]
 FIXTURES = ROOT / "tests" / "golden" / "fixtures"
 OUT = Path(__file__).resolve().parent
 
-MODELS = {"llama-gqa": 2001, "qwen2": 2002, "qwen3": 2003, "llama-headdim": 2004}  # fixture folder -> seed of everything drawn for it
+# fixture folder -> seed of everything drawn for it
+MODELS = {"llama-gqa": 2001, "qwen2": 2002, "qwen3": 2003, "llama-headdim": 2004, "mixtral": 2005, "qwen3-moe": 2006}
 B, T = 2, 24
 PROMPT_LEN = (6, 9)   # labels -100 on these prefixes (seq 0, seq 1)
 PAD_LEN = (0, 5)      # right padding (attention_mask 0, labels -100)
@@ -83,6 +93,63 @@ NF4 = dict(blocksize=64, quant_type="nf4", compress_statistics=True)
 
 def log(*args):
     print(*args, flush=True)
+
+
+# MoE fixtures (mixtral, qwen3-moe). transformers 5 holds a layer's experts as two stacked
+# parameters, mlp.experts.gate_up_proj (E, 2F, C: gate rows, then up rows) and down_proj (E, C, F),
+# and its router as mlp.gate; the checkpoint (and the engine) names one matrix per expert and part.
+EXPERT_PARTS = {"mixtral": ("w1", "w3", "w2"), "qwen3_moe": ("gate_proj", "up_proj", "down_proj")}
+EXPERT_PREFIX = {"mixtral": "block_sparse_moe.experts", "qwen3_moe": "mlp.experts"}
+ROUTER = {"mixtral": "block_sparse_moe.gate", "qwen3_moe": "mlp.gate"}
+
+
+# On an MoE model PEFT (0.21, transformers 5) rewrites target_modules as if they were transformers
+# 4 names: any gate/up/down_proj it matches, even qwen3-moe's dense layer-1 MLP, also targets the
+# stacked experts (target_parameters). These goldens put LoRA on the nn.Linear projections only
+# (attention, and that dense MLP), so for MoE fixtures the rewrite is switched off while PEFT wraps
+# the model (no_v4_target_rewrite).
+@contextlib.contextmanager
+def no_v4_target_rewrite():
+    import peft.utils.transformers_weight_conversion as conversion
+    saved = conversion.convert_peft_config_for_transformers
+    conversion.convert_peft_config_for_transformers = lambda *args, **kwargs: None
+    try:
+        yield
+    finally:
+        conversion.convert_peft_config_for_transformers = saved
+
+
+def is_moe(cfg) -> bool:
+    return cfg.model_type in EXPERT_PARTS
+
+
+def expert_matrices(cfg, layer_prefix: str, gate_up: torch.Tensor, down: torch.Tensor):
+    """(checkpoint name, matrix view) of every expert's gate, up and down below layer_prefix
+    ("model.layers.0.")."""
+    F = down.shape[-1]
+    for e in range(down.shape[0]):
+        parts = (gate_up[e, :F], gate_up[e, F:], down[e])
+        for name, m in zip(EXPERT_PARTS[cfg.model_type], parts):
+            yield f"{layer_prefix}{EXPERT_PREFIX[cfg.model_type]}.{e}.{name}.weight", m
+
+
+def checkpoint_named(cfg, tensors: dict) -> dict:
+    """transformers-5 parameter names (and stacked experts) -> the checkpoint's per-expert names."""
+    if not is_moe(cfg):
+        return tensors
+    out = {}
+    for name, t in tensors.items():
+        if name.endswith("mlp.experts.down_proj"):
+            continue
+        if name.endswith("mlp.experts.gate_up_proj"):
+            prefix = name[: -len("mlp.experts.gate_up_proj")]
+            out.update({k: m.contiguous() for k, m in
+                        expert_matrices(cfg, prefix, t, tensors[prefix + "mlp.experts.down_proj"])})
+        elif name.endswith("mlp.gate.weight"):
+            out[name[: -len("mlp.gate.weight")] + ROUTER[cfg.model_type] + ".weight"] = t
+        else:
+            out[name] = t
+    return out
 
 
 def make_batch(vocab: int, seed: int):
@@ -124,9 +191,14 @@ def cpu_short_row_dequant_bug() -> bool:
     return not torch.equal(bnbf.dequantize_4bit(packed, state).float(), nf4_round_trip_weight(packed, state))
 
 
+def experts_kwargs(name: str) -> dict:
+    # transformers 5's per-expert loop: its grouped_mm experts take no float64.
+    return {"experts_implementation": "eager"} if "num_experts_per_tok" in (FIXTURES / name / "config.json").read_text() else {}
+
+
 def load_base(name: str, dtype: torch.dtype, nf4: bool):
     model = AutoModelForCausalLM.from_pretrained(FIXTURES / name, attn_implementation="eager",
-                                                 dtype=torch.float32)
+                                                 dtype=torch.float32, **experts_kwargs(name))
     nf4_weights = {}
     if nf4:
         # QLoRA's frozen base: bnb stores NF4 codes and computes with dequantize_4bit(codes) (in the
@@ -139,6 +211,15 @@ def load_base(name: str, dtype: torch.dtype, nf4: bool):
                     assert w.shape == module.weight.shape
                     module.weight.data.copy_(w)
                     nf4_weights[mname + ".weight"] = w.clone()
+                elif mname.endswith("mlp.experts"):
+                    # The engine quantizes each expert's gate, up and down as a matrix of its own
+                    # (the checkpoint's), so the double-quantization statistics are per matrix too.
+                    prefix = mname[: -len("mlp.experts")]
+                    for key, m in expert_matrices(model.config, prefix, module.gate_up_proj.data, module.down_proj.data):
+                        packed, state = bnbf.quantize_4bit(m.contiguous(), **NF4)
+                        w = nf4_round_trip_weight(packed, state)
+                        m.copy_(w)
+                        nf4_weights[key] = w.clone()
     return model.to(dtype), nf4_weights
 
 
@@ -148,12 +229,19 @@ def peft_key(param_name: str) -> str:
 
 
 def lora_model(base, use_rslora: bool, seed: int):
+    # qwen3-moe: attention only (its gate/up/down_proj would name the experts too, in PEFT and in
+    # the engine alike, and PEFT's stacked-expert LoRA is not the per-expert one).
+    targets = TARGETS[:4] if base.config.model_type == "qwen3_moe" else TARGETS
+    # The projections PEFT wraps: every nn.Linear named in TARGETS (an MoE layer has no dense
+    # gate/up/down; its experts are stacked parameters, the router is not one of the names).
+    wrapped = sum(1 for n, m in base.named_modules() if n.split(".")[-1] in targets and isinstance(m, torch.nn.Linear))
     torch.manual_seed(seed)  # PEFT draws A (kaiming-uniform) from the global generator
-    cfg = LoraConfig(target_modules=TARGETS, use_rslora=use_rslora, task_type="CAUSAL_LM", **LORA)
-    model = get_peft_model(base, cfg)
+    cfg = LoraConfig(target_modules=targets, use_rslora=use_rslora, task_type="CAUSAL_LM", **LORA)
+    with no_v4_target_rewrite() if is_moe(base.config) else contextlib.nullcontext():
+        model = get_peft_model(base, cfg)
     params = {peft_key(n): p for n, p in model.named_parameters() if p.requires_grad}
     assert set(params) == set(get_peft_model_state_dict(model)), "PEFT key naming changed"
-    assert len(params) == 2 * len(TARGETS) * base.config.num_hidden_layers
+    assert len(params) == 2 * wrapped
     # PEFT keeps a bf16 base's adapters in f32 (autocast_adapter_dtype), as a bf16 user trains them.
     adapter_dtype = torch.float32 if base.dtype == torch.bfloat16 else base.dtype
     assert all(p.dtype == adapter_dtype for p in params.values()), "adapter dtype changed"
@@ -170,9 +258,12 @@ def set_random_ab(params, seed: int):
 
 def forward_loss(model, ids, labels, mask):
     out = model(input_ids=ids, attention_mask=mask, labels=labels, use_cache=False)
-    # The convention the engine follows: target of row (b, t) = labels[b, t + 1], mean over targets.
+    # The convention the engine follows: target of row (b, t) = labels[b, t + 1], mean over targets;
+    # an MoE model with output_router_logits adds router_aux_loss_coef x its load-balancing loss.
     manual = torch.nn.functional.cross_entropy(out.logits[:, :-1].detach().double().flatten(0, 1),
                                                labels[:, 1:].flatten(), ignore_index=-100)
+    if getattr(out, "aux_loss", None) is not None:
+        manual = manual + model.config.router_aux_loss_coef * out.aux_loss.detach().double()
     assert abs(float(manual) - out.loss.item()) < 1e-5, (float(manual), out.loss.item())
     return out.loss, out.logits
 
@@ -196,7 +287,9 @@ def grads_case(name, seed, dtype, ids, labels, mask, kind):
     tensors = {}
     if kind != "full":
         tensors.update({k: f32(p) for k, p in params.items()})
-    tensors.update({k + ".grad": f32(p.grad) for k, p in params.items()})
+    grads_named = checkpoint_named(base.config, {k: p.grad for k, p in params.items()}) if kind == "full" else \
+        {k: p.grad for k, p in params.items()}
+    tensors.update({k + ".grad": f32(g) for k, g in grads_named.items()})
     if kind in ("lora", "qlora"):
         tensors["logits"] = f32(logits)
     tensors.update({k + ".nf4_dequant": f32(w) for k, w in nf4_weights.items()})
@@ -237,11 +330,14 @@ def bnb_linear4bit_diff(name, seed, ids, labels, mask, loss, grads):
     """Cross-check of the NF4 round trip: the same qlora_grads case through transformers'
     BitsAndBytesConfig (real bnb Linear4bit layers, NF4 + double quant, f32 compute) + PEFT.
     Returns (|loss diff|, max |grad diff|); bnb 0.50 on CPU gives 0, 0 where its CPU dequantize
-    follows the format (rows of in_features >= the block, or no short-row bug), else None, None:
-    the layers would compute with mis-scaled weights (cpu_short_row_dequant_bug)."""
+    follows the format (rows of in_features >= the block, or no short-row bug), else None and why:
+    the layers would compute with mis-scaled weights (cpu_short_row_dequant_bug), or an MoE model's
+    experts would stay dense."""
+    if is_moe(transformers.AutoConfig.from_pretrained(FIXTURES / name)):
+        return None, "transformers' bitsandbytes path leaves the stacked expert parameters unquantized"
     if cpu_short_row_dequant_bug() and min(json.loads((FIXTURES / name / "config.json").read_text())[k]
                                            for k in ("hidden_size", "intermediate_size")) < NF4["blocksize"]:
-        return None, None
+        return None, "bitsandbytes' CPU dequantize_4bit mis-scales rows shorter than the block"
     from transformers import BitsAndBytesConfig
     qcfg = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                               bnb_4bit_compute_dtype=torch.float32)
@@ -297,9 +393,8 @@ def make_model(name: str, seed: int, settings: dict):
         if kind == "qlora":
             dl, dg = bnb_linear4bit_diff(name, seed, ids, labels, mask, loss, grads)
             if dl is None:
-                disc["bnb_linear4bit_skipped"] = "bitsandbytes' CPU dequantize_4bit mis-scales rows shorter than the block"
-                log(f"[{name}/{case}] vs real bnb Linear4bit: skipped, this bnb's CPU dequantize mis-scales rows "
-                    f"shorter than {NF4['blocksize']}")
+                disc["bnb_linear4bit_skipped"] = dg
+                log(f"[{name}/{case}] vs real bnb Linear4bit: skipped, {dg}")
             else:
                 disc["bnb_linear4bit_loss_abs_diff"], disc["bnb_linear4bit_grad_max_abs_diff"] = dl, dg
                 log(f"[{name}/{case}] vs real bnb Linear4bit + PEFT: loss diff {dl:.3g}, grads max abs diff {dg:.3g}")

@@ -26,6 +26,10 @@ std::vector<std::string> export_gguf(const ModelSource& model, const std::string
   const GgmlType type = options.type;
   if (type != GgmlType::F32 && type != GgmlType::F16 && type != GgmlType::BF16 && type != GgmlType::Q8_0)
     fail("export", "GGUF export type must be f32, f16, bf16 or q8_0; got {}", ggml_type_name(uint32_t(type)));
+  if (c.moe())
+    fail("export", "GGUF export of a mixture-of-experts model ({}: stacked ffn_*_exps tensors) is not implemented; "
+                   "export an HF folder instead (--format hf)",
+         c.architecture);
   if (!c.rope_scaling.type.empty() && c.rope_scaling.type != "linear")
     fail("export", "rope_scaling type '{}' cannot be written to GGUF by this exporter (supported: none, linear)",
          c.rope_scaling.type);

@@ -73,6 +73,10 @@ struct LlamaConfig {
   int64_t kv_dim() const { return num_key_value_heads * head_dim; }
   // (out, in) features of projection `index` (core/projections.h order).
   std::pair<int64_t, int64_t> projection_shape(int index) const;
+  // (out, in) of an expert's part (0 gate, 1 up: (moe_intermediate_size, C); 2 down: the reverse).
+  std::pair<int64_t, int64_t> expert_shape(int part) const {
+    return part == 2 ? std::pair{hidden_size, moe_intermediate_size} : std::pair{moe_intermediate_size, hidden_size};
+  }
   // Total parameters, counting a tied LM head once; throws Error when the count overflows int64.
   int64_t parameter_count() const;
 };

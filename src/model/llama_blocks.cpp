@@ -360,7 +360,7 @@ LossSum LlamaModel::Impl::run(const Batch& batch, Mode mode, double grad_scale, 
 
   be.embedding_forward(w.embed, ws.ids.data<int32_t>(), N, input(0).template data<T>());
   round(input(0));
-  // Mixtral's load-balancing loss needs every layer's routing before any backward.
+  // An MoE model's load-balancing loss needs every sparse layer's routing before any backward.
   const bool with_aux = c.moe() && c.output_router_logits;
   aux = AuxStats();
   aux.counts.assign(size_t(c.num_local_experts), 0.0), aux.prob_sums.assign(size_t(c.num_local_experts), 0.0);

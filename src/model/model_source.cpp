@@ -135,8 +135,10 @@ Shape ModelSource::expected_shape(const std::string& name) const {
       int64_t expert = -1;
       int part = -1;
       if (parse_expert_path(suffix, expert, part) && expert < c.num_local_experts &&
-          suffix == expert_path(c.model_type, expert, part) + ".weight")
-        return part == 2 ? Shape{C, c.moe_intermediate_size} : Shape{c.moe_intermediate_size, C};
+          suffix == expert_path(c.model_type, expert, part) + ".weight") {
+        const auto [out, in] = c.expert_shape(part);
+        return {out, in};
+      }
       if (suffix.starts_with("mlp.")) fail("load", "tensor {} is not part of a {} model", name, c.architecture);
     }
     for (int p = 0; p < kProjCount; ++p) {

@@ -49,10 +49,6 @@ bool router_targeted(const ModelOptions& options) { return options.lora.targets(
 bool expert_part_targeted(const LlamaConfig& c, const ModelOptions& options, int part) {
   return options.lora.targets(expert_part_name(c.model_type, part));
 }
-// (out, in) of an expert's part: gate and up (F, C), down (C, F).
-std::pair<int64_t, int64_t> expert_part_shape(const LlamaConfig& c, int part) {
-  return part == 2 ? std::pair{c.hidden_size, c.moe_intermediate_size} : std::pair{c.moe_intermediate_size, c.hidden_size};
-}
 
 std::vector<PlannedParam> plan_params(const ModelSource& src, const ModelOptions& options, bool full,
                                       bool adapters) {
@@ -78,7 +74,7 @@ std::vector<PlannedParam> plan_params(const ModelSource& src, const ModelOptions
       for (int64_t e = 0; e < c.num_local_experts; ++e)
         for (int part = 0; part < 3; ++part)
           if (expert_part_targeted(c, options, part)) {
-            const auto [out, in] = expert_part_shape(c, part);
+            const auto [out, in] = c.expert_shape(part);
             adapter(out, in);
           }
     }
@@ -268,7 +264,7 @@ ModelWeights build_model_weights(Backend& backend, const ModelSource& src, const
       for (int64_t e = 0; e < c.num_local_experts; ++e)
         for (int part = 0; part < 3; ++part) {
           Linear& lin = layer.experts[size_t(e)][size_t(part)];
-          const auto [out_features, in_features] = expert_part_shape(c, part);
+          const auto [out_features, in_features] = c.expert_shape(part);
           base(lin, prefix + expert_path(c.model_type, e, part), out_features, in_features, false, true);
           if (adapters && expert_part_targeted(c, options, part)) adapt(lin);
         }

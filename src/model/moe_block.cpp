@@ -9,7 +9,7 @@
 // selection has no gradient, as in torch), and adds the load-balancing loss's gradient on the
 // probabilities when the config asks for it (output_router_logits). Tested in
 // tests/golden/test_golden_logits.cpp, tests/grad/test_model_grads.cpp and
-// tests/parity/test_train_parity.cpp (mixtral fixture).
+// tests/parity/test_train_parity.cpp (mixtral and qwen3-moe fixtures).
 #include <type_traits>
 
 #include "core/error.h"

@@ -4,6 +4,7 @@
 #include "io/peft_adapter.h"
 
 #include <algorithm>
+#include <charconv>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -212,6 +213,33 @@ std::pair<Tensor, Tensor> PeftAdapter::module(const std::string& module_name) co
     if (key == base + ".lora_B.weight") b = t;
   }
   return {a, b};
+}
+
+PeftLoraKey parse_peft_lora_key(const std::string& key, std::string_view stage) {
+  constexpr std::string_view kLayersPrefix = "base_model.model.model.layers.";
+  auto bad = [&](std::string_view why) -> PeftLoraKey {
+    fail(stage, "adapter tensor {}: {}; expected {}<i>.<module>.lora_<A|B>.weight", key, why, kLayersPrefix);
+  };
+  std::string_view k = key;
+  if (!k.starts_with(kLayersPrefix)) return bad("not a decoder-layer LoRA weight");
+  k.remove_prefix(kLayersPrefix.size());
+  PeftLoraKey out;
+  const auto [end, ec] = std::from_chars(k.data(), k.data() + k.size(), out.layer);
+  if (ec != std::errc() || end == k.data() || end == k.data() + k.size() || *end != '.')
+    return bad("no layer index");
+  k.remove_prefix(size_t(end - k.data()) + 1);
+  constexpr std::string_view kA = ".lora_A.weight", kB = ".lora_B.weight";
+  if (k.ends_with(kA)) {
+    out.is_a = true;
+    k.remove_suffix(kA.size());
+  } else if (k.ends_with(kB)) {
+    k.remove_suffix(kB.size());
+  } else {
+    return bad("not a lora_A/lora_B weight");
+  }
+  if (k.empty()) return bad("no module name");
+  out.module = std::string(k);
+  return out;
 }
 
 PeftAdapter read_peft_adapter(const std::string& dir) {

@@ -11,6 +11,7 @@
 #pragma once
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -34,6 +35,16 @@ struct PeftAdapter {
   // The (A, B) pair of a module ("model.layers.3.self_attn.q_proj"); undefined tensors when absent.
   std::pair<Tensor, Tensor> module(const std::string& module_name) const;
 };
+
+// A LoRA key "base_model.model.model.layers.{i}.{module}.lora_{A|B}.weight" split into its parts.
+struct PeftLoraKey {
+  int64_t layer = -1;
+  std::string module;  // below "model.layers.{i}.": "self_attn.q_proj", "block_sparse_moe.experts.3.w1"
+  bool is_a = false;
+};
+// Throws Error (under `stage`) naming the key when it is not a decoder-layer LoRA weight. The layer
+// index is not checked against a model here; model/weights.h find_layer_module does that.
+PeftLoraKey parse_peft_lora_key(const std::string& key, std::string_view stage);
 
 // Reads DIR/adapter_config.json and DIR/adapter_model.safetensors (f16/bf16 tensors become f32).
 PeftAdapter read_peft_adapter(const std::string& dir);

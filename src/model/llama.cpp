@@ -1,12 +1,12 @@
 // LlamaModel: construction on a backend, the public training and inference entry points, and PEFT
-// adapters applied unmerged to an inference model (each adapted projection's Linear gets a frozen
-// LoraAdapter, so the block code adds scale·(x·Aᵀ)·Bᵀ exactly as in training). The block code
-// itself is in llama_blocks.cpp.
+// adapters applied unmerged to an inference model (each adapted Linear, a projection or an MoE
+// router or expert, gets a frozen LoraAdapter, so the block code adds scale·(x·Aᵀ)·Bᵀ exactly as in
+// training). The block code itself is in llama_blocks.cpp.
 #include "model/llama.h"
 
-#include <charconv>
-#include <cstring>
-#include <string_view>
+#include <map>
+#include <optional>
+#include <utility>
 
 #include "backend/cpu/cpu_backend.h"
 #include "core/error.h"
@@ -50,41 +50,14 @@ KvCache::KvCache(const LlamaConfig& config, int64_t max_seq)
 
 namespace {
 
-// A PEFT key "base_model.model.model.layers.{i}.{module}.lora_{A|B}.weight" split into layer,
-// projection index and which factor; throws naming the key when it is anything else.
-struct LoraKey {
-  int64_t layer = -1;
-  int index = -1;
-  bool is_a = false;
-};
-
-LoraKey parse_lora_key(const std::string& key, int64_t n_layers) {
-  std::string_view k = key;
-  auto bad = [&](const std::string& why) -> LoraKey {
-    fail("adapter", "tensor {}: {}; expected base_model.model.model.layers.<i>.<self_attn|mlp>.<proj>.lora_<A|B>.weight",
-         key, why);
-  };
-  constexpr std::string_view kPrefix = "base_model.model.model.layers.";
-  if (!k.starts_with(kPrefix)) return bad("not a decoder-layer LoRA weight (only " + projection_list() + " are supported)");
-  k.remove_prefix(kPrefix.size());
-  LoraKey out;
-  const auto [end, ec] = std::from_chars(k.data(), k.data() + k.size(), out.layer);
-  if (ec != std::errc() || end == k.data() || *end != '.') return bad("no layer index");
-  k.remove_prefix(size_t(end - k.data()) + 1);
-  if (out.layer < 0 || out.layer >= n_layers)
-    fail("adapter", "tensor {}: layer {} out of range; the model has {} layers", key, out.layer, n_layers);
-  if (k.ends_with(".lora_A.weight")) {
-    out.is_a = true;
-    k.remove_suffix(std::string_view(".lora_A.weight").size());
-  } else if (k.ends_with(".lora_B.weight")) {
-    k.remove_suffix(std::string_view(".lora_B.weight").size());
-  } else {
-    return bad("not a lora_A/lora_B weight");
+// The Linear of `layer` that `m` names (model/weights.h find_layer_module).
+Linear& module_linear(ModelLayer& layer, const LayerModule& m) {
+  switch (m.kind) {
+    case LayerModule::Kind::Projection: return layer.linears[size_t(m.projection)];
+    case LayerModule::Kind::Router: return layer.router;
+    case LayerModule::Kind::Expert: return layer.experts[size_t(m.expert)][size_t(m.part)];
   }
-  for (int i = 0; i < kProjCount; ++i)
-    if (k == projection_path(i)) out.index = i;
-  if (out.index < 0) return bad(fmt::format("unknown module '{}'", k));
-  return out;
+  fail("adapter", "unknown module kind");
 }
 
 }  // namespace
@@ -189,69 +162,75 @@ void LlamaModel::set_adapter(const PeftAdapter& adapter) {
          train_method_name(m.options.method));
   // Built aside and swapped in, so a bad adapter leaves the model as it was.
   struct Pair {
+    LayerModule module;
     Tensor a, b;
     std::string key_a, key_b;
   };
-  std::vector<std::vector<Pair>> pairs(size_t(c.num_hidden_layers), std::vector<Pair>(kProjCount));
+  std::map<std::pair<int64_t, std::string>, Pair> pairs;  // (layer, module path), in key order
   for (const auto& [key, tensor] : adapter.tensors) {
-    const LoraKey k = parse_lora_key(key, c.num_hidden_layers);
-    if (c.moe_layer(k.layer) && k.index >= kProjGate)
-      fail("adapter", "tensor {}: layer {}'s MLP is a mixture of experts; it has no dense {}", key, k.layer,
-           projection_name(k.index));
-    const auto [out, in] = c.projection_shape(k.index);
+    const PeftLoraKey k = parse_peft_lora_key(key, "adapter");
+    if (k.layer >= c.num_hidden_layers)
+      fail("adapter", "tensor {}: layer {} out of range; the model has {} layers", key, k.layer, c.num_hidden_layers);
+    const std::optional<LayerModule> module = find_layer_module(c, k.layer, k.module);
+    if (!module) {
+      if (c.moe_layer(k.layer) && projection_index(k.module.substr(k.module.find('.') + 1)) >= kProjGate)
+        fail("adapter", "tensor {}: layer {}'s MLP is a mixture of experts; it has no dense {}", key, k.layer, k.module);
+      fail("adapter", "tensor {}: unknown module '{}' for layer {} of this {} model", key, k.module, k.layer,
+           c.architecture);
+    }
     if (tensor.ndim() != 2 || tensor.dtype() != DType::F32)
       fail("adapter", "tensor {}: expected a 2-D f32 tensor, got {} {}", key, dtype_name(tensor.dtype()),
            shape_str(tensor.shape()));
-    Pair& p = pairs[size_t(k.layer)][size_t(k.index)];
+    Pair& p = pairs[{k.layer, k.module}];
+    p.module = *module;
     if (k.is_a) {
-      if (tensor.dim(1) != in)
-        fail("adapter", "tensor {}: shape {}; expected (R, {}) for this model", key, shape_str(tensor.shape()), in);
+      if (tensor.dim(1) != module->in)
+        fail("adapter", "tensor {}: shape {}; expected (R, {}) for this model", key, shape_str(tensor.shape()),
+             module->in);
       p.a = tensor, p.key_a = key;
     } else {
-      if (tensor.dim(0) != out)
-        fail("adapter", "tensor {}: shape {}; expected ({}, R) for this model", key, shape_str(tensor.shape()), out);
+      if (tensor.dim(0) != module->out)
+        fail("adapter", "tensor {}: shape {}; expected ({}, R) for this model", key, shape_str(tensor.shape()),
+             module->out);
       p.b = tensor, p.key_b = key;
     }
   }
-  bool any = false;
-  for (const auto& layer : pairs)
-    for (const Pair& p : layer) {
-      if (!p.a.defined() && !p.b.defined()) continue;
-      const std::string& named = p.a.defined() ? p.key_a : p.key_b;
-      if (!p.a.defined() || !p.b.defined())
-        fail("adapter", "tensor {} has no {} partner", named, p.a.defined() ? "lora_B" : "lora_A");
-      if (p.a.dim(0) != p.b.dim(1))
-        fail("adapter", "tensor {}: rank {} but its lora_B has rank {}", named, p.a.dim(0), p.b.dim(1));
-      any = true;
-    }
-  if (!any) fail("adapter", "adapter holds no LoRA weights");
+  for (const auto& [where, p] : pairs) {
+    const std::string& named = p.a.defined() ? p.key_a : p.key_b;
+    if (!p.a.defined() || !p.b.defined())
+      fail("adapter", "tensor {} has no {} partner", named, p.a.defined() ? "lora_B" : "lora_A");
+    if (p.a.dim(0) != p.b.dim(1))
+      fail("adapter", "tensor {}: rank {} but its lora_B has rank {}", named, p.a.dim(0), p.b.dim(1));
+  }
+  if (pairs.empty()) fail("adapter", "adapter holds no LoRA weights");
 
   clear_adapter();
   const DType dtype = m.options.compute == DType::F64 ? DType::F64 : DType::F32;
   const double scale = adapter.config.scale();
-  for (size_t l = 0; l < pairs.size(); ++l)
-    for (int p = 0; p < kProjCount; ++p) {
-      const Pair& pair = pairs[l][size_t(p)];
-      if (!pair.a.defined()) continue;
-      auto lora = std::make_unique<LoraAdapter>();
-      lora->A = m.backend->to_device(pair.a.to(dtype));
-      lora->B = m.backend->to_device(pair.b.to(dtype));
-      lora->scale = scale;  // no dropout: inference
-      m.w.layers[l].linears[size_t(p)].lora = std::move(lora);
-    }
+  for (const auto& [where, pair] : pairs) {
+    auto lora = std::make_unique<LoraAdapter>();
+    lora->A = m.backend->to_device(pair.a.to(dtype));
+    lora->B = m.backend->to_device(pair.b.to(dtype));
+    lora->scale = scale;  // no dropout: inference
+    module_linear(m.w.layers[size_t(where.first)], pair.module).lora = std::move(lora);
+  }
 }
 
 void LlamaModel::clear_adapter() {
   if (!impl_->options.frozen) return;  // a training model's adapters are its parameters
-  for (ModelLayer& layer : impl_->w.layers)
+  for (ModelLayer& layer : impl_->w.layers) {
     for (Linear& lin : layer.linears) lin.lora.reset();
+    layer.router.lora.reset();
+    for (auto& expert : layer.experts)
+      for (Linear& lin : expert) lin.lora.reset();
+  }
 }
 
 bool LlamaModel::has_adapter() const {
   if (!impl_->options.frozen) return false;
-  for (const ModelLayer& layer : impl_->w.layers)
-    for (const Linear& lin : layer.linears)
-      if (lin.lora) return true;
+  for (int64_t l = 0; l < int64_t(impl_->w.layers.size()); ++l)
+    for (const Linear* lin : layer_linears(l))
+      if (lin->lora) return true;
   return false;
 }
 

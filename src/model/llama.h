@@ -122,8 +122,8 @@ class LlamaModel {
   // A fresh cache, one sequence; logits (T, V).
   Tensor forward_sequence(const std::vector<int32_t>& ids) const;
   // Applies a PEFT LoRA adapter unmerged (inference models only), replacing any previous one.
-  // Validates every key (a decoder projection of a layer in range, A (R, in) and B (out, R) fitting
-  // the base); throws Error naming the key otherwise, leaving the model unchanged.
+  // Validates every key (a linear the layer has: a projection, or an MoE router or expert; A (R, in)
+  // and B (out, R) fitting the base); throws Error naming the key otherwise, leaving the model unchanged.
   void set_adapter(const PeftAdapter& adapter);
   void clear_adapter();
   bool has_adapter() const;

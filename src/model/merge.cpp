@@ -8,15 +8,6 @@
 namespace qlora {
 namespace {
 
-constexpr std::string_view kKeyPrefix = "base_model.model.model.layers.";
-
-// The (out, in) of a module path ("self_attn.q_proj"), or {0, 0} when a layer has no such module.
-std::pair<int64_t, int64_t> module_shape(const LlamaConfig& c, const std::string& module) {
-  for (int p = 0; p < kProjCount; ++p)
-    if (module == projection_path(p)) return c.projection_shape(p);
-  return {0, 0};
-}
-
 // base + scale·B·A in f32 (merged_weight), for a base weight of any dtype.
 Tensor merge_one(Backend& cpu, const std::string& name, const Tensor& base, const Tensor& A, const Tensor& B,
                  double scale) {
@@ -34,35 +25,22 @@ Tensor merge_one(Backend& cpu, const std::string& name, const Tensor& base, cons
 std::map<std::string, std::pair<Tensor, Tensor>> adapter_modules(const PeftAdapter& adapter, const LlamaConfig& config) {
   std::map<std::string, std::pair<Tensor, Tensor>> out;
   for (const auto& [key, tensor] : adapter.tensors) {
-    // key: base_model.model.model.layers.{l}.{self_attn|mlp}.{x}_proj.lora_{A|B}.weight
-    const bool is_a = key.size() > 14 && key.compare(key.size() - 14, 14, ".lora_A.weight") == 0;
-    const bool is_b = key.size() > 14 && key.compare(key.size() - 14, 14, ".lora_B.weight") == 0;
-    if (key.rfind(kKeyPrefix, 0) != 0 || (!is_a && !is_b))
-      fail("merge", "adapter key '{}' is not a decoder-layer LoRA weight (base_model.model.model.layers.N.*.lora_A/B.weight)",
-           key);
-    const std::string rest = key.substr(kKeyPrefix.size(), key.size() - kKeyPrefix.size() - 14);  // "{l}.self_attn.q_proj"
-    const size_t dot = rest.find('.');
-    int64_t layer = -1;
-    try {
-      size_t used = 0;
-      layer = std::stoll(rest.substr(0, dot), &used);
-      if (used != dot) layer = -1;
-    } catch (const std::exception&) {
-      layer = -1;
-    }
-    if (dot == std::string::npos || layer < 0 || layer >= config.num_hidden_layers)
-      fail("merge", "adapter key '{}' names layer '{}'; the model has layers 0..{}", key, rest.substr(0, dot),
+    const PeftLoraKey k = parse_peft_lora_key(key, "merge");
+    if (k.layer >= config.num_hidden_layers)
+      fail("merge", "adapter key '{}' names layer {}; the model has layers 0..{}", key, k.layer,
            config.num_hidden_layers - 1);
-    const std::string module = rest.substr(dot + 1);
-    const auto [O, K] = module_shape(config, module);
-    if (O == 0) fail("merge", "adapter key '{}' names module '{}', which a Llama layer does not have", key, module);
-    const std::string module_name = "model.layers." + rest;
+    const std::optional<LayerModule> m = find_layer_module(config, k.layer, k.module);
+    if (!m)
+      fail("merge", "adapter key '{}' names module '{}', which layer {} of this {} model does not have", key, k.module,
+           k.layer, config.architecture);
+    const std::string module_name = "model.layers." + std::to_string(k.layer) + "." + k.module;
     const std::string weight = module_name + ".weight";
     if (out.count(weight)) continue;
 
     const auto [A, B] = adapter.module(module_name);  // A (R, K), B (O, R)
     if (!A.defined() || !B.defined())
       fail("merge", "adapter module '{}' lacks its lora_{}", module_name, A.defined() ? "B" : "A");
+    const int64_t O = m->out, K = m->in;
     if (A.ndim() != 2 || B.ndim() != 2 || A.dim(1) != K || B.dim(0) != O || B.dim(1) != A.dim(0))
       fail("merge", "adapter module '{}': lora_A {} and lora_B {} do not fit the weight ({}, {}) (expected A (R, {}) "
                     "and B ({}, R))",

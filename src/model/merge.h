@@ -1,4 +1,5 @@
-// Merging a PEFT LoRA adapter into dense weights: W ← W + scale·B·A for every adapted projection,
+// Merging a PEFT LoRA adapter into dense weights: W ← W + scale·B·A for every adapted linear
+// (projection, MoE router or expert),
 // through the one merge of lora/lora_linear.h (merged_weight): the delta is formed in f64 and added
 // to the widened base before a single rounding to f32 (then to the weight's dtype), so the result
 // does not depend on the BLAS kernel's summation order. A 4-bit source is dequantized on load, and
@@ -20,7 +21,7 @@
 namespace qlora {
 
 // The adapter's modules checked against the config, without touching any weight: every key a
-// LoRA A/B of a decoder projection of an existing layer, each module with both A (r, in) and
+// LoRA A/B of a linear module that layer has (model/weights.h find_layer_module), each module with both A (r, in) and
 // B (out, r) fitting its (out, in). HF weight name ("model.layers.0.self_attn.q_proj.weight") ->
 // (A, B). Throws Error naming the adapter key otherwise.
 std::map<std::string, std::pair<Tensor, Tensor>> adapter_modules(const PeftAdapter& adapter, const LlamaConfig& config);

@@ -4,6 +4,7 @@
 
 #include <charconv>
 #include <string_view>
+#include <tuple>
 
 #include "core/error.h"
 
@@ -74,6 +75,31 @@ bool parse_expert_path(const std::string& suffix, int64_t& expert, int& part) {
     return false;
   }
   return false;
+}
+
+std::optional<LayerModule> find_layer_module(const LlamaConfig& c, int64_t layer, std::string_view path) {
+  if (layer < 0 || layer >= c.num_hidden_layers) return std::nullopt;
+  LayerModule m;
+  const bool sparse = c.moe_layer(layer);
+  if (sparse && path == router_path(c.model_type)) {
+    m.kind = LayerModule::Kind::Router;
+    m.out = c.num_local_experts, m.in = c.hidden_size;
+    return m;
+  }
+  if (sparse && parse_expert_path(std::string(path) + ".weight", m.expert, m.part) && m.expert < c.num_local_experts &&
+      path == expert_path(c.model_type, m.expert, m.part)) {
+    m.kind = LayerModule::Kind::Expert;
+    std::tie(m.out, m.in) = c.expert_shape(m.part);
+    return m;
+  }
+  for (int p = 0; p < kProjCount; ++p)
+    if (path == projection_path(p)) {
+      if (sparse && p >= kProjGate) return std::nullopt;  // the experts replace the dense MLP
+      m.projection = p;
+      std::tie(m.out, m.in) = c.projection_shape(p);
+      return m;
+    }
+  return std::nullopt;
 }
 
 Tensor* LlamaWeights::find(const std::string& name) {

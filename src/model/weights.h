@@ -2,7 +2,9 @@
 // (linear weights (out, in); q/k rows in HF's rotate_half order), whatever file they came from.
 #pragma once
 #include <array>
+#include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "core/projections.h"
@@ -41,6 +43,21 @@ std::string expert_path(const std::string& model_type, int64_t expert, int part)
 std::string expert_part_name(const std::string& model_type, int part);
 // Parses a suffix "{experts}.{e}.{part}.weight" of either family into (e, part); false otherwise.
 bool parse_expert_path(const std::string& suffix, int64_t& expert, int& part);
+
+// A linear module of one decoder layer, as a PEFT key names it below "model.layers.{i}."
+// ("self_attn.q_proj", "mlp.down_proj", "block_sparse_moe.gate", "mlp.experts.3.up_proj").
+struct LayerModule {
+  enum class Kind { Projection, Router, Expert };
+  Kind kind = Kind::Projection;
+  int projection = -1;  // Projection: its core/projections.h index
+  int64_t expert = -1;  // Expert: its index, and its part (0 gate, 1 up, 2 down)
+  int part = -1;
+  int64_t out = 0, in = 0;  // the weight's (out, in)
+};
+// The module `path` names in layer `layer` of a model with config `c`; nullopt when that layer has
+// none: a dense MLP name on a sparse layer, a router or expert name on a dense one, the other MoE
+// family's names, an expert index beyond the count, or a layer index out of range.
+std::optional<LayerModule> find_layer_module(const LlamaConfig& c, int64_t layer, std::string_view path);
 
 struct LlamaWeights {
   Tensor embed_tokens;  // (V, C)

@@ -1,7 +1,7 @@
 // LlamaModel::set_adapter: a LoRA adapter applied unmerged must give the logits of the base with
 // W + scale·B·A merged by hand (computed here in double), for dense bases (llama-gqa, qwen2 with
-// q/k/v biases), a 4-bit base (compared with its dequantized weights merged), all seven projections
-// and rsLoRA scaling; prefill and KV-cache decode; a real PEFT adapter gives PeftModel's logits;
+// q/k/v biases), MoE bases (LoRA on routers and experts: mixtral, qwen3-moe), a 4-bit base
+// (compared with its dequantized weights merged), all seven projections and rsLoRA scaling; prefill and KV-cache decode; a real PEFT adapter gives PeftModel's logits;
 // and bad adapters are rejected naming the key.
 #include <gtest/gtest.h>
 
@@ -19,6 +19,7 @@
 #include "io/safetensors.h"
 #include "model/llama.h"
 #include "model/loader.h"
+#include "model/weights.h"
 #include "quant/nf4.h"
 #include "test_paths.h"
 
@@ -37,14 +38,28 @@ constexpr float kMergeTol = 1e-5f;
 constexpr float kQuantTol = 1e-5f;
 constexpr uint64_t kSeed = 20261123;
 
-const char* const kModules[] = {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
-                                "mlp.gate_proj",    "mlp.up_proj",      "mlp.down_proj"};
-
 std::string fixture(const std::string& name) { return test::source_path("tests/golden/fixtures/" + name); }
 
-Tensor* layer_linear(LlamaLayerWeights& lw, int i) {
-  Tensor* all[] = {&lw.q_proj, &lw.k_proj, &lw.v_proj, &lw.o_proj, &lw.gate_proj, &lw.up_proj, &lw.down_proj};
-  return all[i];
+// Every linear module of layer l, as its path below "model.layers.{l}.": the projections the layer
+// has, then an MoE layer's router and each expert's parts.
+std::vector<std::string> linear_modules(const LlamaConfig& c, int64_t l) {
+  std::vector<std::string> out;
+  for (int p = 0; p < kProjCount; ++p) out.push_back(projection_path(p));
+  if (c.moe()) {
+    out.push_back(router_path(c.model_type));
+    for (int64_t e = 0; e < c.num_local_experts; ++e)
+      for (int part = 0; part < 3; ++part) out.push_back(expert_path(c.model_type, e, part));
+  }
+  std::erase_if(out, [&](const std::string& m) { return !find_layer_module(c, l, m); });
+  return out;
+}
+
+std::string leaf(const std::string& path) { return path.substr(path.rfind('.') + 1); }
+
+Tensor& weight_of(LlamaModelFile& file, int64_t l, const std::string& module) {
+  Tensor* w = file.weights.find("model.layers." + std::to_string(l) + "." + module + ".weight");
+  QLORA_ASSERT(w && w->defined(), "no weight for {}", module);
+  return *w;
 }
 
 Tensor random_tensor(Rng& rng, int64_t rows, int64_t cols, float amplitude) {
@@ -53,36 +68,37 @@ Tensor random_tensor(Rng& rng, int64_t rows, int64_t cols, float amplitude) {
   return t;
 }
 
-// An adapter of rank R on the modules whose index is in `modules` of every layer, with A and B
-// both random (a trained adapter, not PEFT's B = 0 init, so the delta is visible).
-PeftAdapter make_adapter(const LlamaModelFile& file, const std::vector<int>& modules, int64_t R, bool rslora,
+// An adapter of rank R on every linear of every layer whose leaf name (PEFT's target_modules
+// spelling) is in `targets`, with A and B both random (a trained adapter, not PEFT's B = 0 init,
+// so the delta is visible).
+PeftAdapter make_adapter(const LlamaModelFile& file, const std::vector<std::string>& targets, int64_t R, bool rslora,
                          uint64_t seed) {
   Rng rng(seed);
   PeftAdapter a;
   a.config.r = R;
   a.config.lora_alpha = 16;
   a.config.use_rslora = rslora;
-  for (int m : modules) a.config.target_modules.push_back(std::string(kModules[m]).substr(std::string(kModules[m]).find('.') + 1));
+  a.config.target_modules = targets;
   LlamaModelFile copy = file;
-  for (size_t l = 0; l < file.weights.layers.size(); ++l) {
-    for (int m : modules) {
-      const Tensor& w = *layer_linear(copy.weights.layers[l], m);
-      const std::string base = "base_model.model.model.layers." + std::to_string(l) + "." + kModules[m];
+  for (int64_t l = 0; l < file.config.num_hidden_layers; ++l)
+    for (const std::string& m : linear_modules(file.config, l)) {
+      if (std::find(targets.begin(), targets.end(), leaf(m)) == targets.end()) continue;
+      const Tensor& w = weight_of(copy, l, m);
+      const std::string base = "base_model.model.model.layers." + std::to_string(l) + "." + m;
       a.tensors.emplace_back(base + ".lora_A.weight", random_tensor(rng, R, w.dim(1), 0.1f));
       a.tensors.emplace_back(base + ".lora_B.weight", random_tensor(rng, w.dim(0), R, 0.1f));
     }
-  }
   return a;
 }
 
 // W += scale·B·A, in double, for every module of the adapter.
 void merge_by_hand(LlamaModelFile& file, const PeftAdapter& adapter) {
   const double scale = adapter.config.scale();
-  for (size_t l = 0; l < file.weights.layers.size(); ++l) {
-    for (int m = 0; m < 7; ++m) {
-      const auto [A, B] = adapter.module("model.layers." + std::to_string(l) + "." + kModules[m]);
+  for (int64_t l = 0; l < file.config.num_hidden_layers; ++l)
+    for (const std::string& m : linear_modules(file.config, l)) {
+      const auto [A, B] = adapter.module("model.layers." + std::to_string(l) + "." + m);
       if (!A.defined()) continue;
-      Tensor& w = *layer_linear(file.weights.layers[l], m);
+      Tensor& w = weight_of(file, l, m);
       const int64_t out = w.dim(0), in = w.dim(1), R = A.dim(0);
       for (int64_t o = 0; o < out; ++o)
         for (int64_t i = 0; i < in; ++i) {
@@ -91,21 +107,23 @@ void merge_by_hand(LlamaModelFile& file, const PeftAdapter& adapter) {
           w.data<float>()[o * in + i] = float(double(w.data<float>()[o * in + i]) + scale * s);
         }
     }
-  }
 }
 
+// A copy whose linear weights own their storage (the merge by hand writes into them).
 LlamaModelFile deep_copy(const LlamaModelFile& f) {
   LlamaModelFile c = f;
-  auto clone = [](Tensor& t) {
-    if (!t.defined()) return;
-    Tensor n = Tensor::zeros(t.shape(), t.dtype());
-    std::copy_n(static_cast<const char*>(t.raw()), t.nbytes(), static_cast<char*>(n.raw()));
-    t = n;
-  };
-  for (auto& l : c.weights.layers)
-    for (int m = 0; m < 7; ++m) clone(*layer_linear(l, m));
+  for (int64_t l = 0; l < c.config.num_hidden_layers; ++l)
+    for (const std::string& m : linear_modules(c.config, l)) {
+      Tensor& t = weight_of(c, l, m);
+      Tensor n = Tensor::zeros(t.shape(), t.dtype());
+      std::copy_n(static_cast<const char*>(t.raw()), t.nbytes(), static_cast<char*>(n.raw()));
+      t = n;
+    }
   return c;
 }
+
+const std::vector<std::string> kAllProjections = {"q_proj", "k_proj", "v_proj", "o_proj",
+                                                  "gate_proj", "up_proj", "down_proj"};
 
 std::vector<int32_t> prompt(const LlamaConfig& c, int64_t T) {
   std::vector<int32_t> ids;
@@ -126,7 +144,7 @@ float max_abs(const Tensor& a) {
   return m;
 }
 
-void check_merged_equivalence(const std::string& name, const std::vector<int>& modules, bool rslora) {
+void check_merged_equivalence(const std::string& name, const std::vector<std::string>& modules, bool rslora) {
   SCOPED_TRACE("fixture " + name + " seed " + std::to_string(kSeed));
   const LlamaModelFile file = load_model(fixture(name));
   const PeftAdapter adapter = make_adapter(file, modules, 4, rslora, kSeed);
@@ -160,9 +178,17 @@ void check_merged_equivalence(const std::string& name, const std::vector<int>& m
   EXPECT_EQ(max_abs_diff(unmerged.forward_sequence(ids), base_logits), 0.0f);
 }
 
-TEST(InferenceAdapter, AllProjectionsLlamaGqa) { check_merged_equivalence("llama-gqa", {0, 1, 2, 3, 4, 5, 6}, false); }
-TEST(InferenceAdapter, AttentionOnlyQwen2WithBias) { check_merged_equivalence("qwen2", {0, 2}, false); }
-TEST(InferenceAdapter, RsLoraScale) { check_merged_equivalence("llama-gqa", {0, 3, 6}, true); }
+TEST(InferenceAdapter, AllProjectionsLlamaGqa) { check_merged_equivalence("llama-gqa", kAllProjections, false); }
+TEST(InferenceAdapter, AttentionOnlyQwen2WithBias) { check_merged_equivalence("qwen2", {"q_proj", "v_proj"}, false); }
+TEST(InferenceAdapter, RsLoraScale) { check_merged_equivalence("llama-gqa", {"q_proj", "o_proj", "down_proj"}, true); }
+// MoE: LoRA on the router ("gate") and every expert's parts, PEFT's names (w1/w3/w2 on Mixtral;
+// gate_proj/up_proj/down_proj on Qwen3-MoE, which also name its dense layer's MLP).
+TEST(InferenceAdapter, MixtralRouterAndExperts) {
+  check_merged_equivalence("mixtral", {"q_proj", "o_proj", "gate", "w1", "w2", "w3"}, false);
+}
+TEST(InferenceAdapter, Qwen3MoeExpertsAndDenseMlp) {
+  check_merged_equivalence("qwen3-moe", {"k_proj", "gate", "gate_proj", "up_proj", "down_proj"}, false);
+}
 
 TEST(InferenceAdapter, QuantizedBase) {
   SCOPED_TRACE("seed " + std::to_string(kSeed));
@@ -173,13 +199,13 @@ TEST(InferenceAdapter, QuantizedBase) {
   options.quantize.block_size = 64;
   options.quantize.double_quant = true;
   LlamaModel quantized(deep_copy(file), options);
-  const PeftAdapter adapter = make_adapter(file, {0, 1, 2, 3, 4, 5, 6}, 4, false, kSeed + 1);
+  const PeftAdapter adapter = make_adapter(file, kAllProjections, 4, false, kSeed + 1);
   quantized.set_adapter(adapter);
   // The reference: the same 4-bit weights dequantized, then merged by hand.
   LlamaModelFile ref = deep_copy(file);
-  for (auto& l : ref.weights.layers)
-    for (int m = 0; m < 7; ++m) {
-      Tensor& w = *layer_linear(l, m);
+  for (int64_t l = 0; l < ref.config.num_hidden_layers; ++l)
+    for (const std::string& m : linear_modules(ref.config, l)) {
+      Tensor& w = weight_of(ref, l, m);
       w = dequantize_4bit(quantize_4bit(w, QuantType::NF4, 64, true));
     }
   merge_by_hand(ref, adapter);
@@ -228,7 +254,7 @@ void expect_rejected(const PeftAdapter& adapter, const std::string& needle) {
 
 TEST(InferenceAdapter, BadAdaptersThrowNamingTheKey) {
   const LlamaModelFile file = load_model(fixture("llama-gqa"));
-  const PeftAdapter good = make_adapter(file, {0}, 4, false, kSeed);
+  const PeftAdapter good = make_adapter(file, {"q_proj"}, 4, false, kSeed);
   {  // layer out of range
     PeftAdapter a = good;
     a.tensors[0].first = "base_model.model.model.layers.7.self_attn.q_proj.lora_A.weight";
@@ -269,6 +295,35 @@ TEST(InferenceAdapter, BadAdaptersThrowNamingTheKey) {
     a.tensors.clear();
     expect_rejected(a, "no LoRA");
   }
+}
+
+// MoE names the layer does not have: a dense MLP projection on a sparse layer, an expert beyond
+// the count, the other family's expert names.
+TEST(InferenceAdapter, BadMoeAdaptersThrowNamingTheKey) {
+  const LlamaModelFile file = load_model(fixture("mixtral"));
+  const PeftAdapter good = make_adapter(file, {"w1"}, 4, false, kSeed);
+  auto rejected = [&](const std::string& module, const std::string& needle) {
+    PeftAdapter a = good;
+    a.tensors[0].first = "base_model.model.model.layers.0." + module + ".lora_A.weight";
+    a.tensors[1].first = "base_model.model.model.layers.0." + module + ".lora_B.weight";
+    LlamaModel model(file);
+    try {
+      model.set_adapter(a);
+      ADD_FAILURE() << module << ": no error; expected one naming " << needle;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(needle), std::string::npos) << e.what();
+    }
+    EXPECT_FALSE(model.has_adapter());
+  };
+  rejected("mlp.gate_proj", "mixture of experts");
+  rejected("block_sparse_moe.experts.9.w1", "unknown module 'block_sparse_moe.experts.9.w1'");
+  rejected("mlp.experts.0.gate_proj", "unknown module 'mlp.experts.0.gate_proj'");
+  // The good adapter loads, and clear_adapter drops the experts' LoRA too.
+  LlamaModel model(file);
+  model.set_adapter(good);
+  EXPECT_TRUE(model.has_adapter());
+  model.clear_adapter();
+  EXPECT_FALSE(model.has_adapter());
 }
 
 }  // namespace

@@ -38,12 +38,16 @@ constexpr double kMergeLogitTol = 2e-5;
 // uniform weight, 10x f16's); observed 2.7% on llama-gqa with its random weights (f16: 0.11%).
 constexpr double kQ8LogitTol = 5e-2;
 
-TrainModelOptions lora_all() {
+// LoRA on every projection; on an MoE fixture also on the routers ("gate") and every expert's
+// parts (mixtral w1/w2/w3; qwen3-moe's gate/up/down_proj name its experts and dense MLP alike).
+TrainModelOptions lora_all(const std::string& fixture = "") {
   TrainModelOptions o;
   o.method = TrainMethod::Lora;
   o.lora.r = 4;
   o.lora.lora_alpha = 16;
   o.lora.seed = 7;
+  if (fixture == "mixtral") o.lora.target_modules = {"q_proj", "k_proj", "v_proj", "o_proj", "gate", "w1", "w2", "w3"};
+  if (fixture == "qwen3-moe") o.lora.target_modules.push_back("gate");
   return o;
 }
 
@@ -56,6 +60,7 @@ std::vector<int32_t> some_ids(int64_t vocab, int n, uint64_t seed) {
 
 double max_abs_diff(const Tensor& a, const Tensor& b) {
   EXPECT_EQ(a.shape(), b.shape());
+  if (a.shape() != b.shape()) return INFINITY;
   const Tensor x = a.to(DType::F32), y = b.to(DType::F32);
   double worst = 0;
   for (int64_t i = 0; i < x.numel(); ++i)
@@ -77,6 +82,11 @@ std::vector<std::pair<std::string, Tensor>> all_weights(const LlamaModelFile& m)
                                                      {"q_bias", w.q_bias}, {"k_bias", w.k_bias}, {"v_bias", w.v_bias},
                                                      {"q_norm", w.q_norm}, {"k_norm", w.k_norm}})
       if (t.defined()) out.emplace_back(p + n, t);
+    if (w.router.defined()) out.emplace_back(p + "router", w.router);
+    for (size_t e = 0; e < w.experts.size(); ++e)
+      for (int part = 0; part < 3; ++part)
+        if (w.experts[e][size_t(part)].defined())  // a dense layer of a mixed model has none
+          out.emplace_back(p + "expert" + std::to_string(e) + "." + std::to_string(part), w.experts[e][size_t(part)]);
   }
   return out;
 }
@@ -87,7 +97,7 @@ struct Merged {
   PeftAdapter adapter;
 };
 Merged merged_fixture(const std::string& fixture, TrainModel* model_out = nullptr) {
-  TrainModel model(test::load_fixture(fixture), lora_all());
+  TrainModel model(test::load_fixture(fixture), lora_all(fixture));
   test::randomize_lora_b(model, 21, 0.2);
   Merged m{test::load_fixture(fixture), peft_adapter_from_model(model)};
   merge_adapter(m.file.weights, m.file.config, m.adapter);
@@ -96,9 +106,9 @@ Merged merged_fixture(const std::string& fixture, TrainModel* model_out = nullpt
 }
 
 TEST(Merge, MergedForwardEqualsUnmergedAdapter) {
-  for (const char* fixture : {"llama-gqa", "qwen2", "llama-tied", "qwen3"}) {
+  for (const char* fixture : {"llama-gqa", "qwen2", "llama-tied", "qwen3", "mixtral", "qwen3-moe"}) {
     SCOPED_TRACE(fixture);
-    TrainModel model(test::load_fixture(fixture), lora_all());
+    TrainModel model(test::load_fixture(fixture), lora_all(fixture));
     Merged m = merged_fixture(fixture, &model);
     const std::vector<int32_t> ids = some_ids(m.file.config.vocab_size, 12, 5);
     std::vector<TrainSequence> seqs(1);
@@ -125,7 +135,7 @@ TEST(Merge, RefusesAdaptersThatDoNotFit) {
   PeftAdapter bad = m.adapter;
   bad.tensors[0].first = "base_model.model.model.layers.9.self_attn.q_proj.lora_A.weight";
   LlamaModelFile base = test::load_fixture("llama-gqa");
-  expect_error([&] { merge_adapter(base.weights, base.config, bad); }, {"layers.9", "layer '9'"});
+  expect_error([&] { merge_adapter(base.weights, base.config, bad); }, {"layers.9", "layer 9"});
   bad = m.adapter;
   bad.tensors[0].first = "base_model.model.model.layers.0.self_attn.x_proj.lora_A.weight";
   expect_error([&] { merge_adapter(base.weights, base.config, bad); }, {"x_proj"});
@@ -179,7 +189,7 @@ TEST(Export, StreamingMergeWritesWhatTheInMemoryMergeWrites) {
 }
 
 TEST(Export, HfFolderLoadsBackIdentically) {
-  for (const char* fixture : {"llama-gqa", "qwen2", "llama-tied", "qwen3"}) {
+  for (const char* fixture : {"llama-gqa", "qwen2", "llama-tied", "qwen3", "mixtral", "qwen3-moe"}) {
     SCOPED_TRACE(fixture);
     Merged m = merged_fixture(fixture);
     TempDir dir;

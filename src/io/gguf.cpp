@@ -298,18 +298,48 @@ const GgufTensorInfo* GgufFile::find_tensor(const std::string& name) const {
   return nullptr;
 }
 
+std::pair<const uint8_t*, uint64_t> GgufFile::span(const GgufTensorInfo& info, int64_t index) const {
+  if (index < 0) return {data_ + info.offset, info.nbytes};
+  const int64_t n = info.shape.empty() ? 1 : info.shape[0];
+  if (info.shape.size() < 2 || index >= n)
+    fail("gguf", "tensor {} {} in {}: no slice {} along its outermost dimension", info.name, shape_str(info.shape),
+         path_, index);
+  if (info.nbytes % uint64_t(n) != 0)
+    fail("gguf", "tensor {} in {}: {} bytes do not split into {} slices of whole blocks", info.name, path_,
+         info.nbytes, n);
+  const uint64_t bytes = info.nbytes / uint64_t(n);
+  return {data_ + info.offset + uint64_t(index) * bytes, bytes};
+}
+
 void GgufFile::release(const std::string& name) const {
   if (const GgufTensorInfo* info = find_tensor(name)) release_mapped_pages(data_ + info->offset, info->nbytes);
+}
+
+void GgufFile::release_slice(const std::string& name, int64_t index) const {
+  if (const GgufTensorInfo* info = find_tensor(name)) {
+    const auto [src, bytes] = span(*info, index);
+    release_mapped_pages(src, bytes);
+  }
 }
 
 Tensor GgufFile::load(const std::string& name, bool keep_float_dtype) const {
   const GgufTensorInfo* info = find_tensor(name);
   if (!info) fail("gguf", "tensor {} not found in {}", name, path_);
-  const uint8_t* src = data_ + info->offset;
+  return decode(*info, data_ + info->offset, info->nbytes, info->shape, keep_float_dtype);
+}
 
+Tensor GgufFile::load_slice(const std::string& name, int64_t index, bool keep_float_dtype) const {
+  const GgufTensorInfo* info = find_tensor(name);
+  if (!info) fail("gguf", "tensor {} not found in {}", name, path_);
+  const auto [src, bytes] = span(*info, index);
+  return decode(*info, src, bytes, Shape(info->shape.begin() + 1, info->shape.end()), keep_float_dtype);
+}
+
+Tensor GgufFile::decode(const GgufTensorInfo& info, const uint8_t* src, uint64_t nbytes, Shape shape,
+                        bool keep_float_dtype) const {
   DType stored = DType::F32;
   bool is_float = true;
-  switch (GgmlType(info->type)) {
+  switch (GgmlType(info.type)) {
     case GgmlType::F32: stored = DType::F32; break;
     case GgmlType::F16: stored = DType::F16; break;
     case GgmlType::BF16: stored = DType::BF16; break;
@@ -319,18 +349,18 @@ Tensor GgufFile::load(const std::string& name, bool keep_float_dtype) const {
   // aligned for it.
   if (is_float && (keep_float_dtype || stored == DType::F32) &&
       reinterpret_cast<uintptr_t>(src) % dtype_size(stored) == 0) {
-    auto storage = Storage::borrow(const_cast<uint8_t*>(src), info->nbytes, mapping_);
-    return Tensor(info->shape, stored, std::move(storage));
+    auto storage = Storage::borrow(const_cast<uint8_t*>(src), nbytes, mapping_);
+    return Tensor(std::move(shape), stored, std::move(storage));
   }
-  if (!ggml_type_dequantizable(info->type))
+  if (!ggml_type_dequantizable(info.type))
     fail("gguf", "tensor {} in {} has type {}, which qlora cannot dequantize; supported: F32, F16, BF16, Q8_0, "
          "Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K (requantize the file with llama-quantize, e.g. to "
-         "Q4_K_M)", name, path_, ggml_type_name(info->type));
-  Tensor out = Tensor::zeros(info->shape, is_float && keep_float_dtype ? stored : DType::F32);
+         "Q4_K_M)", info.name, path_, ggml_type_name(info.type));
+  Tensor out = Tensor::zeros(std::move(shape), is_float && keep_float_dtype ? stored : DType::F32);
   if (out.dtype() == DType::F32)
-    dequantize_ggml(info->type, src, out.data<float>(), size_t(out.numel()));
+    dequantize_ggml(info.type, src, out.data<float>(), size_t(out.numel()));
   else
-    std::memcpy(out.raw(), src, info->nbytes);  // unaligned f16/bf16 kept as stored
+    std::memcpy(out.raw(), src, nbytes);  // unaligned f16/bf16 kept as stored
   return out;
 }
 

@@ -63,10 +63,20 @@ class GgufFile {
   // The tensor as f32 (dequantized/converted), or as stored for F32/F16/BF16 when
   // `keep_float_dtype` (then zero-copy, viewing the mapping).
   Tensor load(const std::string& name, bool keep_float_dtype = false) const;
-  // Drops the pages of a tensor's data from the resident set (io/mapped_file.h).
+  // Sub-tensor `index` along the outermost dimension (shape[1:]), as load() gives a whole tensor:
+  // one expert of a stacked (E, out, in) ffn_*_exps tensor, without reading the others. Throws
+  // Error naming the tensor when the index is out of range or a slice is not whole blocks.
+  Tensor load_slice(const std::string& name, int64_t index, bool keep_float_dtype = false) const;
+  // Drops the pages of a tensor's data (or of one slice) from the resident set (io/mapped_file.h).
   void release(const std::string& name) const;
+  void release_slice(const std::string& name, int64_t index) const;
 
  private:
+  // Where slice `index` of `info` starts and its bytes (index -1: the whole tensor).
+  std::pair<const uint8_t*, uint64_t> span(const GgufTensorInfo& info, int64_t index) const;
+  Tensor decode(const GgufTensorInfo& info, const uint8_t* src, uint64_t nbytes, Shape shape,
+                bool keep_float_dtype) const;
+
   std::string path_;
   uint32_t version_ = 0;
   std::map<std::string, GgufValue> metadata_;

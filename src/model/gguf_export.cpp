@@ -1,6 +1,10 @@
-// GGUF model export (declared in model/hf_export.h): the metadata llama.cpp's llama/qwen2/qwen3 loaders
-// read (llama-arch.cpp LLM_KV_* names), llama.cpp tensor names, q/k rows back in the interleaved
-// RoPE order convert_hf_to_gguf.py writes for "llama". Tested in tests/unit/test_merge_export.cpp.
+// GGUF model export (declared in model/hf_export.h): the metadata llama.cpp's llama/qwen2/qwen3/
+// qwen3moe loaders read (llama-arch.cpp LLM_KV_* names), llama.cpp tensor names, q/k rows back in
+// the interleaved RoPE order convert_hf_to_gguf.py writes for "llama". Mixture of experts as
+// convert_hf_to_gguf.py writes it: Mixtral as "llama" with expert_count, Qwen3-MoE as "qwen3moe";
+// a layer's router is ffn_gate_inp and its experts are stacked into ffn_{gate,up,down}_exps
+// (E, out, in), each expert encoded as its own rows. Tested in tests/unit/test_merge_export.cpp
+// and, with llama.cpp, tests/e2e/test_peft_roundtrip.cpp.
 #include <fmt/core.h>
 
 #include <filesystem>
@@ -11,6 +15,7 @@
 #include "model/hf_export.h"
 #include "model/load_common.h"
 #include "model/tokenizer_export.h"
+#include "model/weights.h"
 
 namespace qlora {
 
@@ -26,16 +31,24 @@ std::vector<std::string> export_gguf(const ModelSource& model, const std::string
   const GgmlType type = options.type;
   if (type != GgmlType::F32 && type != GgmlType::F16 && type != GgmlType::BF16 && type != GgmlType::Q8_0)
     fail("export", "GGUF export type must be f32, f16, bf16 or q8_0; got {}", ggml_type_name(uint32_t(type)));
-  if (c.moe())
-    fail("export", "GGUF export of a mixture-of-experts model ({}: stacked ffn_*_exps tensors) is not implemented; "
-                   "export an HF folder instead (--format hf)",
-         c.architecture);
+  if (c.moe()) {
+    // llama.cpp runs every layer sparse and renormalises the top k (norm_w): refuse what it would
+    // run differently rather than write a file that gives other logits.
+    if (c.moe_layer_count() != c.num_hidden_layers)
+      fail("export", "GGUF export: {} has dense MLP layers among its sparse ones (decoder_sparse_step {}, "
+                     "mlp_only_layers); llama.cpp's {} runs every layer sparse. Export an HF folder instead",
+           c.architecture, c.decoder_sparse_step, c.model_type == "qwen3_moe" ? "qwen3moe" : "llama");
+    if (!c.norm_topk_prob)
+      fail("export", "GGUF export: {} has norm_topk_prob false; llama.cpp renormalises the top-k routing weights. "
+                     "Export an HF folder instead",
+           c.architecture);
+  }
   if (!c.rope_scaling.type.empty() && c.rope_scaling.type != "linear")
     fail("export", "rope_scaling type '{}' cannot be written to GGUF by this exporter (supported: none, linear)",
          c.rope_scaling.type);
   // mistral is "llama" to llama.cpp; qwen2 and qwen3 keep HF's (NEOX) q/k row order.
-  const bool qwen = c.model_type == "qwen2" || c.model_type == "qwen3";
-  const std::string arch = qwen ? c.model_type : "llama";
+  const bool qwen = c.model_type == "qwen2" || c.model_type == "qwen3" || c.model_type == "qwen3_moe";
+  const std::string arch = c.model_type == "qwen3_moe" ? "qwen3moe" : qwen ? c.model_type : "llama";
   auto key = [&](const std::string& k) { return arch + "." + k; };
 
   GgufWriter g;
@@ -58,6 +71,11 @@ std::vector<std::string> export_gguf(const ModelSource& model, const std::string
     g.add_u32(key("attention.value_length"), uint32_t(c.head_dim));
   }
   g.add_u32(key("vocab_size"), uint32_t(c.vocab_size));
+  if (c.moe()) {
+    g.add_u32(key("expert_count"), uint32_t(c.num_local_experts));
+    g.add_u32(key("expert_used_count"), uint32_t(c.num_experts_per_tok));
+    if (arch == "qwen3moe") g.add_u32(key("expert_feed_forward_length"), uint32_t(c.moe_intermediate_size));
+  }
   if (c.rope_scaling.type == "linear") {
     g.add_string(key("rope.scaling.type"), "linear");
     g.add_f32(key("rope.scaling.factor"), float(c.rope_scaling.factor));
@@ -86,13 +104,14 @@ std::vector<std::string> export_gguf(const ModelSource& model, const std::string
   // written: loaded from the source (merged when it merges an adapter), q/k rows back to the
   // interleaved RoPE order (llama only), encoded, and its source released.
   struct Planned {
-    std::string hf_name;
+    std::vector<std::string> hf_names;  // one tensor, or a layer's experts stacked in this order
     int64_t rope_heads;  // > 0: permute rows to llama.cpp's RoPE order over this many heads
     GgmlType type;
   };
   std::map<std::string, Planned> plan;
-  auto add = [&](const std::string& gguf_name, const std::string& hf_name, int64_t rope_heads) {
-    const Shape shape = model.expected_shape(hf_name);
+  auto add_stack = [&](const std::string& gguf_name, const std::vector<std::string>& hf_names, int64_t rope_heads) {
+    Shape shape = model.expected_shape(hf_names[0]);
+    if (hf_names.size() > 1) shape.insert(shape.begin(), int64_t(hf_names.size()));
     GgmlType t = GgmlType::F32;
     if (shape.size() == 2) {
       t = type == GgmlType::Q8_0 && shape.back() % 32 != 0 ? GgmlType::F16 : type;
@@ -101,7 +120,10 @@ std::vector<std::string> export_gguf(const ModelSource& model, const std::string
                                     shape_str(shape), shape.back()));
     }
     g.declare_tensor(gguf_name, shape, t);
-    plan[gguf_name] = {hf_name, qwen ? 0 : rope_heads, t};
+    plan[gguf_name] = {hf_names, qwen ? 0 : rope_heads, t};
+  };
+  auto add = [&](const std::string& gguf_name, const std::string& hf_name, int64_t rope_heads) {
+    add_stack(gguf_name, {hf_name}, rope_heads);
   };
   add("token_embd.weight", "model.embed_tokens.weight", 0);
   const int64_t L = c.num_hidden_layers;
@@ -124,7 +146,18 @@ std::vector<std::string> export_gguf(const ModelSource& model, const std::string
       add(p + "attn_k_norm.weight", hf + "self_attn.k_norm.weight", 0);
     }
     add(p + "ffn_norm.weight", hf + "post_attention_layernorm.weight", 0);
-    for (int proj = kProjGate; proj <= kProjDown; ++proj) add(name(proj, ".weight"), hf_name(proj, ".weight"), 0);
+    if (c.moe()) {
+      add(p + "ffn_gate_inp.weight", hf + router_path(c.model_type) + ".weight", 0);
+      constexpr const char* kStacked[3] = {"ffn_gate_exps.weight", "ffn_up_exps.weight", "ffn_down_exps.weight"};
+      for (int part = 0; part < 3; ++part) {
+        std::vector<std::string> experts;
+        for (int64_t e = 0; e < c.num_local_experts; ++e)
+          experts.push_back(hf + expert_path(c.model_type, e, part) + ".weight");
+        add_stack(p + kStacked[part], experts, 0);
+      }
+    } else {
+      for (int proj = kProjGate; proj <= kProjDown; ++proj) add(name(proj, ".weight"), hf_name(proj, ".weight"), 0);
+    }
   }
   add("output_norm.weight", "model.norm.weight", 0);
   if (!c.tie_word_embeddings) add("output.weight", "lm_head.weight", 0);
@@ -132,12 +165,18 @@ std::vector<std::string> export_gguf(const ModelSource& model, const std::string
   int64_t layers_done = 0;
   g.write(path, [&](const std::string& gguf_name) {
     const Planned& p = plan.at(gguf_name);
-    Tensor t = model.load(p.hf_name);
-    if (p.rope_heads) t = permute_rope_rows(t, p.rope_heads);
-    std::vector<uint8_t> bytes = encode_ggml_tensor(gguf_name, t, p.type);
-    model.release(p.hf_name);
-    if (options.progress && gguf_name.ends_with(".ffn_down.weight"))
-      options.progress(++layers_done, L, gguf_name.substr(0, gguf_name.size() - 15));
+    // GGML rows are independent, so a stack's bytes are its experts' bytes one after another.
+    std::vector<uint8_t> bytes;
+    for (const std::string& hf_name : p.hf_names) {
+      Tensor t = model.load(hf_name);
+      if (p.rope_heads) t = permute_rope_rows(t, p.rope_heads);
+      const std::vector<uint8_t> part = encode_ggml_tensor(gguf_name, t, p.type);
+      bytes.insert(bytes.end(), part.begin(), part.end());
+      model.release(hf_name);
+    }
+    const std::string_view last = c.moe() ? ".ffn_down_exps.weight" : ".ffn_down.weight";
+    if (options.progress && gguf_name.ends_with(last))
+      options.progress(++layers_done, L, gguf_name.substr(0, gguf_name.size() - last.size()));
     return bytes;
   });
   return notes;

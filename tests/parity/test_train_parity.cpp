@@ -270,7 +270,9 @@ void check_curve(const std::string& model_name, const std::string& case_name, Tr
     for (int64_t i = 0; i < p.value.numel(); ++i)
       worst = std::max(worst, double(std::abs(p.value.data<float>()[i] - expected.data<float>()[i])));
   }
-  if (final_tol >= 0) EXPECT_LE(worst, final_tol);
+  if (final_tol >= 0) {
+    EXPECT_LE(worst, final_tol);
+  }
   std::printf("[parity] %s %s: final adapters max abs difference %.2e\n", model_name.c_str(), case_name.c_str(), worst);
 }
 

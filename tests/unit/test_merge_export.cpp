@@ -262,6 +262,77 @@ TEST(Export, GgufF32LoadsBackExactly) {
   }
 }
 
+// The variant of the qwen3-moe fixture that llama.cpp's qwen3moe can run: every layer sparse (its
+// dense layer 1 takes layer 0's router and experts) and the top k renormalised.
+LlamaModelFile all_sparse_qwen3_moe(LlamaModelFile f) {
+  f.config.mlp_only_layers.clear();
+  f.config.norm_topk_prob = true;
+  LlamaLayerWeights& dense = f.weights.layers[1];
+  dense.gate_proj = dense.up_proj = dense.down_proj = Tensor();
+  dense.router = f.weights.layers[0].router;
+  dense.experts = f.weights.layers[0].experts;
+  return f;
+}
+
+// Mixtral ("llama" with experts) and Qwen3-MoE ("qwen3moe") as llama.cpp stores them: the router
+// ffn_gate_inp, the experts stacked in ffn_{gate,up,down}_exps; loaded back expert by expert.
+TEST(Export, GgufMoeLoadsBackExactly) {
+  for (const std::string fixture : {"mixtral", "qwen3-moe"}) {
+    SCOPED_TRACE(fixture);
+    Merged m = merged_fixture(fixture);
+    TempDir dir;
+    GgufExportOptions o;
+    o.type = GgmlType::F32;
+    if (fixture == "qwen3-moe") {
+      // What llama.cpp would run otherwise is refused, before any file is written.
+      expect_error([&] { export_gguf(m.file, dir.file("m.gguf"), o); }, {"dense MLP layers", "HF folder"});
+      LlamaModelFile topk = all_sparse_qwen3_moe(m.file);
+      topk.config.norm_topk_prob = false;
+      expect_error([&] { export_gguf(topk, dir.file("m.gguf"), o); }, {"norm_topk_prob"});
+      EXPECT_FALSE(std::filesystem::exists(dir.file("m.gguf")));
+      m.file = all_sparse_qwen3_moe(std::move(m.file));
+    }
+    export_gguf(m.file, dir.file("m.gguf"), o);
+    const GgufFile g = GgufFile::open(dir.file("m.gguf"));
+    const LlamaConfig& c = m.file.config;
+    const std::string arch = fixture == "mixtral" ? "llama" : "qwen3moe";
+    EXPECT_EQ(g.get("general.architecture").as_string("arch"), arch);
+    EXPECT_EQ(g.get(arch + ".expert_count").as_int("n"), c.num_local_experts);
+    EXPECT_EQ(g.get(arch + ".expert_used_count").as_int("k"), c.num_experts_per_tok);
+    EXPECT_EQ(g.find_tensor("blk.0.ffn_gate_exps.weight")->shape,
+              (Shape{c.num_local_experts, c.moe_intermediate_size, c.hidden_size}));
+    EXPECT_EQ(g.find_tensor("blk.1.ffn_down_exps.weight")->shape,
+              (Shape{c.num_local_experts, c.hidden_size, c.moe_intermediate_size}));
+    EXPECT_EQ(g.find_tensor("blk.0.ffn_gate_inp.weight")->shape, (Shape{c.num_local_experts, c.hidden_size}));
+    EXPECT_EQ(g.find_tensor("blk.0.ffn_gate.weight"), nullptr);
+
+    const LlamaModelFile back = load_model(dir.file("m.gguf"));
+    EXPECT_EQ(back.config.architecture, c.architecture);
+    EXPECT_EQ(back.config.num_local_experts, c.num_local_experts);
+    EXPECT_EQ(back.config.num_experts_per_tok, c.num_experts_per_tok);
+    EXPECT_EQ(back.config.moe_intermediate_size, c.moe_intermediate_size);
+    EXPECT_TRUE(back.config.norm_topk_prob);
+    const auto want = all_weights(m.file), got = all_weights(back);
+    ASSERT_EQ(want.size(), got.size());
+    for (size_t i = 0; i < want.size(); ++i) {
+      EXPECT_EQ(want[i].first, got[i].first);
+      EXPECT_EQ(max_abs_diff(want[i].second, got[i].second), 0.0) << want[i].first;
+    }
+    const std::vector<int32_t> ids = some_ids(c.vocab_size, 10, 8);
+    const Tensor ref = LlamaModel(m.file).forward_sequence(ids);
+    EXPECT_EQ(max_abs_diff(LlamaModel(back).forward_sequence(ids), ref), 0.0);
+
+    // Q8_0 (F16 for the expert rows that are not a multiple of 32): logits within Q8_0's rounding.
+    o.type = GgmlType::Q8_0;
+    export_gguf(m.file, dir.file("q8.gguf"), o);
+    const double err = max_abs_diff(LlamaModel(load_model(dir.file("q8.gguf"))).forward_sequence(ids), ref);
+    double scale = 0;
+    for (int64_t i = 0; i < ref.numel(); ++i) scale = std::max(scale, double(std::abs(ref.data<float>()[i])));
+    std::printf("%s q8_0 logits max |diff| %.3g, max |logit| %.3g\n", fixture.c_str(), err, scale);
+    EXPECT_LT(err, kQ8LogitTol * scale);
+  }
+}
+
 TEST(Export, GgufBf16AndQ8) {
   Merged m = merged_fixture("llama-gqa");
   TempDir dir;

@@ -112,8 +112,9 @@ std::vector<std::string> export_gguf(const ModelSource& model, const std::string
   auto add_stack = [&](const std::string& gguf_name, const std::vector<std::string>& hf_names, int64_t rope_heads) {
     Shape shape = model.expected_shape(hf_names[0]);
     if (hf_names.size() > 1) shape.insert(shape.begin(), int64_t(hf_names.size()));
+    // convert_hf_to_gguf.py keeps the router (ffn_gate_inp) in F32 whatever the file type.
     GgmlType t = GgmlType::F32;
-    if (shape.size() == 2) {
+    if (shape.size() >= 2 && !gguf_name.ends_with(".ffn_gate_inp.weight")) {
       t = type == GgmlType::Q8_0 && shape.back() % 32 != 0 ? GgmlType::F16 : type;
       if (t != type)
         notes.push_back(fmt::format("{} {} written as F16: rows of {} are not a multiple of 32", gguf_name,

@@ -262,6 +262,19 @@ TEST(Export, GgufF32LoadsBackExactly) {
   }
 }
 
+// Q8_0 per block of 32: |x - q·d16| ≤ d/2 + 127·|d - d16| ≤ d·(0.5 + 127·2^-11) with d = amax/127.
+// (F16, where rows are not a multiple of 32, is far inside that bound.)
+void expect_within_q8_0_rounding(const Tensor& a, const Tensor& b, const std::string& name) {
+  for (int64_t blk = 0; blk < a.numel() / 32; ++blk) {
+    double amax = 0, err = 0;
+    for (int64_t j = 0; j < 32; ++j) {
+      amax = std::max(amax, double(std::abs(a.data<float>()[blk * 32 + j])));
+      err = std::max(err, std::abs(double(a.data<float>()[blk * 32 + j]) - double(b.data<float>()[blk * 32 + j])));
+    }
+    ASSERT_LE(err, amax / 127.0 * (0.5 + 127.0 / 2048.0) + 1e-12) << name << " block " << blk;
+  }
+}
+
 // The variant of the qwen3-moe fixture that llama.cpp's qwen3moe can run: every layer sparse (its
 // dense layer 1 takes layer 0's router and experts) and the top k renormalised.
 LlamaModelFile all_sparse_qwen3_moe(LlamaModelFile f) {
@@ -322,14 +335,24 @@ TEST(Export, GgufMoeLoadsBackExactly) {
     const Tensor ref = LlamaModel(m.file).forward_sequence(ids);
     EXPECT_EQ(max_abs_diff(LlamaModel(back).forward_sequence(ids), ref), 0.0);
 
-    // Q8_0 (F16 for the expert rows that are not a multiple of 32): logits within Q8_0's rounding.
+    // Q8_0: the stacked experts quantized (F16 where rows are not a multiple of 32), the router
+    // kept F32 as convert_hf_to_gguf.py keeps it; every expert back within Q8_0's rounding. Not
+    // compared on logits: rounding the experts can flip a near-tie in the top-k routing (measured
+    // 0.6 on qwen3-moe's logits, where the dense fixtures stay within 3%).
     o.type = GgmlType::Q8_0;
     export_gguf(m.file, dir.file("q8.gguf"), o);
-    const double err = max_abs_diff(LlamaModel(load_model(dir.file("q8.gguf"))).forward_sequence(ids), ref);
-    double scale = 0;
-    for (int64_t i = 0; i < ref.numel(); ++i) scale = std::max(scale, double(std::abs(ref.data<float>()[i])));
-    std::printf("%s q8_0 logits max |diff| %.3g, max |logit| %.3g\n", fixture.c_str(), err, scale);
-    EXPECT_LT(err, kQ8LogitTol * scale);
+    const GgufFile g8 = GgufFile::open(dir.file("q8.gguf"));
+    EXPECT_EQ(g8.find_tensor("blk.0.ffn_gate_inp.weight")->type, uint32_t(GgmlType::F32));
+    EXPECT_EQ(g8.find_tensor("blk.0.ffn_gate_exps.weight")->type, uint32_t(GgmlType::Q8_0));
+    const auto got8 = all_weights(load_model(dir.file("q8.gguf")));
+    ASSERT_EQ(want.size(), got8.size());
+    for (size_t i = 0; i < want.size(); ++i) {
+      const Tensor a = want[i].second.to(DType::F32), b = got8[i].second.to(DType::F32);
+      if (want[i].first.ends_with("router") || a.ndim() == 1)
+        EXPECT_EQ(max_abs_diff(a, b), 0.0) << want[i].first;
+      else
+        expect_within_q8_0_rounding(a, b, want[i].first);
+    }
   }
 }
 
@@ -357,15 +380,7 @@ TEST(Export, GgufBf16AndQ8) {
       EXPECT_EQ(max_abs_diff(a, b), 0.0) << want[i].first;
       continue;
     }
-    // Per block of 32: |x - q·d16| ≤ d/2 + 127·|d - d16| ≤ d·(0.5 + 127·2^-11) with d = amax/127.
-    for (int64_t blk = 0; blk < a.numel() / 32; ++blk) {
-      double amax = 0, err = 0;
-      for (int64_t j = 0; j < 32; ++j) {
-        amax = std::max(amax, double(std::abs(a.data<float>()[blk * 32 + j])));
-        err = std::max(err, std::abs(double(a.data<float>()[blk * 32 + j]) - double(b.data<float>()[blk * 32 + j])));
-      }
-      ASSERT_LE(err, amax / 127.0 * (0.5 + 127.0 / 2048.0) + 1e-12) << want[i].first << " block " << blk;
-    }
+    expect_within_q8_0_rounding(a, b, want[i].first);
   }
   const std::vector<int32_t> ids = some_ids(m.file.config.vocab_size, 10, 8);
   GgufExportOptions f16;

@@ -5,9 +5,11 @@
 // engine's own memory figures. Run beside the torch reference by bench/train_vs_torch.sh.
 // Usage: bench_train MODEL --method qlora|lora|full [--seq 256] [--batch 1] [--steps 3]
 //        [--warmup 1] [--threads 0] [--rank 8] [--alpha 16] [--checkpointing] [--dtype f32|bf16]
+//        [--targets q_proj,k_proj,...] [--moe-dispatch grouped|per-token]
 #include <CLI/CLI.hpp>
 #include <fmt/core.h>
 
+#include <algorithm>
 #include <chrono>
 #include <nlohmann/json.hpp>
 
@@ -25,7 +27,7 @@ using namespace qlora;
 int main(int argc, char** argv) {
   prefer_passive_omp_wait(argv);  // as the qlora CLI does
   CLI::App app("qlora.cpp training throughput");
-  std::string model_path, method = "qlora", dtype = "f32";
+  std::string model_path, method = "qlora", dtype = "f32", targets, dispatch = "grouped";
   int64_t seq = 256, batch = 1, steps = 3, warmup = 1, rank = 8;
   double alpha = 16;
   int threads = 0;
@@ -41,6 +43,9 @@ int main(int argc, char** argv) {
   app.add_option("--alpha", alpha);
   app.add_option("--dtype", dtype);
   app.add_flag("--checkpointing", checkpointing);
+  app.add_option("--targets", targets, "LoRA target_modules, comma-separated (default: all seven projections)");
+  app.add_option("--moe-dispatch", dispatch, "grouped (the engine's) or per-token (the naive baseline)")
+      ->check(CLI::IsMember({"grouped", "per-token"}));
   CLI11_PARSE(app, argc, argv);
   try {
     if (threads > 0) set_num_threads(threads);
@@ -50,6 +55,15 @@ int main(int argc, char** argv) {
     options.checkpoint_every = checkpointing ? 1 : 0;
     options.lora.r = rank;
     options.lora.lora_alpha = alpha;
+    if (!targets.empty()) {
+      options.lora.target_modules.clear();
+      for (size_t begin = 0; begin <= targets.size();) {
+        const size_t end = std::min(targets.find(',', begin), targets.size());
+        options.lora.target_modules.push_back(targets.substr(begin, end - begin));
+        begin = end + 1;
+      }
+    }
+    options.moe_dispatch = dispatch == "per-token" ? MoeDispatch::PerToken : MoeDispatch::Grouped;
     // Streamed in, tensor by tensor, as `qlora train` loads it.
     TrainModel model(ModelSource::open(model_path), options);
     auto optimizer = make_optimizer(OptimizerKind::AdamW, AdamWConfig{}, make_heap_state_store());
@@ -86,6 +100,8 @@ int main(int argc, char** argv) {
                         {"seq", seq},
                         {"batch", batch},
                         {"checkpointing", checkpointing},
+                        {"targets", targets},
+                        {"moe_dispatch", dispatch},
                         {"tokens_per_s", double(steps * batch * seq) / timed},
                         {"step_s", timed / double(steps)},
                         {"peak_rss_mb", double(peak_rss_bytes()) / (1 << 20)},

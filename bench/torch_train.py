@@ -4,11 +4,12 @@ bitsandbytes for QLoRA) on torch CPU. Prints one JSON line like the qlora.cpp si
     venv/bin/python bench/torch_train.py [--model models/SmolLM2-135M-Instruct.Q4_1.gguf]
         [--method full|lora|qlora] [--seq 256] [--batch 1] [--steps 3] [--warmup 1] [--threads N]
         [--rank 8] [--alpha 16] [--checkpointing] [--dtype f32|bf16] [--qlora-base linear4bit|roundtrip]
+        [--targets q_proj,k_proj,...]
 
 Model: an HF folder, or a GGUF file loaded with transformers' gguf_file= (dequantized to f32, as
 bench/torch_forward.py does). Methods:
   full   every parameter trainable
-  lora   PEFT LoRA on q/k/v/o/gate/up/down_proj (dropout 0), base frozen
+  lora   PEFT LoRA on q/k/v/o/gate/up/down_proj (dropout 0; --targets to choose), base frozen
   qlora  the base's linears as bitsandbytes Linear4bit (NF4, block 64, double quant, compute dtype
          f32 or bf16) + PEFT LoRA: BitsAndBytesConfig for an HF folder; for a GGUF file (which
          transformers will not combine with quantization_config) the dense load's linears are
@@ -142,6 +143,7 @@ def main():
                     help="qlora: bnb Linear4bit layers, or dense weights holding the NF4 round trip "
                          "(same numbers; dense speed and memory)")
     ap.add_argument("--seed", type=int, default=1234)
+    ap.add_argument("--targets", default=",".join(TARGETS), help="LoRA target_modules, comma-separated")
     args = ap.parse_args()
     if args.steps < 1:
         ap.error("--steps must be >= 1")
@@ -158,7 +160,7 @@ def main():
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if args.method in ("lora", "qlora"):
         from peft import LoraConfig, get_peft_model
-        cfg = LoraConfig(r=args.rank, lora_alpha=args.alpha, lora_dropout=0.0, target_modules=TARGETS,
+        cfg = LoraConfig(r=args.rank, lora_alpha=args.alpha, lora_dropout=0.0, target_modules=args.targets.split(","),
                          bias="none", task_type="CAUSAL_LM")
         model = get_peft_model(model, cfg)
     model.train()
@@ -208,7 +210,9 @@ def main():
                       "step_s": step_s, "step_s_min": min(times),
                       "cpu_s_per_step": sum(cpu_times) / len(cpu_times), "peak_rss_mb": round(peak_rss_mb, 1),
                       "train_peak_rss_mb": round(train_peak_rss_mb, 1) if train_rss_reset else None,
-                      "qlora_base": qlora_base, "loss_first": losses[0],
+                      "qlora_base": qlora_base, "targets": args.targets,
+                      "experts_implementation": getattr(model.config, "experts_implementation", None),
+                      "loss_first": losses[0],
                       "loss_last": losses[-1], "load_s": round(load_s, 2), "fallback": fallback}), flush=True)
 
 

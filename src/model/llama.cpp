@@ -77,6 +77,13 @@ LlamaModel::LlamaModel(const ModelSource& source, ModelOptions options) : impl_(
   const std::vector<float> inv_freq = rope_inverse_frequencies(source.config());
   m.inv_freq = m.backend->to_device(Tensor::from_vector(inv_freq, {int64_t(inv_freq.size())}));
   m.w = build_model_weights(*m.backend, source, options);
+  if (options.moe_dispatch == MoeDispatch::PerToken)
+    for (const ModelLayer& layer : m.w.layers)
+      for (const auto& expert : layer.experts)
+        for (const Linear& lin : expert)
+          if (lin.lora)
+            fail("train", "per-token MoE dispatch takes no LoRA on the experts ({}); target attention or the router",
+                 lin.name);
   m.stats.weights = m.w.weight_bytes;
   for (const Param& p : m.w.params) {
     m.stats.gradients += p.grad.nbytes();

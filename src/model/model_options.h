@@ -31,6 +31,12 @@ struct QuantizeOptions {
   BnbRounding rounding = BnbRounding::Cuda;
 };
 
+// How an MoE layer runs its experts: Grouped, each expert's GEMMs once over all the rows routed to
+// it (the engine's way), or PerToken, one GEMM per (token, expert) pair on a single row, the naive
+// dispatch that bench/moe_vs_dense.sh measures grouping against. PerToken takes no LoRA on the
+// experts (a LoRA backward needs the forward's saved rows of the whole group).
+enum class MoeDispatch { Grouped, PerToken };
+
 struct ModelOptions {
   TrainMethod method = TrainMethod::Qlora;
   LoraConfig lora;             // lora and qlora
@@ -39,6 +45,7 @@ struct ModelOptions {
   int64_t checkpoint_every = 0;  // 0: keep every block's activations; k >= 1: recompute blocks l % k == 0
   // No trainable parameters: inference and evaluation (the base is 4-bit when `quantize.enabled`).
   bool frozen = false;
+  MoeDispatch moe_dispatch = MoeDispatch::Grouped;
   std::shared_ptr<Backend> backend;  // null: a CPU backend
 };
 

@@ -61,12 +61,20 @@ void LlamaModel::Impl::moe_forward(int64_t l, const Rows& rows, BlockActivations
   be.gather_rows(a.h2.data<T>(), a.moe_token.data<int32_t>(), static_cast<const T*>(nullptr), Nk, C, a.xs.data<T>());
   be.gather_rows(a.topk_w.data<T>(), a.moe_slot.data<int32_t>(), static_cast<const T*>(nullptr), Nk, 1,
                  a.moe_w.data<T>());
-  // Each expert once over its rows.
+  // Each expert once over its rows (PerToken: once per row, the baseline grouping is measured against).
+  const bool per_token = options.moe_dispatch == MoeDispatch::PerToken;
   auto expert = [&](int64_t e, int part, const T* in, int64_t in_w, T* out, int64_t out_w) {
     const int64_t begin = a.expert_begin[size_t(e)], n = a.expert_begin[size_t(e + 1)] - begin;
     if (n == 0) return;
-    linear_forward<T>(be, layer.experts[size_t(e)][size_t(part)], in + begin * in_w, out + begin * out_w, n, training,
-                      moe_linear_seed(seed, l, 1 + e * 3 + part), training ? &a.expert_saved[size_t(e * 3 + part)] : nullptr);
+    const Linear& lin = layer.experts[size_t(e)][size_t(part)];
+    LinearSaved* saved = training ? &a.expert_saved[size_t(e * 3 + part)] : nullptr;
+    if (per_token) {
+      for (int64_t r = begin; r < begin + n; ++r)
+        linear_forward<T>(be, lin, in + r * in_w, out + r * out_w, 1, training, 0, saved);
+      return;
+    }
+    linear_forward<T>(be, lin, in + begin * in_w, out + begin * out_w, n, training,
+                      moe_linear_seed(seed, l, 1 + e * 3 + part), saved);
   };
   for (int64_t e = 0; e < E; ++e) {
     expert(e, 0, a.xs.data<T>(), C, a.gate.data<T>(), F);
@@ -93,11 +101,18 @@ void LlamaModel::Impl::moe_backward(int64_t l, const Rows& rows, BlockActivation
   // Through the weighted sum: each pair's output gradient and its weight's gradient.
   be.gather_rows(dx, token, a.moe_w.data<T>(), Nk, C, g.dys.data<T>());
   be.gathered_row_dots(dx, token, a.ys.data<T>(), Nk, C, g.dpair_w.data<T>());
+  const bool per_token = options.moe_dispatch == MoeDispatch::PerToken;
   auto expert_back = [&](int64_t e, int part, const T* in, int64_t in_w, const T* dout, int64_t out_w, T* din) {
     const int64_t begin = a.expert_begin[size_t(e)], n = a.expert_begin[size_t(e + 1)] - begin;
     if (n == 0) return;
-    linear_backward<T>(be, layer.experts[size_t(e)][size_t(part)], in + begin * in_w, dout + begin * out_w,
-                       din + begin * in_w, a.expert_saved[size_t(e * 3 + part)], n);
+    Linear& lin = layer.experts[size_t(e)][size_t(part)];
+    const LinearSaved& saved = a.expert_saved[size_t(e * 3 + part)];
+    if (per_token) {
+      for (int64_t r = begin; r < begin + n; ++r)
+        linear_backward<T>(be, lin, in + r * in_w, dout + r * out_w, din + r * in_w, saved, 1);
+      return;
+    }
+    linear_backward<T>(be, lin, in + begin * in_w, dout + begin * out_w, din + begin * in_w, saved, n);
   };
   zero(g.d_act);
   for (int64_t e = 0; e < E; ++e) expert_back(e, 2, a.act.data<T>(), F, g.dys.data<T>(), C, g.d_act.data<T>());

@@ -106,6 +106,30 @@ TEST(TrainModel, CheckpointingGivesIdenticalGradientsAndLessMemory) {
   }
 }
 
+// Per-token MoE dispatch (bench/moe_vs_dense.sh's baseline) computes what the grouped one does:
+// the same rows through the same experts, one GEMM per row instead of one per expert, so only
+// the summation order of the weight gradients (rows accumulated one by one) differs. Full
+// fine-tuning (expert weight gradients) and QLoRA on attention and the router (frozen 4-bit
+// experts); expert LoRA is refused.
+TEST(TrainModel, PerTokenMoeDispatchMatchesGrouped) {
+  for (TrainMethod method : {TrainMethod::Full, TrainMethod::Qlora}) {
+    SCOPED_TRACE(train_method_name(method));
+    TrainModelOptions o = lora_options(method);
+    o.lora.target_modules = {"q_proj", "v_proj", "gate"};
+    TrainModel grouped(test::load_fixture("mixtral"), o);
+    o.moe_dispatch = MoeDispatch::PerToken;
+    TrainModel per_token(test::load_fixture("mixtral"), o);
+    if (method != TrainMethod::Full) test::randomize_lora_b(grouped, 2, 0.1), test::randomize_lora_b(per_token, 2, 0.1);
+    const Batch batch = make_batch(test::random_sequences(6, grouped.config().vocab_size, 2, 16), 0, 2);
+    EXPECT_NEAR(grouped.evaluate(batch).loss, per_token.evaluate(batch).loss, 1e-5 * std::abs(grouped.evaluate(batch).loss));
+    EXPECT_LE(max_rel_diff(gradients(grouped, batch, 0.05), gradients(per_token, batch, 0.05)), 1e-5);
+  }
+  TrainModelOptions o = lora_options(TrainMethod::Lora);
+  o.lora.target_modules = {"q_proj", "w1"};
+  o.moe_dispatch = MoeDispatch::PerToken;
+  EXPECT_THROW(TrainModel(test::load_fixture("mixtral"), o), Error);
+}
+
 TEST(TrainModel, MicroBatchesAccumulateToTheFullBatch) {
   TrainModel model(test::load_fixture("llama-gqa"), lora_options(TrainMethod::Lora));
   test::randomize_lora_b(model, 2, 0.1);

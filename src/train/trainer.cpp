@@ -103,12 +103,14 @@ StepResult Trainer::step() {
   const double grad_scale = r.tokens > 0 ? 1.0 / double(r.tokens) : 0.0;
 
   model_.zero_grad();
-  double loss_sum = 0;
+  double loss_sum = 0, aux_sum = 0;
   for (int64_t m = 0; m < config_.grad_accum; ++m) {
     const LossSum s = model_.forward_backward(batches[size_t(m)], grad_scale, dropout_seed(config_.seed, step_, m));
     loss_sum += s.loss + s.aux_term;  // the objective: an MoE model's load-balancing term included
+    aux_sum += s.aux_loss * double(s.tokens);
   }
   r.loss = r.tokens > 0 ? loss_sum / double(r.tokens) : 0.0;
+  r.aux_loss = r.tokens > 0 ? aux_sum / double(r.tokens) : 0.0;
   if (!std::isfinite(loss_sum)) r.loss = loss_sum;  // keep NaN/Inf visible even when tokens == 0
 
   const std::vector<Param> params = model_.parameters();

@@ -44,7 +44,9 @@ struct TrainerConfig {
 
 struct StepResult {
   int64_t step = 0;         // 1-based number of this optimizer step
-  double loss = 0;          // mean over the step's target tokens
+  double loss = 0;          // mean over the step's target tokens (an MoE model's aux term included)
+  double aux_loss = 0;      // MoE with output_router_logits: the load-balancing loss, micro-batches
+                            // weighed by their targets as in `loss`; 0 otherwise
   int64_t tokens = 0;       // target tokens in the step
   int64_t input_tokens = 0; // all positions fed (B * T * micro-batches)
   double grad_norm = 0;     // before clipping

@@ -59,6 +59,11 @@ class ToyModel final : public Trainable {
     for (size_t i = 0; i < dw.size(); ++i) gw[i] += float(grad_scale * dw[i]);
     for (size_t i = 0; i < db.size(); ++i) gb[i] += float(grad_scale * db[i]);
     LossSum out = s;
+    if (aux_coef_ > 0) {  // an MoE model's load-balancing loss: a different value per call
+      out.aux_loss = 0.5 + 0.125 * double(calls_);
+      out.aux_term = aux_coef_ * out.aux_loss * double(out.tokens);
+    }
+    returned_.push_back(out);
     if (calls_ - 1 >= zero_call_ && calls_ - 1 < zero_call_ + zero_count_) {
       std::fill(gw, gw + gw_.numel(), 0.0f);
       std::fill(gb, gb + gb_.numel(), 0.0f);
@@ -90,6 +95,10 @@ class ToyModel final : public Trainable {
   }
   // `count` forward_backward calls from `call` (0-based) leave every gradient exactly 0.
   void zero_grads_at(int64_t call, int64_t count) { zero_call_ = call, zero_count_ = count; }
+  // Every forward_backward reports an aux loss weighted by `coef` in the objective, as an MoE
+  // LlamaModel does (LossSum::aux_term).
+  void report_aux_loss(double coef) { aux_coef_ = coef; }
+  const std::vector<LossSum>& returned() const { return returned_; }
   int64_t updates() const { return updates_; }
   const std::vector<uint64_t>& seeds() const { return seeds_; }
   std::vector<float> values() const {
@@ -146,6 +155,8 @@ class ToyModel final : public Trainable {
   int64_t calls_ = 0, updates_ = 0, nan_call_ = -1, nan_count_ = 1, zero_call_ = -1, zero_count_ = 0;
   bool inf_grad_only_ = false;
   std::vector<uint64_t> seeds_;
+  double aux_coef_ = 0;
+  std::vector<LossSum> returned_;
 };
 
 // V = 128 classes and F = 40 features: W has 5120 elements, above the 4096 under which 8-bit AdamW
@@ -325,6 +336,27 @@ INSTANTIATE_TEST_SUITE_P(Optimizers, TrainerResume,
                            return optimizer_kind_name(info.param.optimizer) + (info.param.paged ? "_paged" : "_heap") +
                                   "_split" + std::to_string(info.param.split);
                          });
+
+// An MoE model's load-balancing term is in the step's loss (the objective), and StepResult's
+// aux_loss is the micro-batches' aux loss, each weighed by its share of the targets.
+TEST(Trainer, StepLossIncludesTheAuxTermAndReportsTheAuxLoss) {
+  TrainerConfig cfg = base_config();
+  cfg.micro_batch = 1;
+  cfg.grad_accum = 3;
+  ToyModel model(kV, kF, 3);
+  model.report_aux_loss(0.02);
+  Trainer trainer(model, make_data(12, 77), {}, cfg);
+  const StepResult r = trainer.step();
+  ASSERT_EQ(model.returned().size(), 3u);
+  double ce = 0, term = 0, aux = 0;
+  int64_t tokens = 0;
+  for (const LossSum& s : model.returned()) ce += s.loss, term += s.aux_term, aux += s.aux_loss * double(s.tokens), tokens += s.tokens;
+  ASSERT_EQ(tokens, r.tokens);
+  EXPECT_NEAR(r.loss, (ce + term) / double(tokens), 1e-12);
+  EXPECT_NEAR(r.aux_loss, aux / double(tokens), 1e-12);
+  EXPECT_GT(r.aux_loss, 0.5);  // the mean of 0.625, 0.75, 0.875: not one micro-batch's
+  EXPECT_NEAR(r.aux_loss, 0.75, 1e-12);
+}
 
 TEST(Trainer, DataOrderIsShuffledPerEpochAndMicroBatchesNeverSpanEpochs) {
   const auto data = make_data(7, 11);

@@ -310,6 +310,7 @@ void run_training(const TrainRunConfig& requested, const TrainRunOptions& option
   g_stop_requested = false;
   std::signal(SIGINT, on_interrupt);
   ProgressBar bar("train", tcfg.max_steps);
+  const bool with_aux_loss = model.config().moe() && model.config().output_router_logits;
   auto on_step = [&](const StepResult& r) {
     const double tps = r.seconds > 0 ? double(r.input_tokens) / r.seconds : 0;
     const size_t rss = current_rss_bytes();
@@ -319,6 +320,7 @@ void run_training(const TrainRunConfig& requested, const TrainRunOptions& option
                         {"grad_norm", r.grad_norm}, {"tokens", r.tokens}, {"tokens_per_s", tps},
                         {"rss_mb", double(rss) / (1 << 20)}, {"skipped", r.skipped},
                         {"nonfinite_steps", skipped}, {"zero_grad", r.zero_grad}};
+    if (with_aux_loss) j["aux_loss"] = r.aux_loss;  // the load-balancing loss, inside `loss` already
     metrics.write(j);
     report.steps.push_back({double(r.step), r.loss, r.lr, r.grad_norm, tps, double(rss) / (1 << 20)});
     if (r.skipped) fmt::print(stderr, "\nwarning: step {} skipped: non-finite loss or gradient\n", r.step);

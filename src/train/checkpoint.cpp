@@ -148,11 +148,13 @@ std::string Trainer::save_checkpoint() {
   if (config_.output_dir.empty()) fail("train", "cannot save a checkpoint: no output_dir configured");
   const std::string dir =
       save_checkpoint((fs::path(config_.output_dir) / (kCheckpointPrefix + std::to_string(step_))).string());
-  prune_checkpoints(config_.output_dir, config_.save_total_limit);
+  if (comm_->rank() == 0) prune_checkpoints(config_.output_dir, config_.save_total_limit);
   return dir;
 }
 
 std::string Trainer::save_checkpoint(const std::string& dir_in) {
+  // Data parallel: the replicas are identical and rank 0 alone writes.
+  if (comm_->rank() != 0) return dir_in;
   const fs::path dir = fs::path(dir_in).lexically_normal();
   const fs::path target = dir.filename().empty() ? dir.parent_path() : dir;  // "a/b/" -> "a/b"
   fs::path parent = target.parent_path();

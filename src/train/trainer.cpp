@@ -33,8 +33,12 @@ std::unique_ptr<StateStore> make_store(const TrainerConfig& config) {
 }  // namespace
 
 Trainer::Trainer(Trainable& model, std::vector<TrainSequence> train, std::vector<TrainSequence> validation,
-                 TrainerConfig config)
-    : model_(model), train_(std::move(train)), validation_(std::move(validation)), config_(std::move(config)) {
+                 TrainerConfig config, std::shared_ptr<Communicator> comm)
+    : model_(model),
+      train_(std::move(train)),
+      validation_(std::move(validation)),
+      config_(std::move(config)),
+      comm_(comm ? std::move(comm) : make_local_communicator()) {
   if (config_.micro_batch < 1) fail("train", "micro_batch must be >= 1; got {}", config_.micro_batch);
   if (config_.grad_accum < 1) fail("train", "grad_accum must be >= 1; got {}", config_.grad_accum);
   if (config_.max_steps < 0) fail("train", "max_steps must be >= 0; got {}", config_.max_steps);
@@ -92,25 +96,42 @@ StepResult Trainer::step() {
 
   // All micro-batches first: the gradient scale is 1 / (target tokens of the whole step), so the
   // accumulated gradient is that of the step's mean loss however it is split into micro-batches.
+  // With N ranks the step's N * grad_accum micro-batches are drawn in the global order by every
+  // rank (the data position stays global); this rank keeps every N-th, from its rank on.
+  const int64_t ranks = comm_->size(), rank = comm_->rank();
   std::vector<Batch> batches;
+  std::vector<int64_t> global_index;  // each kept micro-batch's index in the step: its dropout seed
   batches.reserve(size_t(config_.grad_accum));
-  for (int64_t m = 0; m < config_.grad_accum; ++m) {
-    batches.push_back(make_batch(train_, next_micro_batch_indices()));
+  for (int64_t m = 0; m < config_.grad_accum * ranks; ++m) {
+    const std::vector<size_t> indices = next_micro_batch_indices();
+    if (m % ranks != rank) continue;
+    batches.push_back(make_batch(train_, indices));
+    global_index.push_back(m);
     r.tokens += batches.back().target_count();
     r.input_tokens += batches.back().rows();
+  }
+  if (ranks > 1) {
+    double counts[2] = {double(r.tokens), double(r.input_tokens)};
+    comm_->all_reduce_sum(counts, 2);
+    r.tokens = int64_t(counts[0]), r.input_tokens = int64_t(counts[1]);
   }
   // A step with no target at all has zero gradients; scale 0 keeps them zero (no 1/0).
   const double grad_scale = r.tokens > 0 ? 1.0 / double(r.tokens) : 0.0;
 
   model_.zero_grad();
-  double loss_sum = 0, aux_sum = 0;
-  for (int64_t m = 0; m < config_.grad_accum; ++m) {
-    const LossSum s = model_.forward_backward(batches[size_t(m)], grad_scale, dropout_seed(config_.seed, step_, m));
-    loss_sum += s.loss + s.aux_term;  // the objective: an MoE model's load-balancing term included
-    aux_sum += s.aux_loss * double(s.tokens);
+  double sums[2] = {0, 0};  // the objective (an MoE model's load-balancing term included), aux loss × tokens
+  for (size_t m = 0; m < batches.size(); ++m) {
+    const LossSum s = model_.forward_backward(batches[m], grad_scale, dropout_seed(config_.seed, step_, global_index[m]));
+    sums[0] += s.loss + s.aux_term;
+    sums[1] += s.aux_loss * double(s.tokens);
   }
+  if (ranks > 1) {
+    comm_->all_reduce_sum(sums, 2);
+    all_reduce_gradients();
+  }
+  const double loss_sum = sums[0];
   r.loss = r.tokens > 0 ? loss_sum / double(r.tokens) : 0.0;
-  r.aux_loss = r.tokens > 0 ? aux_sum / double(r.tokens) : 0.0;
+  r.aux_loss = r.tokens > 0 ? sums[1] / double(r.tokens) : 0.0;
   if (!std::isfinite(loss_sum)) r.loss = loss_sum;  // keep NaN/Inf visible even when tokens == 0
 
   const std::vector<Param> params = model_.parameters();
@@ -134,8 +155,43 @@ StepResult Trainer::step() {
     model_.parameters_updated();
   }
   ++step_;
+  if (ranks > 1 && config_.check_replicas_every > 0 && step_ % config_.check_replicas_every == 0) check_replicas();
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return r;
+}
+
+void Trainer::all_reduce_gradients() {
+  Backend& be = model_.backend();
+  std::vector<float> host;
+  for (const Param& p : model_.parameters()) {
+    if (p.grad.dtype() != DType::F32)
+      fail("train", "data-parallel training reduces f32 gradients; {} is {}", p.name, dtype_name(p.grad.dtype()));
+    host.resize(size_t(p.grad.numel()));
+    be.download(host.data(), p.grad);
+    comm_->all_reduce_sum(host.data(), host.size());
+    be.upload(p.grad, host.data());
+  }
+}
+
+void Trainer::check_replicas() {
+  // FNV-1a over every parameter's bytes; rank 0's hash is broadcast and each rank compares, then the
+  // verdicts are summed so that every rank throws together (none is left waiting in a collective).
+  Backend& be = model_.backend();
+  uint64_t hash = 1469598103934665603ull;
+  std::vector<unsigned char> bytes;
+  for (const Param& p : model_.parameters()) {
+    bytes.resize(p.value.nbytes());
+    be.download(bytes.data(), p.value);
+    for (unsigned char b : bytes) hash = (hash ^ b) * 1099511628211ull;
+  }
+  uint64_t reference = hash;
+  comm_->broadcast(&reference, sizeof reference, 0);
+  double mismatches = reference == hash ? 0.0 : 1.0;
+  comm_->all_reduce_sum(&mismatches, 1);
+  if (mismatches > 0)
+    fail("train", "after step {} the parameters of {} of {} ranks differ from rank 0's (hash {:016x} here, {:016x} on "
+                  "rank 0): the replicas diverged",
+         step_, int64_t(mismatches), comm_->size(), hash, reference);
 }
 
 double Trainer::evaluate() {

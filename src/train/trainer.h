@@ -5,6 +5,12 @@
 // evaluation and atomic checkpoints. Data order: the training sequences are shuffled once per epoch
 // with seed + epoch; the position (epoch, index) is part of the checkpoint, and dropout seeds derive
 // from (seed, step, micro-batch), so a resumed run continues bit-identically.
+// Data parallel (a Communicator of N ranks): a step is N * grad_accum micro-batches, drawn in the
+// one global order every rank follows; rank r computes the micro-batches r, r + N, ... with their
+// global dropout seeds, the gradients and loss sums are all-reduced once per step, and clipping,
+// the NaN guard and the update then see what one process accumulating all of them would. Rank 0
+// alone writes checkpoints; every `check_replicas_every` steps the ranks compare a hash of their
+// parameters and all throw Error on a mismatch.
 // Tested in tests/unit/test_trainer.cpp (toy Trainable) and tests/parity/test_train_parity.cpp.
 #pragma once
 #include <cstdint>
@@ -14,6 +20,7 @@
 #include <vector>
 
 #include "data/packing.h"
+#include "dist/communicator.h"
 #include "optim/optimizer.h"
 #include "optim/schedule.h"
 #include "train/trainable.h"
@@ -40,6 +47,8 @@ struct TrainerConfig {
   // This many skipped (non-finite) or zero-gradient steps in a row stop train() with an Error: a
   // run that diverged does not go on to its end silently. 0 = never stop.
   int64_t max_consecutive_nonfinite = 10;
+  // Data parallel: steps between checks that every rank holds the same parameters (0 = never).
+  int64_t check_replicas_every = 10;
 };
 
 struct StepResult {
@@ -65,8 +74,9 @@ struct DataPosition {
 
 class Trainer {
  public:
+  // `comm` null: one process.
   Trainer(Trainable& model, std::vector<TrainSequence> train, std::vector<TrainSequence> validation,
-          TrainerConfig config);
+          TrainerConfig config, std::shared_ptr<Communicator> comm = nullptr);
   ~Trainer();
 
   // One optimizer step. Throws Error when there is no training data.
@@ -105,9 +115,14 @@ class Trainer {
   const TrainerConfig& config() const { return config_; }
   Optimizer& optimizer() { return *optimizer_; }
   Trainable& model() { return model_; }
+  Communicator& communicator() { return *comm_; }
 
  private:
   std::vector<size_t> next_micro_batch_indices();
+  // Sums the trainable gradients over the ranks (one all-reduce per parameter).
+  void all_reduce_gradients();
+  // Throws Error on every rank when the ranks' parameters differ.
+  void check_replicas();
 
   Trainable& model_;
   std::vector<TrainSequence> train_, validation_;
@@ -118,6 +133,7 @@ class Trainer {
   DataPosition position_;
   std::vector<size_t> order_;  // the current epoch's order
   int64_t nonfinite_total_ = 0, nonfinite_streak_ = 0;
+  std::shared_ptr<Communicator> comm_;
 };
 
 // Optimizer steps for `epochs` passes over `sequences` at `per_step` sequences a step (at least 1).

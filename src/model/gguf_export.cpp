@@ -109,9 +109,11 @@ std::vector<std::string> export_gguf(const ModelSource& model, const std::string
     GgmlType type;
   };
   std::map<std::string, Planned> plan;
-  auto add_stack = [&](const std::string& gguf_name, const std::vector<std::string>& hf_names, int64_t rope_heads) {
+  // `stacked`: hf_names are a layer's experts, one (E, out, in) tensor (even when E is 1).
+  auto add_stack = [&](const std::string& gguf_name, const std::vector<std::string>& hf_names, bool stacked,
+                       int64_t rope_heads) {
     Shape shape = model.expected_shape(hf_names[0]);
-    if (hf_names.size() > 1) shape.insert(shape.begin(), int64_t(hf_names.size()));
+    if (stacked) shape.insert(shape.begin(), int64_t(hf_names.size()));
     // convert_hf_to_gguf.py keeps the router (ffn_gate_inp) in F32 whatever the file type.
     GgmlType t = GgmlType::F32;
     if (shape.size() >= 2 && !gguf_name.ends_with(".ffn_gate_inp.weight")) {
@@ -124,7 +126,7 @@ std::vector<std::string> export_gguf(const ModelSource& model, const std::string
     plan[gguf_name] = {hf_names, qwen ? 0 : rope_heads, t};
   };
   auto add = [&](const std::string& gguf_name, const std::string& hf_name, int64_t rope_heads) {
-    add_stack(gguf_name, {hf_name}, rope_heads);
+    add_stack(gguf_name, {hf_name}, false, rope_heads);
   };
   add("token_embd.weight", "model.embed_tokens.weight", 0);
   const int64_t L = c.num_hidden_layers;
@@ -154,7 +156,7 @@ std::vector<std::string> export_gguf(const ModelSource& model, const std::string
         std::vector<std::string> experts;
         for (int64_t e = 0; e < c.num_local_experts; ++e)
           experts.push_back(hf + expert_path(c.model_type, e, part) + ".weight");
-        add_stack(p + kStacked[part], experts, 0);
+        add_stack(p + kStacked[part], experts, true, 0);
       }
     } else {
       for (int proj = kProjGate; proj <= kProjDown; ++proj) add(name(proj, ".weight"), hf_name(proj, ".weight"), 0);

@@ -45,6 +45,9 @@ void register_train(CLI::App& app) {
       ->expected(0, 1)
       ->default_str("latest");
   cmd->add_flag("--quiet", cmd_options->run.quiet, "no progress line");
+  cmd->add_flag("--distributed", cmd_options->run.distributed,
+                "one rank of an MPI job (mpirun -np N qlora train CONFIG --distributed): each step's micro-batches "
+                "are split over the ranks; rank 0 writes the outputs");
   cmd->add_flag("--ignore-memory-check", cmd_options->run.ignore_memory_check,
                 "run even when the memory estimate exceeds the available memory or memory_budget");
   cmd->callback([cmd, cmd_options] {

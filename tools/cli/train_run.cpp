@@ -8,6 +8,8 @@
 #include <chrono>
 #include <csignal>
 #include <filesystem>
+#include <functional>
+#include <memory>
 #include <nlohmann/json.hpp>
 
 #include "backend/cpu/cpu_backend.h"
@@ -16,6 +18,7 @@
 #include "core/error.h"
 #include "core/memory.h"
 #include "data/example_encoder.h"
+#include "dist/mpi_communicator.h"
 #include "model/sampler.h"
 #include "io/atomic_file.h"
 #include "io/peft_adapter.h"
@@ -148,6 +151,18 @@ std::vector<std::string> sample_answers(const LlamaModel& model, const Tokenizer
 
 void write_atomically(const std::string& path, const std::string& text) { write_file_atomically(path, text, "train"); }
 
+// Throws Error on every rank unless every rank holds the same `text` (its hash against rank 0's).
+void same_on_every_rank(Communicator& comm, const std::string& text, const std::string& what) {
+  const uint64_t mine = std::hash<std::string>{}(text);
+  uint64_t reference = mine;
+  comm.broadcast(&reference, sizeof reference, 0);
+  double differing = reference == mine ? 0.0 : 1.0;
+  comm.all_reduce_sum(&differing, 1);
+  if (differing > 0)
+    fail("train", "{} differs on {} of {} ranks from rank 0's: every rank must run the same config and files",
+         what, int64_t(differing), comm.size());
+}
+
 std::string mib(size_t bytes) { return fmt::format("{:.0f} MiB", double(bytes) / (1 << 20)); }
 
 }  // namespace
@@ -156,9 +171,17 @@ void run_training(const TrainRunConfig& requested, const TrainRunOptions& option
   TrainRunConfig c = requested;  // memory_budget may change the micro-batch and checkpointing
   set_num_threads(c.threads);
   const auto t_start = std::chrono::steady_clock::now();
+  // Data parallel: every rank runs this function; rank 0 (the leader) alone prints and writes.
+  const std::shared_ptr<Communicator> comm = options.distributed ? make_mpi_communicator() : make_local_communicator();
+  const bool leader = comm->rank() == 0;
   auto log = [&](const std::string& line) {
-    if (!options.quiet) fmt::print(stderr, "{}\n", line);
+    if (!options.quiet && leader) fmt::print(stderr, "{}\n", line);
   };
+  if (comm->size() > 1) {
+    log(fmt::format("distributed: {} ranks; each step takes {} micro-batches of {} ({} on each rank)", comm->size(),
+                    comm->size() * c.gradient_accumulation_steps, c.micro_batch_size, c.gradient_accumulation_steps));
+    same_on_every_rank(*comm, train_config_yaml(c), "the resolved config");
+  }
   if (c.compute_dtype == "auto") {  // decided here, once, so the estimate and the model agree
     c.compute_dtype = make_cpu_backend()->native_bf16() ? "bf16" : "f32";
     log(fmt::format("compute_dtype auto: {} ({})", c.compute_dtype,
@@ -200,6 +223,7 @@ void run_training(const TrainRunConfig& requested, const TrainRunOptions& option
   const std::string refusal =
       fits ? "" : does_not_fit_message(source.config(), estimate_opts, estimate, budget, budget_source);
   if (options.dry_run) {
+    if (!leader) return;
     fmt::print("{}", train_config_yaml(c));
     fmt::print("\n# memory estimate ({} params, method {}, weights stored as {})\n{}", count_parameters(source.config()),
                c.method, source.stored_types(), estimate.table());
@@ -217,24 +241,37 @@ void run_training(const TrainRunConfig& requested, const TrainRunOptions& option
   // The model's own template; base models without one get ChatML.
   ChatTemplate tmpl = load_chat_template(c.base_model, *tokenizer, c.chat_template, "chatml");
   tmpl.set_kwargs(c.chat_template_kwargs);
-  fs::create_directories(c.output_dir);
-  // A run killed earlier may have left temp files and folders; none of them is a result.
-  for (const std::string& note : remove_stale_outputs(c.output_dir)) log("note: " + note);
-  write_atomically((fs::path(c.output_dir) / "config.yaml").string(), train_config_yaml(c));
+  if (leader) {
+    fs::create_directories(c.output_dir);
+    // A run killed earlier may have left temp files and folders; none of them is a result.
+    for (const std::string& note : remove_stale_outputs(c.output_dir)) log("note: " + note);
+    write_atomically((fs::path(c.output_dir) / "config.yaml").string(), train_config_yaml(c));
+  }
+  comm->barrier();  // the output folder is clean before any rank reads a checkpoint from it
   EncodeOptions encode;
   encode.train_on_inputs = c.train_on_inputs;
   encode.max_len = int(c.sequence_len);
   encode.parse_special_in_content = c.parse_special_in_content;
   const ExampleEncoder encoder(*tokenizer, tmpl, encode);
   const TrainData data = prepare_train_data(data_options(c), *tokenizer, encoder);
-  for (const std::string& w : data.warnings) fmt::print(stderr, "warning: {}\n", w);
+  if (leader)
+    for (const std::string& w : data.warnings) fmt::print(stderr, "warning: {}\n", w);
+  if (comm->size() > 1) {
+    // The same model shape and the same encoded data everywhere (FNV-1a over every token id).
+    same_on_every_rank(*comm, source.config().to_hf_json().dump() + source.stored_types(), "the base model");
+    uint64_t h = 1469598103934665603ull;
+    for (const auto* split : {&data.train, &data.validation})
+      for (const TrainSequence& seq : *split)
+        for (const int32_t id : seq.ids) h = (h ^ uint64_t(uint32_t(id))) * 1099511628211ull;
+    same_on_every_rank(*comm, std::to_string(h), "the encoded training data");
+  }
   log(fmt::format("data: {} training examples in {} sequences of {}, {} validation examples in {} sequences",
                   data.train_examples, data.train.size(), c.sequence_len, data.validation_examples,
                   data.validation.size()));
 
   // Sample answers of the base model, before the training model takes the memory.
   std::vector<std::string> before;
-  if (!c.sample_prompts.empty()) {
+  if (!c.sample_prompts.empty() && leader) {
     log("sampling the base model");
     before = sample_answers(sampling_model(c, source, nullptr), *tokenizer, tmpl, c);
   }
@@ -251,14 +288,15 @@ void run_training(const TrainRunConfig& requested, const TrainRunOptions& option
                   format_bytes(current_rss_bytes()), format_bytes(peak_rss_bytes()),
                   format_bytes(estimate.load_peak + estimate.overhead)));
   const TrainerConfig tcfg = trainer_config(c, data.train.size());
-  auto trainer_owner = std::make_unique<Trainer>(model, data.train, data.validation, tcfg);
+  auto trainer_owner = std::make_unique<Trainer>(model, data.train, data.validation, tcfg, comm);
   Trainer& trainer = *trainer_owner;
   if (!options.resume.empty()) {
     std::string dir = options.resume;
     if (dir == "latest") {
       std::vector<std::string> warnings;
       dir = trainer.resume_latest(c.output_dir, &warnings);
-      for (const std::string& w : warnings) fmt::print(stderr, "warning: {}\n", w);
+      if (leader)
+        for (const std::string& w : warnings) fmt::print(stderr, "warning: {}\n", w);
       if (dir.empty()) fail("train", "--resume: no checkpoint in {}", c.output_dir);
     } else {
       trainer.resume(dir);
@@ -269,16 +307,28 @@ void run_training(const TrainRunConfig& requested, const TrainRunOptions& option
   const std::string metrics_path = (fs::path(c.output_dir) / "metrics.jsonl").string();
   const std::string report_path = (fs::path(c.output_dir) / "report.html").string();
   // A resumed run continues the log cut back to the checkpoint's step: each step appears once.
-  MetricsLog metrics = options.resume.empty() ? MetricsLog::create(metrics_path)
-                                              : MetricsLog::resume(metrics_path, trainer.step_count());
-  for (const std::string& w : metrics.warnings()) fmt::print(stderr, "warning: {}\n", w);
+  // Rank 0 alone holds the log; the others write nothing.
+  std::unique_ptr<MetricsLog> metrics_log;
+  if (leader)
+    metrics_log = std::make_unique<MetricsLog>(options.resume.empty()
+                                                   ? MetricsLog::create(metrics_path)
+                                                   : MetricsLog::resume(metrics_path, trainer.step_count()));
+  auto write_metric = [&](const nlohmann::json& j) {
+    if (metrics_log) metrics_log->write(j);
+  };
+  auto sync_metrics = [&] {
+    if (metrics_log) metrics_log->sync();
+  };
+  const std::vector<nlohmann::json> no_lines;
+  if (metrics_log)
+    for (const std::string& w : metrics_log->warnings()) fmt::print(stderr, "warning: {}\n", w);
   RunReport report;
   int64_t skipped = 0;  // non-finite steps of the whole run, those before a resume included
   // A NaN was written as null: read every figure as a number or NaN.
   auto num = [](const nlohmann::json& j, const char* key) {
     return j.contains(key) && j[key].is_number() ? j[key].get<double>() : double(NAN);
   };
-  for (const nlohmann::json& j : metrics.kept()) {
+  for (const nlohmann::json& j : metrics_log ? metrics_log->kept() : no_lines) {
     if (j.contains("loss"))
       report.steps.push_back({num(j, "step"), num(j, "loss"), num(j, "lr"), num(j, "grad_norm"),
                               num(j, "tokens_per_s"), num(j, "rss_mb")});
@@ -289,6 +339,7 @@ void run_training(const TrainRunConfig& requested, const TrainRunOptions& option
   report.title = fmt::format("qlora train: {} on {}", c.method, fs::path(c.base_model).filename().string());
   report.config_yaml = train_config_yaml(c);
   auto write_report = [&](const std::vector<std::pair<std::string, std::string>>& extra) {
+    if (!leader) return;
     report.facts = {{"model", c.base_model},
                     {"method", c.method},
                     {"steps", fmt::format("{} / {}", reported_step, tcfg.max_steps)},
@@ -304,7 +355,7 @@ void run_training(const TrainRunConfig& requested, const TrainRunOptions& option
   if (!data.validation.empty()) {
     log(fmt::format("validation loss before training: {:.4f} (perplexity {:.2f})", val_before, std::exp(val_before)));
     report.evals.push_back({double(trainer.step_count()), val_before});
-    metrics.write({{"step", trainer.step_count()}, {"val_loss", val_before}});
+    write_metric({{"step", trainer.step_count()}, {"val_loss", val_before}});
   }
 
   g_stop_requested = false;
@@ -321,8 +372,9 @@ void run_training(const TrainRunConfig& requested, const TrainRunOptions& option
                         {"rss_mb", double(rss) / (1 << 20)}, {"skipped", r.skipped},
                         {"nonfinite_steps", skipped}, {"zero_grad", r.zero_grad}};
     if (with_aux_loss) j["aux_loss"] = r.aux_loss;  // the load-balancing loss, inside `loss` already
-    metrics.write(j);
+    write_metric(j);
     report.steps.push_back({double(r.step), r.loss, r.lr, r.grad_norm, tps, double(rss) / (1 << 20)});
+    if (!leader) return;
     if (r.skipped) fmt::print(stderr, "\nwarning: step {} skipped: non-finite loss or gradient\n", r.step);
     if (r.zero_grad) fmt::print(stderr, "\nwarning: step {}: the gradient is exactly 0 (an overflow?)\n", r.step);
     if (!options.quiet)
@@ -332,17 +384,23 @@ void run_training(const TrainRunConfig& requested, const TrainRunOptions& option
   };
   auto on_eval = [&](int64_t step, double val) {
     report.evals.push_back({double(step), val});
-    metrics.write({{"step", step}, {"val_loss", val}});
-    if (!options.quiet) fmt::print(stderr, "\nstep {}: validation loss {:.4f} (perplexity {:.2f})\n", step, val,
-                                   std::exp(val));
+    write_metric({{"step", step}, {"val_loss", val}});
+    if (!options.quiet && leader)
+      fmt::print(stderr, "\nstep {}: validation loss {:.4f} (perplexity {:.2f})\n", step, val, std::exp(val));
     write_report({});
   };
   try {
-    trainer.train(on_step, on_eval, [&] { return g_stop_requested.load(); });
+    // Every rank stops at the same step: a Ctrl-C seen by any of them stops them all.
+    trainer.train(on_step, on_eval, [&] {
+      double stop = g_stop_requested.load() ? 1.0 : 0.0;
+      comm->all_reduce_sum(&stop, 1);
+      if (stop > 0) g_stop_requested = true;  // so every rank takes the interrupted path below
+      return stop > 0;
+    });
   } catch (const Error& e) {
     // A diverged run (or a failed save): the report says why; no adapter or model is written.
     std::signal(SIGINT, SIG_DFL);
-    metrics.sync();
+    sync_metrics();
     try {
       write_report({{"status", fmt::format("stopped: {}", e.what())}});
     } catch (const Error&) {
@@ -351,12 +409,13 @@ void run_training(const TrainRunConfig& requested, const TrainRunOptions& option
     throw;
   }
   std::signal(SIGINT, SIG_DFL);
-  metrics.sync();
-  if (!options.quiet) bar.finish();
+  sync_metrics();
+  if (!options.quiet && leader) bar.finish();
   if (g_stop_requested) {
     write_report({{"status", "interrupted"}});
-    fmt::print(stderr, "interrupted: checkpoint saved in {}; continue with --resume\n",
-               latest_checkpoint(c.output_dir));
+    if (leader)
+      fmt::print(stderr, "interrupted: checkpoint saved in {}; continue with --resume\n",
+                 latest_checkpoint(c.output_dir));
     return;
   }
 
@@ -365,10 +424,11 @@ void run_training(const TrainRunConfig& requested, const TrainRunOptions& option
   const double val_after = data.validation.empty() ? NAN : evaluated ? report.evals.back().loss : trainer.evaluate();
   if (!data.validation.empty() && !evaluated) {
     report.evals.push_back({double(trainer.step_count()), val_after});
-    metrics.write({{"step", trainer.step_count()}, {"val_loss", val_after}});
-    metrics.sync();
+    write_metric({{"step", trainer.step_count()}, {"val_loss", val_after}});
+    sync_metrics();
   }
 
+  if (!leader) return;  // the replicas are identical: rank 0 writes the result
   // The result: a PEFT adapter (lora, qlora) or the fine-tuned model as an HF folder (full).
   std::string result_path, weights_for_samples = c.base_model;
   std::unique_ptr<PeftAdapter> adapter;

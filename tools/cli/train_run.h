@@ -15,6 +15,9 @@ struct TrainRunOptions {
   std::string resume;        // "" = fresh; "latest" = newest checkpoint in output_dir; else a checkpoint dir
   bool quiet = false;        // no progress line (tests)
   bool ignore_memory_check = false;  // run even when the estimate exceeds the budget (a warning)
+  // One rank of an MPI job (`mpirun -np N qlora train CONFIG --distributed`): the ranks split each
+  // step's micro-batches (train/trainer.h), rank 0 alone prints and writes the outputs.
+  bool distributed = false;
 };
 
 void run_training(const TrainRunConfig& config, const TrainRunOptions& options);

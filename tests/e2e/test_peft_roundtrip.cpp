@@ -54,8 +54,11 @@ std::string golden_dir(const std::string& name) {
 // BLAS kernels sum in another order, and Adam's m/sqrt(v) turns those ulp-level gradient
 // differences into parameter differences measured at 0.9e-6 (OpenBLAS SkylakeX kernels),
 // 1.2e-6 (Cooperlake) and 1.6e-6 (Prescott, the generic fallback) after 3 steps at lr 1e-2.
-// 1e-5 = lr/1000 holds across those with room, and a wrong update (a step is ~lr) still fails.
-constexpr double kAdapterTol = 1e-5;
+// The clang build (pthread OpenBLAS) measured 3e-6 (llama-gqa) and 2.6e-5 on qwen3-moe, whose
+// lora_A elements get their first gradients at step 2 (through B, itself one step old), where
+// Adam's normalised step magnifies the noise most. 1e-4 = lr/100 holds across those, and a wrong
+// update (a step is ~lr) still fails.
+constexpr double kAdapterTol = 1e-4;
 // Logits vs transformers/peft (f32 both sides, C = 64, magnitudes ~1): the inference and training
 // forwards match transformers to ~1e-6 in tests/golden; 1e-5 as the brief asks.
 constexpr double kLogitTol = 1e-5;
@@ -145,13 +148,15 @@ TEST_P(PeftRoundTrip, RegenerateOrRetrainAdapter) {
   const PeftAdapter committed = read_peft_adapter(test::source_path(kGolden + "/adapter"));
   ASSERT_EQ(committed.tensors.size(), ours.tensors.size());
   double worst = 0;
+  std::string worst_name;
   for (size_t i = 0; i < ours.tensors.size(); ++i) {
     ASSERT_EQ(committed.tensors[i].first, ours.tensors[i].first);
     ASSERT_EQ(committed.tensors[i].second.shape(), ours.tensors[i].second.shape());
-    worst = std::max(worst, max_abs_diff(committed.tensors[i].second.data<float>(), ours.tensors[i].second.data<float>(),
-                                         ours.tensors[i].second.numel()));
+    const double d = max_abs_diff(committed.tensors[i].second.data<float>(), ours.tensors[i].second.data<float>(),
+                                  ours.tensors[i].second.numel());
+    if (d > worst) worst = d, worst_name = ours.tensors[i].first;
   }
-  std::printf("retrained adapter vs committed: max |diff| %.3g\n", worst);
+  std::printf("retrained adapter vs committed: max |diff| %.3g (%s)\n", worst, worst_name.c_str());
   EXPECT_LE(worst, kAdapterTol);
   // Some B moved away from 0 (the adapter is not the identity).
   double bmax = 0;

@@ -110,10 +110,15 @@ StepResult Trainer::step() {
     r.tokens += batches.back().target_count();
     r.input_tokens += batches.back().rows();
   }
+  auto seconds_since = [](std::chrono::steady_clock::time_point t) {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
+  };
   if (ranks > 1) {
+    const auto t_comm = std::chrono::steady_clock::now();
     double counts[2] = {double(r.tokens), double(r.input_tokens)};
     comm_->all_reduce_sum(counts, 2);
     r.tokens = int64_t(counts[0]), r.input_tokens = int64_t(counts[1]);
+    r.comm_seconds += seconds_since(t_comm);
   }
   // A step with no target at all has zero gradients; scale 0 keeps them zero (no 1/0).
   const double grad_scale = r.tokens > 0 ? 1.0 / double(r.tokens) : 0.0;
@@ -126,8 +131,10 @@ StepResult Trainer::step() {
     sums[1] += s.aux_loss * double(s.tokens);
   }
   if (ranks > 1) {
+    const auto t_comm = std::chrono::steady_clock::now();
     comm_->all_reduce_sum(sums, 2);
     all_reduce_gradients();
+    r.comm_seconds += seconds_since(t_comm);
   }
   const double loss_sum = sums[0];
   r.loss = r.tokens > 0 ? loss_sum / double(r.tokens) : 0.0;

@@ -65,6 +65,7 @@ struct StepResult {
   // infinities into zeros (a diverged run that no longer shows a NaN). Updated as usual.
   bool zero_grad = false;
   double seconds = 0;
+  double comm_seconds = 0;  // data parallel: the part of `seconds` spent in all-reduces
 };
 
 struct DataPosition {

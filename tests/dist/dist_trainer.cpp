@@ -58,6 +58,8 @@ TEST(DistTrainer, TwoRanksEqualOneProcessAccumulating) {
       EXPECT_EQ(a.input_tokens, b.input_tokens);
       EXPECT_NEAR(a.loss, b.loss, 1e-6 * std::abs(b.loss)) << "step " << s + 1;
       EXPECT_NEAR(a.grad_norm, b.grad_norm, 1e-5 * b.grad_norm) << "step " << s + 1;
+      EXPECT_GT(a.comm_seconds, 0.0);  // timed around the all-reduces
+      EXPECT_EQ(b.comm_seconds, 0.0);
     }
     EXPECT_EQ(dp.data_position().index, reference.data_position().index);
     double worst = 0, moved = 0;

@@ -143,7 +143,12 @@ TEST_F(CliTrain, DistributedTwoRanksEqualOneProcessAccumulatingTwice) {
   EXPECT_LE(diff, 1e-5);
   std::ifstream metrics(dist.out + "/metrics.jsonl");
   int steps = 0;
-  for (std::string line; std::getline(metrics, line);) steps += nlohmann::json::parse(line).contains("loss");
+  for (std::string line; std::getline(metrics, line);) {
+    const nlohmann::json j = nlohmann::json::parse(line);
+    if (!j.contains("loss")) continue;
+    ++steps;
+    EXPECT_TRUE(j.contains("comm_s")) << line;  // the time in all-reduces, logged by rank 0
+  }
   EXPECT_EQ(steps, 4);
 
   r = test::run_cli_env(mpi, "train " + dist.config + " --quiet --distributed --resume " + dist.out + "/checkpoint-2");

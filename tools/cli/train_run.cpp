@@ -372,6 +372,7 @@ void run_training(const TrainRunConfig& requested, const TrainRunOptions& option
                         {"rss_mb", double(rss) / (1 << 20)}, {"skipped", r.skipped},
                         {"nonfinite_steps", skipped}, {"zero_grad", r.zero_grad}};
     if (with_aux_loss) j["aux_loss"] = r.aux_loss;  // the load-balancing loss, inside `loss` already
+    if (comm->size() > 1) j["comm_s"] = r.comm_seconds;  // time in all-reduces (and waiting for the others)
     write_metric(j);
     report.steps.push_back({double(r.step), r.loss, r.lr, r.grad_norm, tps, double(rss) / (1 << 20)});
     if (!leader) return;

@@ -4,9 +4,14 @@
 #include <mpi.h>
 
 #include <algorithm>
+#include <atomic>
+#include <chrono>
 #include <climits>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
+#include <string>
+#include <thread>
 
 #include "core/error.h"
 
@@ -21,9 +26,21 @@ void check(int rc, const char* call) {
   fail("dist", "{} failed: {}", call, std::string(text, size_t(len)));
 }
 
+// How long one collective may wait for the other ranks before this rank gives up (a rank that
+// died is noticed by mpirun; one that hangs is not): QLORA_DIST_TIMEOUT_S, default 30 minutes,
+// longer than any step or checkpoint save a rank waits out.
+double collective_timeout_seconds() {
+  const char* env = std::getenv("QLORA_DIST_TIMEOUT_S");
+  if (!env || !*env) return 1800;
+  char* end = nullptr;
+  const double s = std::strtod(env, &end);
+  if (*end != '\0' || !(s > 0)) fail("dist", "QLORA_DIST_TIMEOUT_S is '{}'; expected a number of seconds > 0", env);
+  return s;
+}
+
 class MpiCommunicator final : public Communicator {
  public:
-  MpiCommunicator() {
+  MpiCommunicator() : timeout_s_(collective_timeout_seconds()) {
     int initialized = 0;
     check(MPI_Initialized(&initialized), "MPI_Initialized");
     if (!initialized) {
@@ -40,12 +57,18 @@ class MpiCommunicator final : public Communicator {
     check(MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN), "MPI_Comm_set_errhandler");
     check(MPI_Comm_rank(MPI_COMM_WORLD, &rank_), "MPI_Comm_rank");
     check(MPI_Comm_size(MPI_COMM_WORLD, &size_), "MPI_Comm_size");
+    watchdog_ = std::thread([this] { watch(); });
+  }
+  ~MpiCommunicator() override {
+    stop_ = true;
+    if (watchdog_.joinable()) watchdog_.join();
   }
   int rank() const override { return rank_; }
   int size() const override { return size_; }
   void all_reduce_sum(float* data, size_t n) override { reduce(data, n, MPI_FLOAT); }
   void all_reduce_sum(double* data, size_t n) override { reduce(data, n, MPI_DOUBLE); }
   void broadcast(void* data, size_t bytes, int root) override {
+    const Waiting waiting(*this, "MPI_Bcast");
     auto* p = static_cast<unsigned char*>(data);
     for (size_t done = 0; done < bytes;) {
       const int chunk = int(std::min<size_t>(bytes - done, INT_MAX));
@@ -53,11 +76,45 @@ class MpiCommunicator final : public Communicator {
       done += size_t(chunk);
     }
   }
-  void barrier() override { check(MPI_Barrier(MPI_COMM_WORLD), "MPI_Barrier"); }
+  void barrier() override {
+    const Waiting waiting(*this, "MPI_Barrier");
+    check(MPI_Barrier(MPI_COMM_WORLD), "MPI_Barrier");
+  }
 
  private:
+  // Marks this rank as inside a collective for the watchdog, for the scope of the call.
+  struct Waiting {
+    Waiting(MpiCommunicator& c, const char* call) : comm(c) {
+      comm.call_ = call;
+      comm.since_ns_ = std::chrono::steady_clock::now().time_since_epoch().count();
+    }
+    ~Waiting() { comm.since_ns_ = 0; }
+    MpiCommunicator& comm;
+  };
+
+  // A collective that has waited past the timeout ends this process (exit code 124): mpirun then
+  // ends the whole job non-zero, where the ranks would otherwise wait forever on a hung one.
+  void watch() {
+    while (!stop_) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      const int64_t since = since_ns_;
+      if (since == 0) continue;
+      const double waited =
+          double(std::chrono::steady_clock::now().time_since_epoch().count() - since) * 1e-9;
+      if (waited > timeout_s_) {
+        std::fprintf(stderr,
+                     "[dist] rank %d: %s has waited %.0f s for the other ranks (QLORA_DIST_TIMEOUT_S %.0f): a rank "
+                     "died or hangs; ending the job\n",
+                     rank_, call_.load(), waited, timeout_s_);
+        std::fflush(stderr);
+        std::_Exit(124);
+      }
+    }
+  }
+
   template <typename T>
   void reduce(T* data, size_t n, MPI_Datatype type) {
+    const Waiting waiting(*this, "MPI_Allreduce");
     // MPI counts are int: large buffers go in chunks.
     for (size_t done = 0; done < n;) {
       const int chunk = int(std::min<size_t>(n - done, INT_MAX / 8));
@@ -66,6 +123,11 @@ class MpiCommunicator final : public Communicator {
     }
   }
   int rank_ = 0, size_ = 1;
+  const double timeout_s_;
+  std::atomic<int64_t> since_ns_{0};  // when the current collective began (steady clock), 0 = none
+  std::atomic<const char*> call_{""};
+  std::atomic<bool> stop_{false};
+  std::thread watchdog_;
 };
 
 }  // namespace

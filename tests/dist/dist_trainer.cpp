@@ -3,11 +3,14 @@
 // and parameters that one process gets with micro-batch 1 × 2 accumulation steps on the same data
 // (computed on every rank beside the distributed run), for LoRA and QLoRA with dropout on the
 // llama-gqa fixture; the replica check runs every step, so the ranks also hold identical
-// parameters. gtest prints on rank 0; the exit code is non-zero when any rank failed.
+// parameters. gtest prints on rank 0; the exit code is non-zero when any rank failed. DistHang is
+// run apart, by expect_hang_exit.sh.
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <thread>
 
 #include "dist/mpi_communicator.h"
 #include "train/trainer.h"
@@ -75,6 +78,15 @@ TEST(DistTrainer, TwoRanksEqualOneProcessAccumulating) {
     EXPECT_LE(worst, kParamTol);
     EXPECT_GT(moved, 1e-3);  // B left 0: the runs trained
   }
+}
+
+// Run only by tests/dist/expect_hang_exit.sh (QLORA_DIST_TIMEOUT_S=2; filtered out otherwise):
+// rank 1 stops answering, and rank 0's next collective must end the job within the timeout
+// instead of waiting forever.
+TEST(DistHang, ARankThatStopsAnsweringEndsTheJob) {
+  if (g_world->rank() == 1) std::this_thread::sleep_for(std::chrono::seconds(60));
+  g_world->barrier();
+  ADD_FAILURE() << "the barrier returned";
 }
 
 }  // namespace

@@ -164,6 +164,32 @@ TEST_F(CliTrain, DistributedTwoRanksEqualOneProcessAccumulatingTwice) {
   EXPECT_NE(r.out.find("the resolved config differs"), std::string::npos) << r.out;
 }
 
+// A rank killed mid-run (kill -9) ends the whole job non-zero (mpirun's rule); the last
+// checkpoint stays intact and a --resume on 2 ranks completes the run.
+TEST_F(CliTrain, DistributedRunWithAKilledRankEndsNonZeroAndResumes) {
+  if (std::system("command -v mpiexec >/dev/null 2>&1") != 0) GTEST_SKIP() << "no mpiexec (openmpi-bin)";
+  TinyRun run("threads: 1\n");
+  const std::string mpi =
+      "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 ASAN_OPTIONS=detect_leaks=0 mpiexec -n 2 --oversubscribe ";
+  // The run: many steps, a checkpoint every 2; once checkpoint-2 exists one rank is killed (the
+  // newest process whose command line starts with the qlora binary: a rank, not mpiexec).
+  const std::string cmd = "bash -c '" + mpi + test::binary_path("qlora") + " train " + run.config +
+                          " --quiet --distributed --max_steps 200 --save_steps 2 --eval_steps 0 --sample_prompts [] "
+                          ">" + run.dir.path() + "/log 2>&1 & job=$!; "
+                          "for i in $(seq 600); do [ -f " + run.out + "/checkpoint-2/trainer_state.json ] && break; sleep 0.1; done; "
+                          "kill -9 $(pgrep -f \"^" + test::binary_path("qlora") + " train " + run.config + "\" | tail -1); wait $job'";
+  const int status = std::system(cmd.c_str());
+  EXPECT_NE(WEXITSTATUS(status), 0) << read_file(run.dir.path() + "/log");
+  EXPECT_FALSE(test::exists(run.out + "/adapter/adapter_config.json"));  // it did not finish
+  const test::RunResult r = test::run_cli_env(
+      mpi, "train " + run.config + " --quiet --distributed --max_steps 200 --save_steps 2 --eval_steps 0 "
+           "--sample_prompts [] --resume");
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_TRUE(test::exists(run.out + "/adapter/adapter_config.json"));
+  const nlohmann::json summary = nlohmann::json::parse(read_file(run.out + "/summary.json"));
+  EXPECT_EQ(summary["steps"], 200);
+}
+
 TEST_F(CliTrain, DryRunPrintsConfigAndEstimateOnly) {
   TinyRun run("chat_template_kwargs:\n  enable_thinking: false\n  note: \"true\"\n");
   const test::RunResult r = run.train("--dry-run --lora_r 6");

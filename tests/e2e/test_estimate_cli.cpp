@@ -60,6 +60,19 @@ TEST(EstimateCli, QloraPresetAndCheckpointing) {
   EXPECT_GT(paged["optimizer_spilled"].get<uint64_t>(), paged["optimizer"].get<uint64_t>());
 }
 
+// Data parallel replicates the model: the per-rank figures are the single process's, and the
+// table says so.
+TEST(EstimateCli, RanksGivePerRankFigures) {
+  const nlohmann::json one = run_json("--preset llama-7b --method qlora");
+  const nlohmann::json four = run_json("--preset llama-7b --method qlora --ranks 4");
+  EXPECT_EQ(four["total"], one["total"]);
+  EXPECT_EQ(four["ranks"], 4);
+  EXPECT_EQ(four["per_rank"], true);
+  const test::RunResult r = test::run_cli("estimate --preset llama-7b --method qlora --ranks 4");
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_NE(r.out.find("data parallel over 4 ranks: every rank needs the memory above"), std::string::npos) << r.out;
+}
+
 TEST(EstimateCli, ModelFolderReadsConfig) {
   const nlohmann::json j = run_json(test::source_path("tests/golden/fixtures/llama-gqa") + " --method lora --seq 16");
   EXPECT_GT(j["parameters"].get<int64_t>(), 0);
@@ -76,6 +89,7 @@ TEST(EstimateCli, BadInputNamesTheOption) {
       {"--preset llama-7b --batch 0", "--batch"},
       {"--params 10B --method full", "--textbook"},
       {"--params ten --method full --textbook", "--params"},
+      {"--preset llama-7b --ranks 0", "--ranks"},
       {"", "MODEL"},
   };
   for (const auto& [args, needle] : cases) {

@@ -1,6 +1,8 @@
 // `qlora estimate (MODEL | --preset NAME | --params N) --method full|lora|qlora [--precision P]
 //   [--seq N] [--batch B] [--checkpointing] [--optimizer adamw|adamw8bit|paged] [--rank R]
-//   [--textbook] [--json]`: the memory a training run needs, by category (train/memory_estimate.h).
+//   [--textbook] [--ranks N] [--json]`: the memory a training run needs, by category
+//   (train/memory_estimate.h). With --ranks (data parallel) the figures are per rank: every rank
+//   holds a full replica, and the global batch is N times the micro-batch.
 // A model is opened, not loaded: its config and tensor index say its shape and how its weights are
 // stored (which sets the width of frozen tensors and the load transient). Tested in tests/e2e/test_estimate_cli.cpp.
 #include <fmt/core.h>
@@ -20,6 +22,7 @@ struct EstimateArgs {
   std::string model, preset, params, dtype;
   std::string targets;  // comma-separated
   bool json = false;
+  int ranks = 1;  // data parallel: the figures are per rank (each holds a full replica)
   EstimateOptions options;
 };
 
@@ -74,10 +77,13 @@ void run_estimate(EstimateArgs& a) {
     source = fmt::format("{} ({})", a.model, model.stored_types());
   }
 
+  if (a.ranks < 1) fail("estimate", "--ranks must be >= 1; got {}", a.ranks);
   if (a.json) {
     nlohmann::json j = m.to_json();
     j["source"] = source;
     j["method"] = o.method;
+    j["ranks"] = a.ranks;
+    j["per_rank"] = true;  // data parallel replicates the model: these bytes on every rank
     fmt::print("{}\n", j.dump(2));
     return;
   }
@@ -85,6 +91,10 @@ void run_estimate(EstimateArgs& a) {
              o.precision.empty() ? "" : ", precision ", o.precision, o.seq, o.batch, o.optimizer,
              o.checkpointing ? ", checkpointing" : "");
   fmt::print("{}{}", note, m.table());
+  if (a.ranks > 1)
+    fmt::print("data parallel over {} ranks: every rank needs the memory above (a full replica: base, adapter, "
+               "optimizer state); the global batch is {} x micro-batch {} x the accumulation steps\n",
+               a.ranks, a.ranks, o.batch);
 }
 
 }  // namespace
@@ -112,6 +122,8 @@ void register_estimate(CLI::App& app) {
   cmd->add_option("--dtype", a->dtype, "compute dtype: f32 | bf16");
   cmd->add_flag("--textbook", a->options.textbook, "classic per-parameter arithmetic only (no activations)");
   cmd->add_flag("--json", a->json, "print byte counts as a JSON object");
+  cmd->add_option("--ranks", a->ranks, "data-parallel ranks: the estimate is per rank (each holds a full replica)")
+      ->capture_default_str();
   cmd->callback([a] { run_estimate(*a); });
 }
 

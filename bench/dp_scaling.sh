@@ -3,7 +3,7 @@
 # as 1 process × 2 threads accumulating 2 micro-batches against 2 MPI ranks × 1 thread with 1
 # each (the same global batch, the same update), training tokens/s and the time in all-reduces
 # from metrics.jsonl (medians of the steps after the first), and the all-reduce bandwidth on
-# loopback (bench_allreduce).
+# loopback and between two network namespaces over TCP (bench_allreduce, tests/dist/two_hosts.sh).
 # Usage: bench/dp_scaling.sh [STEPS]    Needs build/qlora, build/bench/bench_allreduce, mpirun.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -27,4 +27,7 @@ one=$(median_of "$out/one" tokens_per_s); two=$(median_of "$out/two" tokens_per_
 echo "1 process x 2 threads (accumulation 2): $one tokens/s"
 echo "2 ranks x 1 thread (accumulation 1):    $two tokens/s  ($(python3 -c "print(f'{$two / $one:.2f}')")x)"
 echo "  of a step, in all-reduces (and waiting for the other rank): $(median_of "$out/two" comm_s) s"
+echo "all-reduce on loopback (shared memory):"
 mpirun -np 2 --oversubscribe "$root/build/bench/bench_allreduce"
+echo "all-reduce between two network namespaces (TCP over a veth pair; needs root):"
+bash "$root/tests/dist/two_hosts.sh" "$root/build/bench/bench_allreduce" || true

@@ -114,8 +114,8 @@ TEST_F(CliTrain, WritesAdapterMetricsReportAndCheckpoints) {
 // accumulation steps a rank trains the adapter one process trains with 4 (same global batch, same
 // micro-batches, same dropout seeds; f32 sums in another order: the library's 2-rank test sees
 // them bit-identical, 1e-5 = lr/100 leaves room for other MPI reduction orders), and rank 0 alone
-// writes: one metrics line per step, one adapter. Resuming that run's step-2 checkpoint on 2 ranks
-// ends at the same adapter.
+// writes: one metrics line per step, one adapter. Resuming that run's step-2 checkpoint on 2 ranks,
+// or in one process accumulating 4, ends at the same adapter.
 TEST_F(CliTrain, DistributedTwoRanksEqualOneProcessAccumulatingTwice) {
   if (std::system("command -v mpiexec >/dev/null 2>&1") != 0) GTEST_SKIP() << "no mpiexec (openmpi-bin)";
   // CI runs as root, which OpenMPI refuses unless told; one thread a rank on this 2-core machine;
@@ -152,6 +152,10 @@ TEST_F(CliTrain, DistributedTwoRanksEqualOneProcessAccumulatingTwice) {
   EXPECT_EQ(steps, 4);
 
   r = test::run_cli_env(mpi, "train " + dist.config + " --quiet --distributed --resume " + dist.out + "/checkpoint-2");
+  ASSERT_EQ(r.exit_code, 0) << r.out;
+  EXPECT_LE(max_diff(read_peft_adapter(dist.out + "/adapter"), want), 1e-5);
+  // The data position is global: the 2-rank checkpoint resumes in one process accumulating 4.
+  r = dist.train("--gradient_accumulation_steps 4 --resume " + dist.out + "/checkpoint-2");
   ASSERT_EQ(r.exit_code, 0) << r.out;
   EXPECT_LE(max_diff(read_peft_adapter(dist.out + "/adapter"), want), 1e-5);
 

@@ -18,6 +18,10 @@ class Communicator {
   // not promise, the same bits on every rank; the trainer checks that its replicas stay identical.)
   virtual void all_reduce_sum(float* data, size_t n) = 0;
   virtual void all_reduce_sum(double* data, size_t n) = 0;
+  // Non-blocking sum: starts it and returns; the buffer must not be touched until wait_all(),
+  // which completes every sum started. Every rank must start the same sums in the same order.
+  virtual void start_all_reduce_sum(float* data, size_t n) = 0;
+  virtual void wait_all() = 0;
   // `bytes` from rank `root` to every rank.
   virtual void broadcast(void* data, size_t bytes, int root) = 0;
   virtual void barrier() = 0;

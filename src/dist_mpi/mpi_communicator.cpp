@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "core/error.h"
 
@@ -76,6 +77,24 @@ class MpiCommunicator final : public Communicator {
       done += size_t(chunk);
     }
   }
+  void start_all_reduce_sum(float* data, size_t n) override {
+    for (size_t done = 0; done < n;) {
+      const int chunk = int(std::min<size_t>(n - done, INT_MAX / 8));
+      pending_.emplace_back();
+      check(MPI_Iallreduce(MPI_IN_PLACE, data + done, chunk, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD, &pending_.back()),
+            "MPI_Iallreduce");
+      done += size_t(chunk);
+    }
+    // Without an asynchronous progress thread MPI moves non-blocking collectives on only inside
+    // MPI calls: testing the ones in flight here lets them advance while the backward runs.
+    int all_done = 0;
+    check(MPI_Testall(int(pending_.size()), pending_.data(), &all_done, MPI_STATUSES_IGNORE), "MPI_Testall");
+  }
+  void wait_all() override {
+    const Waiting waiting(*this, "MPI_Waitall");
+    check(MPI_Waitall(int(pending_.size()), pending_.data(), MPI_STATUSES_IGNORE), "MPI_Waitall");
+    pending_.clear();
+  }
   void barrier() override {
     const Waiting waiting(*this, "MPI_Barrier");
     check(MPI_Barrier(MPI_COMM_WORLD), "MPI_Barrier");
@@ -128,6 +147,7 @@ class MpiCommunicator final : public Communicator {
   std::atomic<const char*> call_{""};
   std::atomic<bool> stop_{false};
   std::thread watchdog_;
+  std::vector<MPI_Request> pending_;  // started by start_all_reduce_sum, completed by wait_all
 };
 
 }  // namespace

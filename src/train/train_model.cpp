@@ -30,4 +30,15 @@ void TrainModel::parameters_updated() { model_.parameters_updated(); }
 MemoryStats TrainModel::memory() const { return model_.memory(); }
 Backend& TrainModel::backend() { return model_.backend(); }
 
+float* TrainModel::host_flat_gradients(size_t* n) {
+  const Tensor& g = model_.flat_gradients();
+  // The CPU backend's buffers are host memory; a device's would need a staging copy per bucket.
+  if (!g.defined() || g.dtype() != DType::F32 || model_.backend().name() != "cpu") {
+    *n = 0;
+    return nullptr;
+  }
+  *n = size_t(g.numel());
+  return const_cast<float*>(g.data<float>());
+}
+
 }  // namespace qlora

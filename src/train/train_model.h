@@ -27,6 +27,10 @@ class TrainModel final : public Trainable {
   void parameters_updated() override;
   MemoryStats memory() const override;
   Backend& backend() override;
+  float* host_flat_gradients(size_t* n) override;
+  void set_gradients_ready_hook(std::function<void(const GradientsReady&)> hook) override {
+    model_.set_gradients_ready_hook(std::move(hook));
+  }
 
   // Logits (B*T, V) in f32 for a batch (adapters applied unmerged, no dropout).
   Tensor logits(const Batch& batch) { return model_.logits(batch); }

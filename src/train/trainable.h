@@ -5,6 +5,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "backend/backend.h"
@@ -31,6 +32,15 @@ class Trainable {
   virtual MemoryStats memory() const = 0;
   // Where the params and grads live and the Trainer's reductions and optimizer run.
   virtual Backend& backend() = 0;
+  // Data parallel, overlapped with the backward: every gradient as one f32 buffer in host memory
+  // (its length in floats in *n), and a hook the backward calls as each block's gradients
+  // complete (model/llama.h GradientsReady; an empty function removes it). A model without them
+  // (the defaults) has its gradients reduced per parameter after the backward.
+  virtual float* host_flat_gradients(size_t* n) {
+    *n = 0;
+    return nullptr;
+  }
+  virtual void set_gradients_ready_hook(std::function<void(const GradientsReady&)>) {}
 };
 
 }  // namespace qlora

@@ -124,16 +124,43 @@ StepResult Trainer::step() {
   const double grad_scale = r.tokens > 0 ? 1.0 / double(r.tokens) : 0.0;
 
   model_.zero_grad();
+  // Data parallel over a host gradient buffer: each block's gradients are summed over the ranks
+  // as soon as the last micro-batch's backward completes them, while the blocks below it run
+  // their backward (every rank's backward calls the hook in the same block order).
+  size_t flat_n = 0;
+  float* flat = ranks > 1 ? model_.host_flat_gradients(&flat_n) : nullptr;
+  std::vector<std::pair<size_t, size_t>> started;  // (first float, count) of each sum in flight
   double sums[2] = {0, 0};  // the objective (an MoE model's load-balancing term included), aux loss × tokens
   for (size_t m = 0; m < batches.size(); ++m) {
+    const bool overlap = flat && m + 1 == batches.size();
+    if (overlap)
+      model_.set_gradients_ready_hook([&](const GradientsReady& g) {
+        const auto t_comm = std::chrono::steady_clock::now();
+        started.emplace_back(g.offset / sizeof(float), g.bytes / sizeof(float));
+        comm_->start_all_reduce_sum(flat + started.back().first, started.back().second);
+        r.comm_seconds += seconds_since(t_comm);
+      });
     const LossSum s = model_.forward_backward(batches[m], grad_scale, dropout_seed(config_.seed, step_, global_index[m]));
+    if (overlap) model_.set_gradients_ready_hook({});
     sums[0] += s.loss + s.aux_term;
     sums[1] += s.aux_loss * double(s.tokens);
   }
   if (ranks > 1) {
     const auto t_comm = std::chrono::steady_clock::now();
+    if (flat) {
+      comm_->wait_all();
+      // Whatever no hook covered (none with the Llama engine) is summed now.
+      std::sort(started.begin(), started.end());
+      size_t at = 0;
+      for (const auto& [first, count] : started) {
+        if (first > at) comm_->all_reduce_sum(flat + at, first - at);
+        at = std::max(at, first + count);
+      }
+      if (at < flat_n) comm_->all_reduce_sum(flat + at, flat_n - at);
+    } else {
+      all_reduce_gradients();
+    }
     comm_->all_reduce_sum(sums, 2);
-    all_reduce_gradients();
     r.comm_seconds += seconds_since(t_comm);
   }
   const double loss_sum = sums[0];

@@ -7,7 +7,8 @@
 // from (seed, step, micro-batch), so a resumed run continues bit-identically.
 // Data parallel (a Communicator of N ranks): a step is N * grad_accum micro-batches, drawn in the
 // one global order every rank follows; rank r computes the micro-batches r, r + N, ... with their
-// global dropout seeds, the gradients and loss sums are all-reduced once per step, and clipping,
+// global dropout seeds, the gradients and loss sums are all-reduced once per step (block by block
+// during the last micro-batch's backward where the model has a host gradient buffer), and clipping,
 // the NaN guard and the update then see what one process accumulating all of them would. Rank 0
 // alone writes checkpoints; every `check_replicas_every` steps the ranks compare a hash of their
 // parameters and all throw Error on a mismatch.
@@ -120,7 +121,8 @@ class Trainer {
 
  private:
   std::vector<size_t> next_micro_batch_indices();
-  // Sums the trainable gradients over the ranks (one all-reduce per parameter).
+  // Sums the trainable gradients over the ranks, one all-reduce per parameter (models without a
+  // host gradient buffer; Trainable::host_flat_gradients).
   void all_reduce_gradients();
   // Throws Error on every rank when the ranks' parameters differ.
   void check_replicas();

@@ -2,7 +2,8 @@
 // tests/CMakeLists.txt). 2 ranks × micro-batch 1 must give, step by step, the loss, token counts
 // and parameters that one process gets with micro-batch 1 × 2 accumulation steps on the same data
 // (computed on every rank beside the distributed run), for LoRA and QLoRA with dropout on the
-// llama-gqa fixture; the replica check runs every step, so the ranks also hold identical
+// llama-gqa fixture, with the gradients reduced block by block during the backward and per
+// parameter after it; the replica check runs every step, so the ranks also hold identical
 // parameters. gtest prints on rank 0; the exit code is non-zero when any rank failed. DistHang is
 // run apart, by expect_hang_exit.sh.
 #include <gtest/gtest.h>
@@ -38,12 +39,35 @@ TrainModelOptions options(TrainMethod method) {
   return o;
 }
 
+// The Trainer's other path: a model without a host gradient buffer, whose gradients are reduced
+// per parameter after the backward instead of block by block during it.
+class WithoutFlatGradients final : public Trainable {
+ public:
+  explicit WithoutFlatGradients(TrainModel& model) : m_(model) {}
+  LossSum forward_backward(const Batch& b, double scale, uint64_t seed) override {
+    return m_.forward_backward(b, scale, seed);
+  }
+  LossSum evaluate(const Batch& b) override { return m_.evaluate(b); }
+  std::vector<Param> parameters() override { return m_.parameters(); }
+  void zero_grad() override { m_.zero_grad(); }
+  void parameters_updated() override { m_.parameters_updated(); }
+  MemoryStats memory() const override { return m_.memory(); }
+  Backend& backend() override { return m_.backend(); }
+
+ private:
+  TrainModel& m_;
+};
+
 TEST(DistTrainer, TwoRanksEqualOneProcessAccumulating) {
   ASSERT_EQ(g_world->size(), 2);
+  for (const bool overlapped : {true, false})
   for (TrainMethod method : {TrainMethod::Lora, TrainMethod::Qlora}) {
-    SCOPED_TRACE(train_method_name(method) + " rank " + std::to_string(g_world->rank()));
+    SCOPED_TRACE(train_method_name(method) + (overlapped ? " overlapped" : " per parameter") + " rank " +
+                 std::to_string(g_world->rank()));
     TrainModel distributed(test::load_fixture("llama-gqa"), options(method));
     TrainModel single(test::load_fixture("llama-gqa"), options(method));
+    WithoutFlatGradients plain(distributed);
+    Trainable& dp_model = overlapped ? static_cast<Trainable&>(distributed) : plain;
     const auto data = test::random_sequences(42, distributed.config().vocab_size, 12, 16);
     TrainerConfig c;
     c.micro_batch = 1;
@@ -52,7 +76,7 @@ TEST(DistTrainer, TwoRanksEqualOneProcessAccumulating) {
     c.lr = 1e-2;
     c.seed = 7;
     c.check_replicas_every = 1;
-    Trainer dp(distributed, data, {}, c, g_world);
+    Trainer dp(dp_model, data, {}, c, g_world);
     c.grad_accum = 2;
     Trainer reference(single, data, {}, c);
     for (int s = 0; s < 5; ++s) {
@@ -74,7 +98,9 @@ TEST(DistTrainer, TwoRanksEqualOneProcessAccumulating) {
         if (pa[i].name.find("lora_B") != std::string::npos)
           moved = std::max(moved, std::abs(double(pa[i].value.data<float>()[j])));
       }
-    if (g_world->rank() == 0) std::printf("%s: 2 ranks vs 1 process max |diff| %.3g\n", train_method_name(method).c_str(), worst);
+    if (g_world->rank() == 0)
+      std::printf("%s (%s): 2 ranks vs 1 process max |diff| %.3g\n", train_method_name(method).c_str(),
+                  overlapped ? "block by block during the backward" : "per parameter after it", worst);
     EXPECT_LE(worst, kParamTol);
     EXPECT_GT(moved, 1e-3);  // B left 0: the runs trained
   }

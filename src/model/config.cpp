@@ -385,6 +385,12 @@ void LlamaConfig::validate(const std::string& source) const {
            num_local_experts, num_experts_per_tok);
     positive("moe_intermediate_size", moe_intermediate_size);
     positive("decoder_sparse_step", decoder_sparse_step, kMaxLayers);
+    // Every expert matrix is a tensor of its own: a config of 2^16 layers × 2^12 experts would
+    // name 800 M of them before a single weight is read. 2^20 is 20× DeepSeek-V3's count.
+    constexpr int64_t kMaxExpertMatrices = int64_t(1) << 20;
+    if (num_hidden_layers * num_local_experts * 3 > kMaxExpertMatrices)
+      fail("config", "{}: {} layers × {} experts × 3 is more than {} expert matrices; not a real model", source,
+           num_hidden_layers, num_local_experts, kMaxExpertMatrices);
     for (int64_t l : mlp_only_layers)
       if (l < 0 || l >= num_hidden_layers)
         fail("config", "key 'mlp_only_layers' in {}: layer {} is not in 0..{}", source, l, num_hidden_layers - 1);

@@ -166,6 +166,29 @@ TEST_F(CliTrain, DistributedTwoRanksEqualOneProcessAccumulatingTwice) {
                                   " train " + other.config + " --quiet --distributed");
   EXPECT_NE(r.exit_code, 0);
   EXPECT_NE(r.out.find("the resolved config differs"), std::string::npos) << r.out;
+
+  // The same config on two "nodes" whose model file under the same (relative) path differs in
+  // one byte: refused at start-up, naming the base model.
+  test::TempDir nodes;
+  for (const char* node : {"a", "b"}) {
+    fs::create_directories(nodes.path() + "/" + node);
+    fs::copy_file(model_path(), nodes.path() + "/" + node + "/model.gguf");
+  }
+  {
+    std::fstream f(nodes.path() + "/b/model.gguf", std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(std::streamoff(fs::file_size(model_path()) / 2));
+    f.put('\x5a');
+  }
+  TinyRun relative("threads: 1\n");
+  std::string yaml = read_file(relative.config);
+  yaml.replace(yaml.find(model_path()), model_path().size(), "model.gguf");
+  std::ofstream(relative.config) << yaml;
+  r = test::run_cli_env(base + " --wdir " + nodes.path() + "/a",
+                        "train " + relative.config + " --quiet --distributed : -n 1 --wdir " + nodes.path() + "/b " +
+                            test::binary_path("qlora") + " train " + relative.config + " --quiet --distributed");
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.out.find("the base model (its config, stored types and sampled file bytes) differs"), std::string::npos)
+      << r.out;
 }
 
 // A rank killed mid-run (kill -9) ends the whole job non-zero (mpirun's rule); the last

@@ -188,6 +188,12 @@ TEST(Config, MixtralHasExpertsAndARouter) {
   m["num_experts_per_tok"] = 9;
   expect_error([&] { LlamaConfig::from_hf_json(m, "mixtral/config.json"); },
                {"[config]", "num_experts_per_tok", "mixtral/config.json", "got 9"});
+  // Each limit alone is allowed, but 4096 layers × 4096 experts would name 50 M expert tensors.
+  m["num_experts_per_tok"] = 2;
+  m["num_hidden_layers"] = 4096;
+  m["num_local_experts"] = 4096;
+  expect_error([&] { LlamaConfig::from_hf_json(m, "mixtral/config.json"); },
+               {"[config]", "expert matrices", "mixtral/config.json"});
 }
 
 // Qwen/Qwen3-30B-A3B's config.json: 128 experts (spelled num_experts), 8 per token, renormalised;

@@ -7,7 +7,9 @@
 #include <atomic>
 #include <chrono>
 #include <csignal>
+#include <algorithm>
 #include <filesystem>
+#include <fstream>
 #include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -151,6 +153,45 @@ std::vector<std::string> sample_answers(const LlamaModel& model, const Tokenizer
 
 void write_atomically(const std::string& path, const std::string& text) { write_file_atomically(path, text, "train"); }
 
+// A cheap identity of a model's files: each file (the file itself, or a folder's weight and JSON
+// files by name) hashed on its size and 64 KiB read at 16 evenly spaced places. Ranks compare it
+// at start-up, so nodes holding different weights under the same path and shapes do not train
+// apart silently (the replica check sees only the trained parameters, not the frozen base).
+std::string model_files_fingerprint(const std::string& path) {
+  std::vector<fs::path> files;
+  if (fs::is_directory(path)) {
+    for (const auto& e : fs::directory_iterator(path)) {
+      const std::string ext = e.path().extension().string();
+      if (e.is_regular_file() && (ext == ".safetensors" || ext == ".gguf" || ext == ".bin" || ext == ".json"))
+        files.push_back(e.path());
+    }
+    std::sort(files.begin(), files.end());
+  } else {
+    files.push_back(path);
+  }
+  uint64_t h = 1469598103934665603ull;
+  auto mix = [&h](const unsigned char* p, size_t n) {
+    for (size_t i = 0; i < n; ++i) h = (h ^ p[i]) * 1099511628211ull;
+  };
+  std::vector<unsigned char> buf(64 << 10);
+  for (const fs::path& f : files) {
+    const std::string name = f.filename().string();
+    mix(reinterpret_cast<const unsigned char*>(name.data()), name.size());
+    std::error_code ec;
+    const uint64_t size = fs::file_size(f, ec);
+    if (ec) fail("train", "cannot read {}: {}", f.string(), ec.message());
+    mix(reinterpret_cast<const unsigned char*>(&size), sizeof size);
+    std::ifstream in(f, std::ios::binary);
+    for (int k = 0; k < 16 && size > 0; ++k) {
+      in.seekg(std::streamoff(size / 16 * uint64_t(k)));
+      in.read(reinterpret_cast<char*>(buf.data()), std::streamsize(buf.size()));
+      mix(buf.data(), size_t(in.gcount()));
+      in.clear();
+    }
+  }
+  return std::to_string(h);
+}
+
 // Throws Error on every rank unless every rank holds the same `text` (its hash against rank 0's).
 void same_on_every_rank(Communicator& comm, const std::string& text, const std::string& what) {
   const uint64_t mine = std::hash<std::string>{}(text);
@@ -258,7 +299,9 @@ void run_training(const TrainRunConfig& requested, const TrainRunOptions& option
     for (const std::string& w : data.warnings) fmt::print(stderr, "warning: {}\n", w);
   if (comm->size() > 1) {
     // The same model shape and the same encoded data everywhere (FNV-1a over every token id).
-    same_on_every_rank(*comm, source.config().to_hf_json().dump() + source.stored_types(), "the base model");
+    same_on_every_rank(*comm, source.config().to_hf_json().dump() + source.stored_types() + ":" +
+                                  model_files_fingerprint(c.base_model),
+                       "the base model (its config, stored types and sampled file bytes)");
     uint64_t h = 1469598103934665603ull;
     for (const auto* split : {&data.train, &data.validation})
       for (const TrainSequence& seq : *split)

@@ -11,6 +11,7 @@
 
 #include "core/error.h"
 #include "core/rng.h"
+#include "data/token_cache.h"
 #include "data/dataset_mix.h"
 
 namespace qlora {
@@ -211,12 +212,12 @@ void Trainer::check_replicas() {
   // FNV-1a over every parameter's bytes; rank 0's hash is broadcast and each rank compares, then the
   // verdicts are summed so that every rank throws together (none is left waiting in a collective).
   Backend& be = model_.backend();
-  uint64_t hash = 1469598103934665603ull;
+  uint64_t hash = fnv1a64(nullptr, 0);  // the offset basis
   std::vector<unsigned char> bytes;
   for (const Param& p : model_.parameters()) {
     bytes.resize(p.value.nbytes());
     be.download(bytes.data(), p.value);
-    for (unsigned char b : bytes) hash = (hash ^ b) * 1099511628211ull;
+    hash = fnv1a64(bytes.data(), bytes.size(), hash);
   }
   uint64_t reference = hash;
   comm_->broadcast(&reference, sizeof reference, 0);

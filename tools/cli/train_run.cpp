@@ -10,7 +10,6 @@
 #include <algorithm>
 #include <filesystem>
 #include <fstream>
-#include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
 
@@ -20,6 +19,7 @@
 #include "core/error.h"
 #include "core/memory.h"
 #include "data/example_encoder.h"
+#include "data/token_cache.h"
 #include "dist/mpi_communicator.h"
 #include "model/sampler.h"
 #include "io/atomic_file.h"
@@ -157,7 +157,7 @@ void write_atomically(const std::string& path, const std::string& text) { write_
 // files by name) hashed on its size and 64 KiB read at 16 evenly spaced places. Ranks compare it
 // at start-up, so nodes holding different weights under the same path and shapes do not train
 // apart silently (the replica check sees only the trained parameters, not the frozen base).
-std::string model_files_fingerprint(const std::string& path) {
+uint64_t model_files_fingerprint(const std::string& path) {
   std::vector<fs::path> files;
   if (fs::is_directory(path)) {
     for (const auto& e : fs::directory_iterator(path)) {
@@ -169,32 +169,28 @@ std::string model_files_fingerprint(const std::string& path) {
   } else {
     files.push_back(path);
   }
-  uint64_t h = 1469598103934665603ull;
-  auto mix = [&h](const unsigned char* p, size_t n) {
-    for (size_t i = 0; i < n; ++i) h = (h ^ p[i]) * 1099511628211ull;
-  };
-  std::vector<unsigned char> buf(64 << 10);
+  uint64_t h = fnv1a64(nullptr, 0);  // the offset basis
+  std::vector<char> buf(64 << 10);
   for (const fs::path& f : files) {
     const std::string name = f.filename().string();
-    mix(reinterpret_cast<const unsigned char*>(name.data()), name.size());
+    h = fnv1a64(name.data(), name.size(), h);
     std::error_code ec;
     const uint64_t size = fs::file_size(f, ec);
     if (ec) fail("train", "cannot read {}: {}", f.string(), ec.message());
-    mix(reinterpret_cast<const unsigned char*>(&size), sizeof size);
+    h = fnv1a64(&size, sizeof size, h);
     std::ifstream in(f, std::ios::binary);
     for (int k = 0; k < 16 && size > 0; ++k) {
       in.seekg(std::streamoff(size / 16 * uint64_t(k)));
-      in.read(reinterpret_cast<char*>(buf.data()), std::streamsize(buf.size()));
-      mix(buf.data(), size_t(in.gcount()));
+      in.read(buf.data(), std::streamsize(buf.size()));
+      h = fnv1a64(buf.data(), size_t(in.gcount()), h);
       in.clear();
     }
   }
-  return std::to_string(h);
+  return h;
 }
 
-// Throws Error on every rank unless every rank holds the same `text` (its hash against rank 0's).
-void same_on_every_rank(Communicator& comm, const std::string& text, const std::string& what) {
-  const uint64_t mine = std::hash<std::string>{}(text);
+// Throws Error on every rank unless every rank holds the same `fingerprint` as rank 0.
+void same_on_every_rank(Communicator& comm, uint64_t mine, const std::string& what) {
   uint64_t reference = mine;
   comm.broadcast(&reference, sizeof reference, 0);
   double differing = reference == mine ? 0.0 : 1.0;
@@ -221,7 +217,8 @@ void run_training(const TrainRunConfig& requested, const TrainRunOptions& option
   if (comm->size() > 1) {
     log(fmt::format("distributed: {} ranks; each step takes {} micro-batches of {} ({} on each rank)", comm->size(),
                     comm->size() * c.gradient_accumulation_steps, c.micro_batch_size, c.gradient_accumulation_steps));
-    same_on_every_rank(*comm, train_config_yaml(c), "the resolved config");
+    const std::string yaml = train_config_yaml(c);
+    same_on_every_rank(*comm, fnv1a64(yaml.data(), yaml.size()), "the resolved config");
   }
   if (c.compute_dtype == "auto") {  // decided here, once, so the estimate and the model agree
     c.compute_dtype = make_cpu_backend()->native_bf16() ? "bf16" : "f32";
@@ -298,15 +295,14 @@ void run_training(const TrainRunConfig& requested, const TrainRunOptions& option
   if (leader)
     for (const std::string& w : data.warnings) fmt::print(stderr, "warning: {}\n", w);
   if (comm->size() > 1) {
-    // The same model shape and the same encoded data everywhere (FNV-1a over every token id).
-    same_on_every_rank(*comm, source.config().to_hf_json().dump() + source.stored_types() + ":" +
-                                  model_files_fingerprint(c.base_model),
+    // The same model and the same encoded data everywhere (FNV-1a over every token id).
+    const std::string shape = source.config().to_hf_json().dump() + source.stored_types();
+    same_on_every_rank(*comm, fnv1a64(shape.data(), shape.size(), model_files_fingerprint(c.base_model)),
                        "the base model (its config, stored types and sampled file bytes)");
-    uint64_t h = 1469598103934665603ull;
+    uint64_t h = fnv1a64(nullptr, 0);  // the offset basis
     for (const auto* split : {&data.train, &data.validation})
-      for (const TrainSequence& seq : *split)
-        for (const int32_t id : seq.ids) h = (h ^ uint64_t(uint32_t(id))) * 1099511628211ull;
-    same_on_every_rank(*comm, std::to_string(h), "the encoded training data");
+      for (const TrainSequence& seq : *split) h = fnv1a64(seq.ids.data(), seq.ids.size() * sizeof(int32_t), h);
+    same_on_every_rank(*comm, h, "the encoded training data");
   }
   log(fmt::format("data: {} training examples in {} sequences of {}, {} validation examples in {} sequences",
                   data.train_examples, data.train.size(), c.sequence_len, data.validation_examples,

@@ -151,12 +151,11 @@ std::vector<std::string> export_gguf(const ModelSource& model, const std::string
     add(p + "ffn_norm.weight", hf + "post_attention_layernorm.weight", 0);
     if (c.moe()) {
       add(p + "ffn_gate_inp.weight", hf + router_path(c.model_type) + ".weight", 0);
-      constexpr const char* kStacked[3] = {"ffn_gate_exps.weight", "ffn_up_exps.weight", "ffn_down_exps.weight"};
       for (int part = 0; part < 3; ++part) {
         std::vector<std::string> experts;
         for (int64_t e = 0; e < c.num_local_experts; ++e)
           experts.push_back(hf + expert_path(c.model_type, e, part) + ".weight");
-        add_stack(p + kStacked[part], experts, true, 0);
+        add_stack(p + std::string(gguf_expert_stack_name(part)) + ".weight", experts, true, 0);
       }
     } else {
       for (int proj = kProjGate; proj <= kProjDown; ++proj) add(name(proj, ".weight"), hf_name(proj, ".weight"), 0);
@@ -166,6 +165,9 @@ std::vector<std::string> export_gguf(const ModelSource& model, const std::string
   if (!c.tie_word_embeddings) add("output.weight", "lm_head.weight", 0);
 
   int64_t layers_done = 0;
+  // A block's last tensor, whose write advances the progress by one layer.
+  const std::string last =
+      "." + std::string(c.moe() ? gguf_expert_stack_name(2) : gguf_projection_name(kProjDown)) + ".weight";
   g.write(path, [&](const std::string& gguf_name) {
     const Planned& p = plan.at(gguf_name);
     // GGML rows are independent, so a stack's bytes are its experts' bytes one after another.
@@ -177,7 +179,6 @@ std::vector<std::string> export_gguf(const ModelSource& model, const std::string
       bytes.insert(bytes.end(), part.begin(), part.end());
       model.release(hf_name);
     }
-    const std::string_view last = c.moe() ? ".ffn_down_exps.weight" : ".ffn_down.weight";
     if (options.progress && gguf_name.ends_with(last))
       options.progress(++layers_done, L, gguf_name.substr(0, gguf_name.size() - last.size()));
     return bytes;

@@ -36,4 +36,10 @@ std::string_view gguf_projection_name(int index) {
   return kNames[size_t(index)];
 }
 
+std::string_view gguf_expert_stack_name(int part) {
+  static constexpr std::array<std::string_view, 3> kNames = {"ffn_gate_exps", "ffn_up_exps", "ffn_down_exps"};
+  QLORA_ASSERT(part >= 0 && part < 3, "expert part {}", part);
+  return kNames[size_t(part)];
+}
+
 }  // namespace qlora

@@ -19,5 +19,8 @@ Tensor reorder_rope_rows(const Tensor& w, int64_t n_heads, bool to_adjacent_pair
 
 // llama.cpp's name of projection `index` in a GGUF block: "attn_q", ..., "ffn_down".
 std::string_view gguf_projection_name(int index);
+// llama.cpp's name of a block's stacked experts (E, out, in) for `part` 0 gate, 1 up, 2 down:
+// "ffn_gate_exps", "ffn_up_exps", "ffn_down_exps".
+std::string_view gguf_expert_stack_name(int part);
 
 }  // namespace qlora

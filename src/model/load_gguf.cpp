@@ -42,9 +42,6 @@ struct GgufPlace {
   int64_t slice = -1;
 };
 
-// llama.cpp's stacked expert tensor of part 0 gate, 1 up, 2 down.
-constexpr const char* kExpertTensors[3] = {"ffn_gate_exps.weight", "ffn_up_exps.weight", "ffn_down_exps.weight"};
-
 std::optional<GgufPlace> gguf_place(const std::string& hf, const LlamaConfig& c) {
   if (hf == "model.embed_tokens.weight") return GgufPlace{"token_embd.weight"};
   if (hf == "model.norm.weight") return GgufPlace{"output_norm.weight"};
@@ -60,7 +57,7 @@ std::optional<GgufPlace> gguf_place(const std::string& hf, const LlamaConfig& c)
     int64_t expert = -1;
     int part = -1;
     if (parse_expert_path(suffix, expert, part) && suffix == expert_path(c.model_type, expert, part) + ".weight")
-      return GgufPlace{blk + kExpertTensors[part], expert};
+      return GgufPlace{blk + std::string(gguf_expert_stack_name(part)) + ".weight", expert};
   }
   auto it = layer_names().find(suffix);
   if (it == layer_names().end()) return std::nullopt;

@@ -130,22 +130,14 @@ Shape ModelSource::expected_shape(const std::string& name) const {
     if (c.qk_norm && (suffix == "self_attn.q_norm.weight" || suffix == "self_attn.k_norm.weight")) return {c.head_dim};
     int64_t layer = -1;
     std::from_chars(name.data() + kLayers.size(), name.data() + name.size(), layer);
-    if (c.moe_layer(layer)) {  // a sparse layer has no dense gate/up/down
-      if (suffix == router_path(c.model_type) + ".weight") return {c.num_local_experts, C};
-      int64_t expert = -1;
-      int part = -1;
-      if (parse_expert_path(suffix, expert, part) && expert < c.num_local_experts &&
-          suffix == expert_path(c.model_type, expert, part) + ".weight") {
-        const auto [out, in] = c.expert_shape(part);
-        return {out, in};
-      }
-      if (suffix.starts_with("mlp.")) fail("load", "tensor {} is not part of a {} model", name, c.architecture);
-    }
-    for (int p = 0; p < kProjCount; ++p) {
-      const auto [out, in] = c.projection_shape(p);
-      if (suffix == projection_path(p) + ".weight") return {out, in};
-      if (suffix == projection_path(p) + ".bias") return {out};
-    }
+    // The linears the layer has (projections, or a sparse layer's router and experts).
+    constexpr std::string_view kWeight = ".weight";
+    if (suffix.ends_with(kWeight))
+      if (const auto m = find_layer_module(c, layer, std::string_view(suffix).substr(0, suffix.size() - kWeight.size())))
+        return {m->out, m->in};
+    for (int p = 0; p < kProjCount; ++p)
+      if (suffix == projection_path(p) + ".bias" && !(c.moe_layer(layer) && p >= kProjGate))
+        return {c.projection_shape(p).first};
   }
   fail("load", "tensor {} is not part of a {} model", name, c.architecture);
 }

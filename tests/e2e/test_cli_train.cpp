@@ -110,6 +110,14 @@ TEST_F(CliTrain, WritesAdapterMetricsReportAndCheckpoints) {
   EXPECT_LT(summary["val_loss_after"].get<double>(), summary["val_loss_before"].get<double>());
 }
 
+// `mpiexec -n N --oversubscribe` as a command prefix for run_cli_env. CI runs as root, which
+// OpenMPI refuses unless told; LeakSanitizer would report OpenMPI's allocations kept until exit.
+std::string mpiexec(int ranks) {
+  return "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 ASAN_OPTIONS=detect_leaks=0 mpiexec --oversubscribe -n " +
+         std::to_string(ranks) + " ";
+}
+bool have_mpiexec() { return std::system("command -v mpiexec >/dev/null 2>&1") == 0; }
+
 // Data parallel through the CLI: `mpiexec -n 2 qlora train CONFIG --distributed` with 2
 // accumulation steps a rank trains the adapter one process trains with 4 (same global batch, same
 // micro-batches, same dropout seeds; f32 sums in another order: the library's 2-rank test sees
@@ -117,12 +125,9 @@ TEST_F(CliTrain, WritesAdapterMetricsReportAndCheckpoints) {
 // writes: one metrics line per step, one adapter. Resuming that run's step-2 checkpoint on 2 ranks,
 // or in one process accumulating 4, ends at the same adapter.
 TEST_F(CliTrain, DistributedTwoRanksEqualOneProcessAccumulatingTwice) {
-  if (std::system("command -v mpiexec >/dev/null 2>&1") != 0) GTEST_SKIP() << "no mpiexec (openmpi-bin)";
-  // CI runs as root, which OpenMPI refuses unless told; one thread a rank on this 2-core machine;
-  // LeakSanitizer would report OpenMPI's allocations kept until exit.
-  const std::string mpi =
-      "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 ASAN_OPTIONS=detect_leaks=0 mpiexec -n 2 --oversubscribe";
-  TinyRun dist("threads: 1\n");
+  if (!have_mpiexec()) GTEST_SKIP() << "no mpiexec (openmpi-bin)";
+  const std::string mpi = mpiexec(2);
+  TinyRun dist("threads: 1\n");  // one thread a rank on this 2-core machine
   test::RunResult r = test::run_cli_env(mpi, "train " + dist.config + " --quiet --distributed");
   ASSERT_EQ(r.exit_code, 0) << r.out;
   TinyRun single("threads: 1\n");
@@ -161,7 +166,7 @@ TEST_F(CliTrain, DistributedTwoRanksEqualOneProcessAccumulatingTwice) {
 
   // Ranks that were given different configs (mpiexec's "A : B" form) all stop, naming it.
   TinyRun other("threads: 1\nlearning_rate: 2.0e-3\n");
-  const std::string base = "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 ASAN_OPTIONS=detect_leaks=0 mpiexec --oversubscribe -n 1";
+  const std::string base = mpiexec(1);
   r = test::run_cli_env(base, "train " + dist.config + " --quiet --distributed : -n 1 " + test::binary_path("qlora") +
                                   " train " + other.config + " --quiet --distributed");
   EXPECT_NE(r.exit_code, 0);
@@ -194,10 +199,9 @@ TEST_F(CliTrain, DistributedTwoRanksEqualOneProcessAccumulatingTwice) {
 // A rank killed mid-run (kill -9) ends the whole job non-zero (mpirun's rule); the last
 // checkpoint stays intact and a --resume on 2 ranks completes the run.
 TEST_F(CliTrain, DistributedRunWithAKilledRankEndsNonZeroAndResumes) {
-  if (std::system("command -v mpiexec >/dev/null 2>&1") != 0) GTEST_SKIP() << "no mpiexec (openmpi-bin)";
+  if (!have_mpiexec()) GTEST_SKIP() << "no mpiexec (openmpi-bin)";
   TinyRun run("threads: 1\n");
-  const std::string mpi =
-      "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 ASAN_OPTIONS=detect_leaks=0 mpiexec -n 2 --oversubscribe ";
+  const std::string mpi = mpiexec(2);
   // The run: many steps, a checkpoint every 2; once checkpoint-2 exists one rank is killed (the
   // newest process whose command line starts with the qlora binary: a rank, not mpiexec).
   const std::string cmd = "bash -c '" + mpi + test::binary_path("qlora") + " train " + run.config +

@@ -39,6 +39,17 @@ double collective_timeout_seconds() {
   return s;
 }
 
+// MPI counts are int: calls `f(first, count)` over [0, n) in pieces MPI can count (INT_MAX / 8
+// elements, so a piece's bytes stay within int too for types up to 8 bytes).
+template <typename F>
+void in_pieces(size_t n, F f) {
+  for (size_t done = 0; done < n;) {
+    const int count = int(std::min<size_t>(n - done, INT_MAX / 8));
+    f(done, count);
+    done += size_t(count);
+  }
+}
+
 class MpiCommunicator final : public Communicator {
  public:
   MpiCommunicator() : timeout_s_(collective_timeout_seconds()) {
@@ -71,20 +82,16 @@ class MpiCommunicator final : public Communicator {
   void broadcast(void* data, size_t bytes, int root) override {
     const Waiting waiting(*this, "MPI_Bcast");
     auto* p = static_cast<unsigned char*>(data);
-    for (size_t done = 0; done < bytes;) {
-      const int chunk = int(std::min<size_t>(bytes - done, INT_MAX));
-      check(MPI_Bcast(p + done, chunk, MPI_BYTE, root, MPI_COMM_WORLD), "MPI_Bcast");
-      done += size_t(chunk);
-    }
+    in_pieces(bytes, [&](size_t first, int count) {
+      check(MPI_Bcast(p + first, count, MPI_BYTE, root, MPI_COMM_WORLD), "MPI_Bcast");
+    });
   }
   void start_all_reduce_sum(float* data, size_t n) override {
-    for (size_t done = 0; done < n;) {
-      const int chunk = int(std::min<size_t>(n - done, INT_MAX / 8));
+    in_pieces(n, [&](size_t first, int count) {
       pending_.emplace_back();
-      check(MPI_Iallreduce(MPI_IN_PLACE, data + done, chunk, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD, &pending_.back()),
+      check(MPI_Iallreduce(MPI_IN_PLACE, data + first, count, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD, &pending_.back()),
             "MPI_Iallreduce");
-      done += size_t(chunk);
-    }
+    });
     // Without an asynchronous progress thread MPI moves non-blocking collectives on only inside
     // MPI calls: testing the ones in flight here lets them advance while the backward runs.
     int all_done = 0;
@@ -134,12 +141,9 @@ class MpiCommunicator final : public Communicator {
   template <typename T>
   void reduce(T* data, size_t n, MPI_Datatype type) {
     const Waiting waiting(*this, "MPI_Allreduce");
-    // MPI counts are int: large buffers go in chunks.
-    for (size_t done = 0; done < n;) {
-      const int chunk = int(std::min<size_t>(n - done, INT_MAX / 8));
-      check(MPI_Allreduce(MPI_IN_PLACE, data + done, chunk, type, MPI_SUM, MPI_COMM_WORLD), "MPI_Allreduce");
-      done += size_t(chunk);
-    }
+    in_pieces(n, [&](size_t first, int count) {
+      check(MPI_Allreduce(MPI_IN_PLACE, data + first, count, type, MPI_SUM, MPI_COMM_WORLD), "MPI_Allreduce");
+    });
   }
   int rank_ = 0, size_ = 1;
   const double timeout_s_;
